@@ -1,0 +1,65 @@
+"""udpkit: build, run, probe and test request/response services over UDP,
+with TCP on the same port.
+
+The library needs only the standard library::
+
+    from udpkit import Client
+    with Client("127.0.0.1", 9999) as client:
+        print(client.request(b"Michael"))   # b'Hello, Michael!'
+"""
+
+from udpkit.apps import echo, greet, greeting, load_app
+from udpkit.client import AsyncClient, Client
+from udpkit.core.counters import CounterSnapshot
+from udpkit.core.errors import (
+    BadInput,
+    ConnectionClosed,
+    LocalProtocolError,
+    RemoteProtocolError,
+    RequestFailed,
+    RequestRefused,
+    RequestTimeout,
+    UdpkitError,
+    UnexpectedReply,
+    UsageError,
+)
+from udpkit.core.exchange import Answered, ClientStats
+from udpkit.core.handler import Address, Handler, Peer
+from udpkit.core.matching import ExpectReply, Matcher, Predicate
+from udpkit.core.retry import RetryPolicy
+from udpkit.server import Server, ServerConfig, serve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Address",
+    "Answered",
+    "AsyncClient",
+    "BadInput",
+    "Client",
+    "ClientStats",
+    "ConnectionClosed",
+    "CounterSnapshot",
+    "ExpectReply",
+    "Handler",
+    "LocalProtocolError",
+    "Matcher",
+    "Peer",
+    "Predicate",
+    "RemoteProtocolError",
+    "RequestFailed",
+    "RequestRefused",
+    "RequestTimeout",
+    "RetryPolicy",
+    "Server",
+    "ServerConfig",
+    "UdpkitError",
+    "UnexpectedReply",
+    "UsageError",
+    "__version__",
+    "echo",
+    "greet",
+    "greeting",
+    "load_app",
+    "serve",
+]

@@ -1,0 +1,24 @@
+"""The tutorial's greeting service: ``Michael`` gets ``Hello, Michael!``.
+
+Rule: byte for byte the tutorial's reply; a trailing ``\\n`` or ``\\r\\n`` moves
+after the ``!`` so line-oriented tools (``nc -u``) see clean lines.  Bytes that
+are not UTF-8 are greeted as they are.
+"""
+
+from __future__ import annotations
+
+from udpkit.core.handler import Peer
+
+
+def greet(name: bytes) -> bytes:
+    """The reply to ``name``: ``Hello, <name>!`` with any line end kept last."""
+    if name.endswith(b"\n"):
+        if name.endswith(b"\r\n"):
+            return b"Hello, " + name[:-2] + b"!\r\n"
+        return b"Hello, " + name[:-1] + b"!\n"
+    return b"Hello, " + name + b"!"
+
+
+def greeting(request: bytes, peer: Peer) -> bytes:
+    """The ``greeting`` app (the default): greet whoever sent ``request``."""
+    return greet(request)

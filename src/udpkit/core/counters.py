@@ -1,0 +1,105 @@
+"""Counters of what a server did with every request, in one place.
+
+Rule: every request that reaches the server ends in exactly one outcome
+counter, so ``received == replied + no_reply + sum(drops) + errors`` holds at
+any quiet moment.  The hot path bumps plain attributes of a slotted object;
+readers take a frozen :class:`CounterSnapshot` that tests compare exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+#: Outcome counters; each request lands in exactly one of these.
+OUTCOMES: tuple[str, ...] = (
+    "replied",
+    "no_reply",
+    "dropped_empty",
+    "dropped_oversize",
+    "dropped_truncated",
+    "handler_errors",
+    "send_errors",
+)
+
+
+class Counters:
+    """Mutable counters for one transport of one server (hot path: plain ints)."""
+
+    __slots__ = (
+        "connections_closed",
+        "connections_opened",
+        "dropped_empty",
+        "dropped_oversize",
+        "dropped_truncated",
+        "handler_errors",
+        "no_reply",
+        "received",
+        "replied",
+        "send_errors",
+    )
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.replied = 0
+        self.no_reply = 0
+        self.dropped_empty = 0
+        self.dropped_oversize = 0
+        self.dropped_truncated = 0
+        self.handler_errors = 0
+        self.send_errors = 0
+        self.connections_opened = 0
+        self.connections_closed = 0
+
+    def snapshot(self) -> CounterSnapshot:
+        return CounterSnapshot(**{name: getattr(self, name) for name in self.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSnapshot:
+    """A frozen copy of :class:`Counters`, safe to compare and to print."""
+
+    received: int = 0
+    """Requests taken from the network: datagrams (UDP) or messages (TCP)."""
+    replied: int = 0
+    """Requests answered by the handler's reply."""
+    no_reply: int = 0
+    """Requests whose handler returned ``None`` on purpose."""
+    dropped_empty: int = 0
+    """Empty datagrams or empty TCP lines: nothing to greet."""
+    dropped_oversize: int = 0
+    """Requests longer than ``max_request``."""
+    dropped_truncated: int = 0
+    """Datagrams larger than the receive buffer (``MSG_TRUNC``); never answered."""
+    handler_errors: int = 0
+    """Handler raised; logged, and the server kept serving."""
+    send_errors: int = 0
+    """The reply could not be sent (socket error, peer gone, send queue full)."""
+    connections_opened: int = 0
+    """TCP connections accepted."""
+    connections_closed: int = 0
+    """TCP connections closed, by either side."""
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_empty + self.dropped_oversize + self.dropped_truncated
+
+    @property
+    def errors(self) -> int:
+        return self.handler_errors + self.send_errors
+
+    @property
+    def accounted(self) -> int:
+        """Requests with a known outcome; equals ``received`` when nothing is in flight."""
+        return sum(getattr(self, name) for name in OUTCOMES)
+
+    def summary(self) -> str:
+        """One line: ``received=3 replied=3 no_reply=0 dropped(empty=0 ...) errors(...)``."""
+        return (
+            f"received={self.received} replied={self.replied} no_reply={self.no_reply} "
+            f"dropped(empty={self.dropped_empty} oversize={self.dropped_oversize} "
+            f"truncated={self.dropped_truncated}) "
+            f"errors(handler={self.handler_errors} send={self.send_errors})"
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,208 @@
+"""The server's life cycle: startup, serving, graceful shutdown, signals.
+
+Rule: settings live in :class:`~udpkit.server.config.ServerConfig`; this
+module owns only the running state.  The first SIGINT/SIGTERM stops taking new
+work, answers what was already received, closes TCP connections and prints a
+one-line summary of the counters; a second signal skips the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from types import TracebackType
+
+from udpkit.apps import load_app
+from udpkit.core.counters import Counters, CounterSnapshot
+from udpkit.core.framing import make_framing
+from udpkit.core.handler import Handler, format_address
+from udpkit.server.binding import BoundSockets, bind
+from udpkit.server.config import ServerConfig
+from udpkit.server.logs import server_log
+from udpkit.server.tcp import TcpConnection
+from udpkit.server.udp import UdpEndpoint
+
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Server:
+    """A running udpkit server; use ``async with Server(config) as server``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.handler: Handler = load_app(config.app) if isinstance(config.app, str) else config.app
+        self.udp_counters = Counters()
+        self.tcp_counters = Counters()
+        self.port: int = config.port
+        self.addresses: list[tuple[str, int]] = []
+        self._sockets: BoundSockets | None = None
+        self._udp: list[UdpEndpoint] = []
+        self._tcp_servers: list[asyncio.Server] = []
+        self._connections: set[TcpConnection] = set()
+        self._should_exit = asyncio.Event()
+        self._force_exit = asyncio.Event()
+        self._signals_seen = 0
+
+    # -- public state ---------------------------------------------------------
+
+    def stats(self) -> dict[str, CounterSnapshot]:
+        """Frozen counters per transport."""
+        return {"udp": self.udp_counters.snapshot(), "tcp": self.tcp_counters.snapshot()}
+
+    def summary(self) -> str:
+        stats = self.stats()
+        parts = [f"{name.upper()} {stats[name].summary()}" for name in ("udp", "tcp")
+                 if getattr(self.config, name)]
+        tcp = stats["tcp"]
+        if self.config.tcp:
+            parts.append(f"connections={tcp.connections_opened}")
+        return "Summary: " + "; ".join(parts)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def startup(self) -> None:
+        config = self.config
+        self._sockets = bind(
+            config.host, config.port, udp=config.udp, tcp=config.tcp, backlog=config.tcp_backlog
+        )
+        self.port = self._sockets.port
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets.udp:
+            endpoint = UdpEndpoint(
+                sock,
+                self.handler,
+                self.udp_counters,
+                max_request=config.max_request,
+                recv_buffer=config.recv_buffer,
+                send_queue=config.udp_send_queue,
+                access_log=config.access_log,
+            )
+            endpoint.start()
+            self._udp.append(endpoint)
+            self._announce("UDP", sock.getsockname())
+        for sock in self._sockets.tcp:
+            server = await loop.create_server(self._new_connection, sock=sock)
+            self._tcp_servers.append(server)
+            self._announce("TCP", sock.getsockname())
+
+    def _announce(self, transport: str, sockname: tuple[str, int]) -> None:
+        address = (sockname[0], sockname[1])
+        if address not in self.addresses:
+            self.addresses.append(address)
+        server_log.info("Bind %s on %s...", transport, format_address(address))
+
+    def _new_connection(self) -> TcpConnection:
+        config = self.config
+        connection = TcpConnection(
+            self.handler,
+            self.tcp_counters,
+            make_framing(config.tcp_framing, max_line=config.max_request),
+            pipeline=config.tcp_pipeline,
+            access_log=config.access_log,
+            on_close=self._connections.discard,
+        )
+        self._connections.add(connection)
+        return connection
+
+    async def main_loop(self) -> None:
+        await self._should_exit.wait()
+
+    async def shutdown(self) -> None:
+        """Stop taking work, answer what was received, close everything."""
+        for server in self._tcp_servers:
+            server.close()
+        for endpoint in self._udp:
+            endpoint.stop_reading()
+        for connection in list(self._connections):
+            connection.stop_reading()
+        try:
+            await self._wait_or_force(self._drained(), self.config.graceful_timeout)
+        finally:
+            for connection in list(self._connections):
+                connection.abort()
+            for endpoint in self._udp:
+                endpoint.close()
+            for server in self._tcp_servers:
+                await self._wait_or_force(server.wait_closed(), 1.0)
+            self._udp.clear()
+            self._tcp_servers.clear()
+
+    async def _drained(self) -> None:
+        for endpoint in self._udp:
+            await endpoint.wait_idle()
+        pending = [connection.closed for connection in self._connections]
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _wait_or_force(self, work: object, timeout: float) -> None:
+        task = asyncio.ensure_future(work)  # type: ignore[call-overload]
+        force = asyncio.ensure_future(self._force_exit.wait())
+        try:
+            await asyncio.wait([task, force], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, force):
+                pending.cancel()
+
+    async def serve(self, *, install_signals: bool = True) -> None:
+        """Start, serve until asked to stop, shut down and log the summary."""
+        await self.startup()
+        if install_signals:
+            self._install_signal_handlers()
+        try:
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+            if install_signals:
+                self._remove_signal_handlers()
+            server_log.info("%s", self.summary())
+
+    def request_exit(self) -> None:
+        """Ask for a graceful stop (what the first SIGINT/SIGTERM does)."""
+        self._should_exit.set()
+
+    def force_exit(self) -> None:
+        """Stop waiting for in-flight work (what a second signal does)."""
+        self._should_exit.set()
+        self._force_exit.set()
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals_seen += 1
+        if self._signals_seen == 1:
+            server_log.info("Received %s, shutting down gracefully...", signal.Signals(signum).name)
+            self.request_exit()
+        else:
+            server_log.info("Received %s again, exiting now.", signal.Signals(signum).name)
+            self.force_exit()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in _HANDLED_SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in _HANDLED_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+    # -- async context manager --------------------------------------------------
+
+    async def __aenter__(self) -> Server:
+        await self.startup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+
+def serve(config: ServerConfig) -> None:
+    """Run a server until SIGINT/SIGTERM (the function behind ``udpkit serve``)."""
+    asyncio.run(Server(config).serve())

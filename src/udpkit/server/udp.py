@@ -1,0 +1,207 @@
+"""UDP glue: drain the socket, call the handler, send replies.
+
+Rule: this module only moves bytes.  The reader drains the socket on every
+wake-up (bounded per wake-up so TCP is not starved), classifies each datagram
+(truncated, empty, oversize), calls the handler and sends at once; only on
+``BlockingIOError`` is a reply queued (bounded: the excess is counted as a
+send error).  No ``OSError`` from the socket ever stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from collections.abc import Awaitable
+
+from udpkit.core.counters import Counters
+from udpkit.core.handler import Address, Handler, Peer, Reply
+from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
+from udpkit.server.logs import log_access, server_log
+
+_BATCH = 256
+"""Datagrams handled per wake-up before yielding to the event loop."""
+
+_MSG_TRUNC = socket.MSG_TRUNC
+
+
+class UdpEndpoint:
+    """One bound UDP socket served by a handler."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        handler: Handler,
+        counters: Counters,
+        *,
+        max_request: int,
+        recv_buffer: int,
+        send_queue: int,
+        access_log: bool,
+    ) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.counters = counters
+        self.max_request = max_request
+        self.recv_buffer = recv_buffer
+        self.access_log = access_log
+        self._queue: deque[tuple[bytes, Address]] = deque()
+        self._queue_limit = send_queue
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._reading = False
+        self._writing = False
+
+    def start(self) -> None:
+        self._loop.add_reader(self.sock.fileno(), self.on_readable)
+        self._reading = True
+
+    def stop_reading(self) -> None:
+        """Stop taking new datagrams; the ones already queued in the kernel are handled."""
+        if self._reading:
+            self._loop.remove_reader(self.sock.fileno())
+            self._reading = False
+            self.drain_kernel_queue()
+
+    def drain_kernel_queue(self, max_batches: int = 64) -> None:
+        """Handle what the kernel already holds (bounded, should a flood go on)."""
+        for _ in range(max_batches):
+            if self._read_batch() < _BATCH:
+                return
+
+    def busy(self) -> bool:
+        return bool(self._tasks or self._queue)
+
+    async def wait_idle(self) -> None:
+        while self.busy():
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
+            else:
+                await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self.sock.fileno())
+            self._reading = False
+        if self._writing:
+            self._loop.remove_writer(self.sock.fileno())
+            self._writing = False
+        for task in self._tasks:
+            task.cancel()
+        self.counters.send_errors += len(self._queue)  # replies that will never leave
+        self._queue.clear()
+        self.sock.close()
+
+    # -- receive -------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        self._read_batch()
+
+    def _read_batch(self) -> int:
+        """Handle up to ``_BATCH`` datagrams; return how many were read."""
+        recvmsg = self.sock.recvmsg
+        bufsize = self.recv_buffer
+        counters = self.counters
+        for count in range(_BATCH):
+            try:
+                data, _anc, flags, address = recvmsg(bufsize)
+            except (BlockingIOError, InterruptedError):
+                return count
+            except OSError as exc:
+                # e.g. an ICMP error queued on the socket: report, keep serving.
+                server_log.warning("UDP receive error (ignored): %s", exc)
+                continue
+            counters.received += 1
+            if flags & _MSG_TRUNC:
+                counters.dropped_truncated += 1
+            elif not data:
+                counters.dropped_empty += 1
+            elif len(data) > self.max_request:
+                counters.dropped_oversize += 1
+            else:
+                self._handle(data, address)
+        return _BATCH
+
+    def _handle(self, data: bytes, address: Address) -> None:
+        peer = Peer(address, "udp")
+        if self.access_log:
+            log_access(peer, data)
+        try:
+            result = self.handler(data, peer)
+            if type(result) is bytes:
+                self.send(result, address)
+                return
+            if is_awaitable(result):
+                self._spawn(result, peer)  # type: ignore[arg-type]
+                return
+            reply = check_reply(result, peer)
+        except Exception as exc:
+            self.counters.handler_errors += 1
+            log_handler_error(peer, exc)
+            return
+        if reply is None:
+            self.counters.no_reply += 1
+        else:
+            self.send(reply, address)
+
+    def _spawn(self, pending: Awaitable[Reply], peer: Peer) -> None:
+        task = self._loop.create_task(self._finish(pending, peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, pending: Awaitable[Reply], peer: Peer) -> None:
+        try:
+            reply = check_reply(await pending, peer)
+        except asyncio.CancelledError:
+            self.counters.handler_errors += 1
+            raise
+        except Exception as exc:
+            self.counters.handler_errors += 1
+            log_handler_error(peer, exc)
+            return
+        if reply is None:
+            self.counters.no_reply += 1
+        else:
+            self.send(reply, peer.address)
+
+    # -- send ----------------------------------------------------------------
+
+    def send(self, reply: bytes, address: Address) -> None:
+        """Send at once; queue only while the socket is full."""
+        if self._queue:
+            self._enqueue(reply, address)
+            return
+        try:
+            self.sock.sendto(reply, address)
+        except (BlockingIOError, InterruptedError):
+            self._enqueue(reply, address)
+        except OSError as exc:
+            self.counters.send_errors += 1
+            server_log.warning("UDP send to %s failed: %s", Peer(address, "udp"), exc)
+        else:
+            self.counters.replied += 1
+
+    def _enqueue(self, reply: bytes, address: Address) -> None:
+        if len(self._queue) >= self._queue_limit:
+            self.counters.send_errors += 1
+            return
+        self._queue.append((reply, address))
+        if not self._writing:
+            self._loop.add_writer(self.sock.fileno(), self._on_writable)
+            self._writing = True
+
+    def _on_writable(self) -> None:
+        queue = self._queue
+        while queue:
+            reply, address = queue[0]
+            try:
+                self.sock.sendto(reply, address)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.counters.send_errors += 1
+            else:
+                self.counters.replied += 1
+            queue.popleft()
+        self._loop.remove_writer(self.sock.fileno())
+        self._writing = False
