@@ -1,0 +1,52 @@
+"""Shared fixtures: servers on port 0, free ports, IPv4/IPv6 parametrisation."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from udpkit.server import Server, ServerConfig
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = _has_ipv6()
+
+LOOPBACKS = [
+    pytest.param("127.0.0.1", id="ipv4"),
+    pytest.param(
+        "::1", id="ipv6", marks=pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
+    ),
+]
+
+
+@pytest.fixture(params=LOOPBACKS)
+def loopback(request: pytest.FixtureRequest) -> str:
+    """Each test runs on 127.0.0.1 and on ::1."""
+    host: str = request.param
+    return host
+
+
+@pytest.fixture
+async def server(loopback: str) -> AsyncIterator[Server]:
+    """A greeting server on ``loopback``, UDP and TCP on one free port."""
+    async with Server(ServerConfig(host=loopback, port=0)) as running:
+        yield running
+
+
+@pytest.fixture
+def closed_udp_port() -> Iterator[int]:
+    """A UDP port on 127.0.0.1 with nothing bound (bound, read, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    yield port
