@@ -1,0 +1,46 @@
+"""Raw-socket helpers for tests against a running server (no udpkit client involved)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from udpkit.core.counters import CounterSnapshot
+from udpkit.server import Server
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class RawUdp:
+    """A plain non-blocking UDP socket for poking a server with any bytes."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    async def send(self, data: bytes, address: tuple[str, int]) -> None:
+        await asyncio.get_running_loop().sock_sendto(self.sock, data, address)
+
+    async def recv(self, timeout: float = 2.0) -> bytes | None:
+        try:
+            async with asyncio.timeout(timeout):
+                data, _ = await asyncio.get_running_loop().sock_recvfrom(self.sock, 70000)
+        except TimeoutError:
+            return None
+        return data
+
+
+async def wait_for_counters(server: Server, transport: str, received: int,
+                            timeout: float = 5.0) -> CounterSnapshot:
+    """Wait until ``received`` requests are accounted for, then return the counters."""
+    async with asyncio.timeout(timeout):
+        while True:
+            snapshot = server.stats()[transport]
+            if snapshot.received >= received and snapshot.accounted == snapshot.received:
+                return snapshot
+            await asyncio.sleep(0.005)
