@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import click
 
@@ -31,6 +33,9 @@ _defaults = ServerConfig()
               help="Log one line per request.")
 @click.option("--graceful-timeout", default=_defaults.graceful_timeout, show_default=True,
               type=click.FloatRange(0), help="Seconds to finish in-flight work on shutdown.")
+@click.option("--app-dir", default=".", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Directory added to the import path to find APP's module.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def serve(
@@ -43,10 +48,12 @@ def serve(
     max_request: int,
     access_log: bool,
     graceful_timeout: float,
+    app_dir: str,
     log_level: str,
 ) -> None:
     """Serve APP (greeting, echo or module:attr) over UDP and TCP on one port."""
     configure(getattr(logging, log_level.upper()))
+    sys.path.insert(0, os.path.abspath(app_dir))
     try:
         config = ServerConfig(
             app=app,

@@ -1,0 +1,182 @@
+"""TCP load generator glue: N connections, requests pipelined, one per line.
+
+Rule: framing is the sans-IO :mod:`udpkit.core.framing` and accounting the
+sans-IO :class:`~udpkit.core.load_stats.LoadCore`; this module only connects,
+writes and feeds received lines in.  A first line ``Welcome!`` (udpkit's TCP
+greeting) is skipped; every other line is a reply, matched by content.
+
+Closed loop: each connection keeps ``depth`` requests in flight, a reply line
+frees one place.  Open loop: due requests go to the connections in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from udpkit.core.errors import RequestRefused
+from udpkit.core.framing import LineFraming
+from udpkit.core.handler import Address, format_address
+from udpkit.core.load_stats import ArrivalSchedule, LoadCore
+
+_WELCOME = b"Welcome!"
+_MAX_LINE = 1 << 20
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, generator: TcpGenerator) -> None:
+        self.generator = generator
+        self.framer = LineFraming(_MAX_LINE)
+        self.transport: asyncio.Transport | None = None
+        self.in_flight = 0
+        self.first_line = True
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        lines = self.framer.feed(data)
+        if self.first_line and lines:
+            self.first_line = False
+            if lines[0] == _WELCOME:
+                lines = lines[1:]
+        if lines:
+            self.in_flight = max(0, self.in_flight - len(lines))
+            self.generator.on_replies(self, lines)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.transport = None
+        self.generator.on_lost(self)
+
+    def send(self, payloads: list[bytes]) -> None:
+        if self.transport is None or not payloads:
+            return
+        self.in_flight += len(payloads)
+        self.transport.write(b"\n".join(payloads) + b"\n")
+
+
+class TcpGenerator:
+    """``connections`` pipelined TCP connections driving one :class:`LoadCore`."""
+
+    def __init__(
+        self,
+        core: LoadCore,
+        server: Address,
+        *,
+        connections: int,
+        depth: int,
+        schedule: ArrivalSchedule | None,
+    ) -> None:
+        self.core = core
+        self.server = server
+        self.connections = connections
+        self.depth = depth
+        self.schedule = schedule
+        self._loop = asyncio.get_running_loop()
+        self._open: list[_Connection] = []
+        self._turn = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._done: asyncio.Future[None] = self._loop.create_future()
+
+    async def run(self) -> None:
+        try:
+            for _ in range(self.connections):
+                try:
+                    _, connection = await self._loop.create_connection(
+                        lambda: _Connection(self), self.server[0], self.server[1]
+                    )
+                except ConnectionRefusedError:
+                    raise RequestRefused(
+                        "connection refused over tcp", address=format_address(self.server)
+                    ) from None
+                self._open.append(connection)
+            now = self._loop.time()
+            for connection in self._open:
+                self._refill(connection, now)
+            self._pump(now)
+            await self._done
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        now = self._loop.time()
+        self.core.stop(now)
+        self._pump(now)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for connection in self._open:
+            if connection.transport is not None:
+                connection.transport.abort()
+        self._open.clear()
+
+    # -- callbacks -------------------------------------------------------------
+
+    def on_replies(self, connection: _Connection, lines: list[bytes]) -> None:
+        now = self._loop.time()
+        self.core.receive(lines, now)
+        if self.schedule is None:
+            self._refill(connection, now)
+        self._pump(now)
+
+    def on_lost(self, connection: _Connection) -> None:
+        if connection in self._open:
+            self._open.remove(connection)
+        if not self._open and not self._done.done():
+            # Nothing left to send on: what is in flight will time out.
+            self.core.stop(self._loop.time())
+            self._pump(self._loop.time())
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._pump(self._loop.time())
+
+    # -- glue ------------------------------------------------------------------
+
+    def _refill(self, connection: _Connection, now: float) -> None:
+        want = self.depth - connection.in_flight
+        if want > 0 and not connection.lost:
+            connection.send(self.core.issue(want, now))
+
+    def _pump(self, now: float) -> None:
+        core = self.core
+        core.expire(now)
+        if self.schedule is not None and self._open:
+            intended = self.schedule.due(now)
+            payloads = core.issue_scheduled(intended, now) if intended else []
+            if payloads:
+                share = max(1, -(-len(payloads) // len(self._open)))
+                for start in range(0, len(payloads), share):
+                    connection = self._open[self._turn % len(self._open)]
+                    self._turn += 1
+                    connection.send(payloads[start : start + share])
+        if core.finished(now):
+            if not self._done.done():
+                self._done.set_result(None)
+            return
+        self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        core = self.core
+        when = core.next_deadline()
+        if core.sending(now):
+            candidates = [core.stop_at]
+            if self.schedule is not None:
+                candidates.append(self.schedule.next_time())
+            if when is not None:
+                candidates.append(when)
+            when = min(candidates)
+        if when is None or when == float("inf"):
+            return
+        if self._timer_at is not None and self._timer_at <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)

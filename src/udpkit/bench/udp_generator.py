@@ -1,0 +1,257 @@
+"""UDP load generator glue: a raw non-blocking socket driving a :class:`LoadCore`.
+
+Rule: this module only moves bytes and arms one timer.  The reader drains the
+socket in batches on every wake-up and hands the whole batch to the core with
+one timestamp; :meth:`UdpGenerator._transmit` is the one place that sends:
+equal-sized payloads go out as one UDP GSO super-datagram (Linux
+``UDP_SEGMENT``), others one by one; only on ``BlockingIOError`` is the rest
+queued until the socket is writable.  A raw socket with ``loop.add_reader``
+rather than a ``DatagramProtocol``: no per-datagram callback, no transport
+buffer, the figure that matters for a load generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import struct
+from collections import deque
+
+from udpkit.core.errors import RequestRefused
+from udpkit.core.handler import Address, format_address
+from udpkit.core.load_stats import ArrivalSchedule, LoadCore
+
+_SOL_UDP = getattr(socket, "SOL_UDP", 17)
+_UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+_GSO_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65000
+_RECV_BUFFER = 65536
+_SOCKET_BUFFER = 4 * 1024 * 1024
+_SEND_BLOCKED = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
+
+
+def open_udp_socket(server: Address) -> socket.socket:
+    """A non-blocking UDP socket connected to ``server`` (ICMP errors become ECONNREFUSED)."""
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+            except OSError:  # pragma: no cover - best effort
+                pass
+        sock.connect(server)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpGenerator:
+    """Closed loop (keep ``concurrency`` in flight) or open loop (follow a schedule)."""
+
+    def __init__(
+        self,
+        core: LoadCore,
+        server: Address,
+        *,
+        concurrency: int,
+        schedule: ArrivalSchedule | None,
+        batch: int = 64,
+        gso: bool = True,
+    ) -> None:
+        self.core = core
+        self.server = server
+        self.concurrency = concurrency
+        self.schedule = schedule
+        self.batch = batch
+        self.gso = gso and hasattr(socket.socket, "sendmsg")
+        self._loop = asyncio.get_running_loop()
+        self._sock = open_udp_socket(server)
+        self._fd = self._sock.fileno()
+        self._queue: deque[bytes] = deque()
+        self._writing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._refused = False
+        self.replies = 0
+
+    # -- life cycle --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Send until the core stops sending, then wait for the requests in flight."""
+        self._loop.add_reader(self._fd, self._on_readable)
+        try:
+            self._pump(self._loop.time())
+            await self._done
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Stop sending now; the run ends when the requests in flight are resolved."""
+        now = self._loop.time()
+        self.core.stop(now)
+        self._check_done(now)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._fd)
+            if self._writing:
+                self._loop.remove_writer(self._fd)
+            self._sock.close()
+
+    # -- input ---------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        recv = self._sock.recv
+        replies: list[bytes] = []
+        append = replies.append
+        limit = self.batch * 4
+        try:
+            while len(replies) < limit:
+                append(recv(_RECV_BUFFER))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except ConnectionRefusedError:
+            self._refused = True
+        except OSError:
+            pass  # another ICMP error: the requests will time out
+        now = self._loop.time()
+        if replies:
+            self.replies += len(replies)
+            self.core.receive(replies, now)
+        self._pump(now)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._pump(self._loop.time())
+
+    def _pump(self, now: float) -> None:
+        """Expire, send what is due, re-arm the timer, notice the end."""
+        core = self.core
+        if self._refused and self.replies == 0:
+            self._fail_refused()
+            return
+        core.expire(now)
+        if self.schedule is None:
+            want = self.concurrency - core.in_flight
+            if want > 0:
+                self._transmit(core.issue(want, now))
+        else:
+            intended = self.schedule.due(now)
+            if intended:
+                self._transmit(core.issue_scheduled(intended, now))
+        if self._check_done(now):
+            return
+        self._arm(now)
+
+    def _check_done(self, now: float) -> bool:
+        if self.core.finished(now) and not self._done.done():
+            self._done.set_result(None)
+            return True
+        return self._done.done()
+
+    def _arm(self, now: float) -> None:
+        when = self.core.next_deadline()
+        core = self.core
+        if core.sending(now):
+            candidates = [core.stop_at]
+            if self.schedule is not None:
+                candidates.append(self.schedule.next_time())
+            if when is not None:
+                candidates.append(when)
+            when = min(candidates)
+        if when is None or when == float("inf"):
+            return
+        if self._timer_at is not None and self._timer_at <= when:
+            return  # the armed timer fires first; it re-arms
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _fail_refused(self) -> None:
+        if not self._done.done():
+            self._done.set_exception(
+                RequestRefused("port closed (ICMP port unreachable) over udp",
+                               address=format_address(self.server))
+            )
+
+    # -- output --------------------------------------------------------------------
+
+    def _transmit(self, payloads: list[bytes]) -> None:
+        """Send at once; queue only while the socket is full."""
+        if not payloads:
+            return
+        if self._queue:
+            self._queue.extend(payloads)
+            return
+        sent = self._send_batch(payloads)
+        if sent < len(payloads):
+            self._queue.extend(payloads[sent:])
+            if not self._writing:
+                self._loop.add_writer(self._fd, self._on_writable)
+                self._writing = True
+
+    def _on_writable(self) -> None:
+        queue = self._queue
+        while queue:
+            chunk = [queue.popleft() for _ in range(min(len(queue), self.batch))]
+            sent = self._send_batch(chunk)
+            if sent < len(chunk):
+                queue.extendleft(reversed(chunk[sent:]))
+                return
+        self._loop.remove_writer(self._fd)
+        self._writing = False
+
+    def _send_batch(self, payloads: list[bytes]) -> int:
+        """Send as many of ``payloads`` as the socket takes; return how many."""
+        sock = self._sock
+        count = len(payloads)
+        index = 0
+        try:
+            while index < count:
+                size = len(payloads[index])
+                if self.gso:
+                    per_call = min(self.batch, _GSO_MAX_SEGMENTS, max(1, _GSO_MAX_BYTES // size))
+                    stop = min(count, index + per_call)
+                    if len(set(map(len, payloads[index:stop]))) == 1:
+                        end = stop
+                    else:
+                        end = index + 1
+                        while end < stop and len(payloads[end]) == size:
+                            end += 1
+                    if end - index > 1:
+                        try:
+                            sock.sendmsg(
+                                [b"".join(payloads[index:end])],
+                                [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))],
+                            )
+                        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+                            raise
+                        except OSError as exc:
+                            if exc.errno in _SEND_BLOCKED:
+                                raise
+                            self.gso = False  # the kernel has no UDP GSO: one by one
+                            continue
+                        index = end
+                        continue
+                sock.send(payloads[index])
+                index += 1
+        except (BlockingIOError, InterruptedError):
+            return index
+        except ConnectionRefusedError:
+            self._refused = True
+            return count  # dropped: those requests will time out
+        except OSError as exc:
+            if exc.errno in _SEND_BLOCKED:
+                return index
+            return count  # dropped: those requests will time out
+        return count

@@ -1,0 +1,71 @@
+"""Hand packets over at the times the policy chose, with one timer.
+
+Rule: a heap of (time, arrival order, action) and a single ``call_at`` armed
+at its head; packets due at the same time leave in the order they came (the
+arrival counter breaks ties), which asyncio's own timer heap does not promise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+
+Action = Callable[[], None]
+
+
+class DelayLine:
+    """Actions scheduled at absolute loop times."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, Action]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.errors = 0
+        """Actions that raised (counted, the line goes on)."""
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, at: float, action: Action) -> None:
+        heapq.heappush(self._heap, (at, next(self._order), action))
+
+    def run_due(self, now: float | None = None) -> None:
+        """Run every action due by ``now``, then re-arm the timer."""
+        now = self._loop.time() if now is None else now
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, action = heapq.heappop(heap)
+            try:
+                action()
+            except Exception:
+                self.errors += 1
+        self._arm()
+
+    def _arm(self) -> None:
+        when = self._heap[0][0] if self._heap else None
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        when = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        now = self._loop.time()
+        self.run_due(now if when is None else max(now, when))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+        self._heap.clear()

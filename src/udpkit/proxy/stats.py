@@ -1,0 +1,82 @@
+"""What the proxy did: the policy's per-direction counters and the glue's own.
+
+Rule: the hot path bumps plain attributes of a slotted object; readers take a
+frozen :class:`ProxyStats` that tests compare exactly and the control API and
+the exit summary print as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from udpkit.core.impairment import LinkStats
+
+
+class Counters:
+    """Mutable counters of the proxy's I/O glue (plain ints)."""
+
+    __slots__ = (
+        "send_errors_down",
+        "send_errors_up",
+        "sessions_evicted",
+        "sessions_expired",
+        "sessions_opened",
+        "tcp_closed",
+        "tcp_opened",
+        "tcp_rejected",
+        "tcp_upstream_failures",
+        "upstream_refused",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def snapshot(self) -> GlueStats:
+        return GlueStats(**{name: getattr(self, name) for name in self.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class GlueStats:
+    """Counters of sessions, connections and socket errors."""
+
+    sessions_opened: int = 0
+    """UDP client sessions created (one upstream socket each)."""
+    sessions_expired: int = 0
+    """Sessions closed after ``idle_timeout`` of silence."""
+    sessions_evicted: int = 0
+    """Sessions closed to make room in a full table."""
+    send_errors_up: int = 0
+    """Datagrams the policy passed but the upstream socket would not take (buffer
+    full, error, or the session gone meanwhile)."""
+    send_errors_down: int = 0
+    """Likewise towards clients."""
+    upstream_refused: int = 0
+    """ICMP port unreachable from the upstream service (nothing listening)."""
+    tcp_opened: int = 0
+    """TCP client connections relayed."""
+    tcp_closed: int = 0
+    """TCP relays finished (closed or reset)."""
+    tcp_rejected: int = 0
+    """TCP clients refused because ``max_connections`` were open."""
+    tcp_upstream_failures: int = 0
+    """TCP clients reset because the upstream connection could not be opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyStats:
+    """A frozen picture of a proxy's counters."""
+
+    up: LinkStats
+    """Client to server."""
+    down: LinkStats
+    """Server to client."""
+    glue: GlueStats
+    sessions_active: int = 0
+    tcp_active: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        glue = {spec.name: getattr(self.glue, spec.name) for spec in fields(self.glue)}
+        glue["sessions_active"] = self.sessions_active
+        glue["tcp_active"] = self.tcp_active
+        return {"up": self.up.as_json(), "down": self.down.as_json(), "proxy": glue}

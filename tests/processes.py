@@ -1,0 +1,90 @@
+"""Run `udpkit serve` as a user would: a subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+UDPKIT = [sys.executable, "-m", "udpkit"]
+_BIND = re.compile(r"Bind (UDP|TCP) on (\S+):(\d+)\.\.\.")
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: list[str] = field(default_factory=list)
+    _lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _reader: threading.Thread | None = None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str]:
+        """Signal the server, wait for it, return (exit code, its log after start-up)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        rest: list[str] = []
+        while (line := self._lines.get_nowait() if not self._lines.empty() else None) is not None:
+            rest.append(line)
+        self.log.extend(rest)
+        return code, "\n".join(rest)
+
+
+def run_udpkit(*args: str, input: bytes | None = None,
+               timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*UDPKIT, *args], input=input, capture_output=True, timeout=timeout,
+                          check=False, env=_env())
+
+
+def _pump(stream: object, lines: queue.Queue[str | None]) -> None:
+    for raw in stream:  # type: ignore[attr-defined]
+        lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+    lines.put(None)
+
+
+@contextmanager
+def serve(*args: str, startup_timeout: float = 15.0) -> Iterator[ServeProcess]:
+    """Start `udpkit serve --port 0 ARGS`, wait for its bind lines, kill it at the end."""
+    process = subprocess.Popen([*UDPKIT, "serve", "--port", "0", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    running = ServeProcess(process, 0)
+    running._reader = threading.Thread(target=_pump, args=(process.stderr, running._lines),
+                                       daemon=True)
+    running._reader.start()
+    wants = {t for t in ("UDP", "TCP") if f"--no-{t.lower()}" not in args}
+    seen: set[str] = set()
+    deadline = time.monotonic() + startup_timeout
+    try:
+        while seen != wants:
+            try:
+                line = running._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise RuntimeError("udpkit serve did not start:\n" + "\n".join(running.log))
+            running.log.append(line)
+            if match := _BIND.search(line):
+                seen.add(match.group(1))
+                running.port = int(match.group(3))
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            running._reader.join(5)
+            process.stderr.close()
