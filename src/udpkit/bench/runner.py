@@ -71,7 +71,8 @@ async def _run_core(
     loop = asyncio.get_running_loop()
     template, rule = config.payloads()
     start = loop.time()
-    assert config.interval is not None and config.depth is not None
+    assert config.interval is not None
+    assert config.depth is not None
     core = LoadCore(
         template=template,
         rule=rule,

@@ -13,6 +13,7 @@ buffer, the figure that matters for a load generator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import struct
@@ -38,10 +39,8 @@ def open_udp_socket(server: Address) -> socket.socket:
     try:
         sock.setblocking(False)
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
+            with contextlib.suppress(OSError):  # best effort
                 sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-            except OSError:  # pragma: no cover - best effort
-                pass
         sock.connect(server)
     except BaseException:
         sock.close()

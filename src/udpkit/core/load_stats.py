@@ -114,7 +114,7 @@ class ArrivalSchedule:
         self, rate: float, *, start: float, poisson: bool = False, rng: random.Random | None = None
     ) -> None:
         if not rate > 0 or math.isinf(rate):
-            raise UsageError(f"--rate must be a positive number of requests per second (got {rate})")
+            raise UsageError(f"--rate must be a positive number per second (got {rate:g})")
         self.rate = rate
         self.poisson = poisson
         self._rng = rng or random.Random()
