@@ -164,12 +164,12 @@ class Impairments:
         return out
 
 
-NO_IMPAIRMENTS = Impairments()
-
-
 def _check_probability(name: str, value: object) -> None:
     if not (isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1):
         raise UsageError(f"{name} must be a probability in [0, 1] (got {value!r})")
+
+
+NO_IMPAIRMENTS = Impairments()
 
 
 # --------------------------------------------------------------------------- decisions

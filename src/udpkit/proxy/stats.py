@@ -29,8 +29,16 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.sessions_opened = 0
+        self.sessions_expired = 0
+        self.sessions_evicted = 0
+        self.send_errors_up = 0
+        self.send_errors_down = 0
+        self.upstream_refused = 0
+        self.tcp_opened = 0
+        self.tcp_closed = 0
+        self.tcp_rejected = 0
+        self.tcp_upstream_failures = 0
 
     def snapshot(self) -> GlueStats:
         return GlueStats(**{name: getattr(self, name) for name in self.__slots__})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -185,8 +186,7 @@ class UdpRelay:
     ) -> None:
         decision = policy.decide(data, now)
         for delivery in decision.deliveries:
-            payload = delivery.data
-            self.delay_line.schedule(delivery.at, lambda payload=payload: send(payload))
+            self.delay_line.schedule(delivery.at, functools.partial(send, delivery.data))
         if decision.deliveries:
             self.delay_line.run_due(now)
 
