@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -44,9 +44,9 @@ async def server(loopback: str) -> AsyncIterator[Server]:
 
 
 @pytest.fixture
-def closed_udp_port() -> Iterator[int]:
-    """A UDP port on 127.0.0.1 with nothing bound (bound, read, released)."""
+def closed_udp_port() -> int:
+    """A port on 127.0.0.1 with nothing bound (bound, read, released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
-    yield port
+    return port

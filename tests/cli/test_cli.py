@@ -68,7 +68,8 @@ def test_send_timeout_names_address_attempts_and_time() -> None:
     assert err.startswith("udpkit send: 'xx': timeout: no reply over udp")
     assert "after 2 attempt(s) in" in err
     record = json.loads(result.stdout)
-    assert record["reply"] is None and record["error"] == "timeout"
+    assert record["reply"] is None
+    assert record["error"] == "timeout"
 
 
 @pytest.mark.parametrize(

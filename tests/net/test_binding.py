@@ -26,7 +26,7 @@ async def test_dual_stack_serves_ipv4_and_ipv6() -> None:
     async with Server(ServerConfig(host="::", port=0)) as server:
         for host in ("127.0.0.1", "::1"):
             for transport in ("udp", "tcp"):
-                async with AsyncClient(host, server.port, transport=transport) as client:  # type: ignore[arg-type]
+                async with AsyncClient(host, server.port, transport=transport) as client:
                     assert await client.request(b"x") == b"Hello, x!"
 
 

@@ -142,7 +142,7 @@ async def test_raw_framing_is_the_tutorials_lock_step(loopback: str) -> None:
 
 
 async def test_silent_client_does_not_delay_others(server: Server, loopback: str) -> None:
-    silent_reader, silent_writer = await connect(loopback, server.port)
+    _, silent_writer = await connect(loopback, server.port)
     silent_writer.write(b"half a li")  # never finishes its line
     reader, writer = await connect(loopback, server.port)
     await read_line(reader)

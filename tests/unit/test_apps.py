@@ -34,7 +34,7 @@ def test_echo_returns_the_request() -> None:
 def test_load_app_builtin_and_import_string() -> None:
     assert load_app("greeting") is greeting
     assert load_app("echo") is echo
-    assert load_app("udpkit.apps.greeting:greet") is greet
+    assert load_app("udpkit.apps.greeting:greet") is greet  # type: ignore[comparison-overlap]
 
 
 @pytest.mark.parametrize(

@@ -153,7 +153,9 @@ class _UdpChannel(asyncio.DatagramProtocol):
     async def open(self) -> None:
         # A connected socket: the kernel filters other sources and reports
         # ICMP port unreachable as ECONNREFUSED (error_received).
-        await self._loop.create_datagram_endpoint(lambda: self, remote_addr=self.server)
+        await self._loop.create_datagram_endpoint(
+            lambda: self, remote_addr=(self.server[0], self.server[1])
+        )
 
     async def close(self) -> None:
         if self._timer is not None:

@@ -132,7 +132,7 @@ class TcpConnection(asyncio.Protocol):
             log_access(peer, message)
         try:
             result = self.handler(message, peer)
-            if not (type(result) is bytes) and is_awaitable(result):
+            if type(result) is not bytes and is_awaitable(result):
                 self._queue_pending(result)  # type: ignore[arg-type]
                 return
             reply = check_reply(result, peer)
@@ -177,7 +177,8 @@ class TcpConnection(asyncio.Protocol):
         queue = self._queue
         counters = self.counters
         peer = self.peer
-        assert peer is not None and self.transport is not None
+        assert peer is not None
+        assert self.transport is not None
         while queue:
             item = queue[0]
             if item is _CLOSE:
@@ -214,18 +215,18 @@ class TcpConnection(asyncio.Protocol):
     # -- flow control ---------------------------------------------------------
 
     def _pause_reading(self, reason: str) -> None:
-        if not self._reading_paused_by and self.transport is not None:
-            if not self.transport.is_closing():
-                self.transport.pause_reading()
+        transport = self.transport
+        if not self._reading_paused_by and transport is not None and not transport.is_closing():
+            transport.pause_reading()
         self._reading_paused_by.add(reason)
 
     def _resume_reading(self, reason: str) -> None:
         if reason not in self._reading_paused_by:
             return
         self._reading_paused_by.discard(reason)
-        if not self._reading_paused_by and self.transport is not None:
-            if not self.transport.is_closing():
-                self.transport.resume_reading()
+        transport = self.transport
+        if not self._reading_paused_by and transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
 
 def log_connection_error(peer: Peer | None, exc: BaseException) -> None:
