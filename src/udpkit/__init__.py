@@ -9,6 +9,7 @@ The library needs only the standard library::
 """
 
 from udpkit.apps import echo, greet, greeting, load_app
+from udpkit.bench import bench
 from udpkit.client import AsyncClient, Client
 from udpkit.core.counters import CounterSnapshot
 from udpkit.core.errors import (
@@ -57,6 +58,7 @@ __all__ = [
     "UnexpectedReply",
     "UsageError",
     "__version__",
+    "bench",
     "echo",
     "greet",
     "greeting",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import click
 
 from udpkit import __version__
+from udpkit.cli.bench import bench
+from udpkit.cli.ping import ping
 from udpkit.cli.send import send
 from udpkit.cli.serve import serve
 
@@ -23,6 +25,8 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(send)
+cli.add_command(ping)
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from udpkit.core.payloads import PayloadTemplate, ReplyRule
 
 _IN_FLIGHT, _ANSWERED, _LOST = 0, 1, 2
 
-LATE_SEND = 0.001
+LATE_SEND = 0.002
 """An open-loop request sent more than this (seconds) after its intended time was late."""
 
 

@@ -1,0 +1,142 @@
+"""``udpkit bench``: load-test a service (calls :func:`udpkit.bench.run_config`).
+
+Exit 0 when any reply came, 1 when none did or the port refused, 2 on bad
+usage (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from udpkit.bench.config import BenchConfig, parse_target
+from udpkit.core.errors import RequestFailed, UdpkitError, UsageError
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"udpkit bench: {message}", err=True)
+    sys.exit(code)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--tcp", is_flag=True, help="Use TCP (one request per line) instead of UDP.")
+@click.option("-c", "--concurrency", default=64, show_default=True, type=int,
+              help="Closed loop: requests in flight.")
+@click.option("-r", "--rate", type=float, default=None,
+              help="Open loop: requests per second (latency from the intended send time).")
+@click.option("--poisson", is_flag=True, help="Open loop: Poisson arrivals.")
+@click.option("-d", "--duration", type=float, default=None,
+              help="Seconds to measure after the warm-up [default: 10 unless --requests].")
+@click.option("-n", "--requests", type=int, default=None, help="Measured requests to send.")
+@click.option("--warmup", default=1.0, show_default=True, type=float,
+              help="Seconds of load before measuring.")
+@click.option("--timeout", default=1.0, show_default=True, type=float,
+              help="Per-request timeout in seconds: unanswered by then is lost.")
+@click.option("--payload", "template", default="n{seq}", show_default=True,
+              help="Payload template; {seq} is the request's number.")
+@click.option("--size", default=0, show_default=True, type=int,
+              help="Pad payloads with 'x' to this many bytes.")
+@click.option("--expect", default="greeting", show_default=True,
+              help="Reply rule: greeting, echo, or a regex with {seq}.")
+@click.option("--connections", default=1, show_default=True, type=int,
+              help="TCP: connections.")
+@click.option("--depth", type=int, default=None,
+              help="TCP: pipelined requests per connection [default: concurrency/connections].")
+@click.option("--procs", default=1, show_default=True, type=int,
+              help="Generator processes (histograms merged).")
+@click.option("--batch", default=64, show_default=True, type=int,
+              help="UDP: datagrams per send call (GSO) and read batch.")
+@click.option("--gso/--no-gso", default=True, show_default=True,
+              help="UDP: send equal-sized payloads with UDP GSO (Linux).")
+@click.option("--seed", type=int, default=None, help="Seed of the Poisson arrivals.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write latency and throughput over time to this PNG (needs matplotlib).")
+@click.option("--progress/--no-progress", default=None,
+              help="Live progress [default: on a terminal only].")
+def bench(
+    target: str,
+    tcp: bool,
+    concurrency: int,
+    rate: float | None,
+    poisson: bool,
+    duration: float | None,
+    requests: int | None,
+    warmup: float,
+    timeout: float,
+    template: str,
+    size: int,
+    expect: str,
+    connections: int,
+    depth: int | None,
+    procs: int,
+    batch: int,
+    gso: bool,
+    seed: int | None,
+    as_json: bool,
+    plot_path: str | None,
+    progress: bool | None,
+) -> None:
+    """Load-test the request/response service at TARGET (HOST:PORT)."""
+    from udpkit.bench.runner import run_config
+
+    try:
+        host, port = parse_target(target)
+        config = BenchConfig(
+            host=host, port=port, transport="tcp" if tcp else "udp", concurrency=concurrency,
+            rate=rate, poisson=poisson, duration=duration, requests=requests, warmup=warmup,
+            timeout=timeout, template=template, size=size, expect=expect,
+            connections=connections, depth=depth, procs=procs, batch=batch, gso=gso, seed=seed,
+        ).check()
+        if plot_path is not None:
+            from udpkit.bench.plot import check_available
+
+            check_available()
+    except UsageError as exc:
+        _fail(str(exc), 2)
+        return
+
+    from rich.console import Console
+
+    from udpkit.bench.report import LiveProgress, behind_warning, result_table
+
+    err_console = Console(stderr=True)
+    show_progress = progress if progress is not None else sys.stderr.isatty()
+    show_progress = show_progress and config.procs == 1
+    try:
+        if show_progress:
+            with LiveProgress(err_console) as live:
+                result = run_config(config, progress=live.update, handle_signals=True)
+        else:
+            result = run_config(config, handle_signals=True)
+    except RequestFailed as exc:
+        _fail(f"{exc.cause}: {exc.message}" + (f" ({exc.address})" if exc.address else ""), 1)
+        return
+    except UsageError as exc:
+        _fail(str(exc), 2)
+        return
+    except UdpkitError as exc:
+        _fail(str(exc), 1)
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+        return
+
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        Console().print(result_table(result))
+    warning = behind_warning(result)
+    if warning:
+        click.echo(f"udpkit bench: {warning}", err=True)
+    if plot_path is not None:
+        from udpkit.bench.plot import plot
+
+        plot(result, plot_path)
+        if not as_json:
+            click.echo(f"plot written to {plot_path}")
+    if result.received == 0:
+        _fail(f"no replies: {result.lost} of {result.sent} requests lost", 1)
