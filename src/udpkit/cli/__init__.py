@@ -13,6 +13,7 @@ import click
 from udpkit import __version__
 from udpkit.cli.bench import bench
 from udpkit.cli.ping import ping
+from udpkit.cli.proxy import proxy
 from udpkit.cli.send import send
 from udpkit.cli.serve import serve
 
@@ -27,6 +28,7 @@ cli.add_command(serve)
 cli.add_command(send)
 cli.add_command(ping)
 cli.add_command(bench)
+cli.add_command(proxy)
 
 
 def main() -> None:
