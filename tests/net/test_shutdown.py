@@ -98,5 +98,5 @@ async def test_summary_line_names_every_counter() -> None:
     async with Server(ServerConfig(port=0)) as server:
         summary = server.summary()
     assert summary.startswith("Summary: UDP received=0 replied=0")
-    assert "dropped(empty=0 oversize=0 truncated=0)" in summary
+    assert "dropped(empty=0 oversize=0 truncated=0 denied=0 rate_limited=0 " in summary
     assert "TCP received=0" in summary

@@ -17,6 +17,9 @@ OUTCOMES: tuple[str, ...] = (
     "dropped_empty",
     "dropped_oversize",
     "dropped_truncated",
+    "dropped_denied",
+    "dropped_rate_limited",
+    "dropped_amplification",
     "handler_errors",
     "send_errors",
 )
@@ -26,12 +29,21 @@ class Counters:
     """Mutable counters for one transport of one server (hot path: plain ints)."""
 
     __slots__ = (
+        "closed_idle",
+        "closed_slow",
+        "closed_write_timeout",
         "connections_closed",
+        "connections_denied",
         "connections_opened",
+        "connections_rejected",
+        "dropped_amplification",
+        "dropped_denied",
         "dropped_empty",
         "dropped_oversize",
+        "dropped_rate_limited",
         "dropped_truncated",
         "handler_errors",
+        "kernel_drops",
         "no_reply",
         "received",
         "replied",
@@ -45,10 +57,19 @@ class Counters:
         self.dropped_empty = 0
         self.dropped_oversize = 0
         self.dropped_truncated = 0
+        self.dropped_denied = 0
+        self.dropped_rate_limited = 0
+        self.dropped_amplification = 0
         self.handler_errors = 0
         self.send_errors = 0
+        self.kernel_drops = 0
         self.connections_opened = 0
         self.connections_closed = 0
+        self.connections_rejected = 0
+        self.connections_denied = 0
+        self.closed_idle = 0
+        self.closed_slow = 0
+        self.closed_write_timeout = 0
 
     def snapshot(self) -> CounterSnapshot:
         return CounterSnapshot(**{name: getattr(self, name) for name in self.__slots__})
@@ -70,18 +91,37 @@ class CounterSnapshot:
     """Requests longer than ``max_request``."""
     dropped_truncated: int = 0
     """Datagrams larger than the receive buffer (``MSG_TRUNC``); never answered."""
+    dropped_denied: int = 0
+    """Requests from a source the allow/deny lists refuse."""
+    dropped_rate_limited: int = 0
+    """Requests over their source's rate limit."""
+    dropped_amplification: int = 0
+    """UDP replies larger than ``max_amplification`` times their request, not sent."""
     handler_errors: int = 0
     """Handler raised; logged, and the server kept serving."""
     send_errors: int = 0
     """The reply could not be sent (socket error, peer gone, send queue full)."""
+    kernel_drops: int = 0
+    """Datagrams the kernel dropped because the receive queue was full
+    (``SO_RXQ_OVFL``); they never reached the server, so are not in ``received``."""
     connections_opened: int = 0
     """TCP connections accepted."""
     connections_closed: int = 0
     """TCP connections closed, by either side."""
+    connections_rejected: int = 0
+    """TCP connections over the total or per-source cap (told ``busy``, closed)."""
+    connections_denied: int = 0
+    """TCP connections from a source the allow/deny lists refuse (closed at once)."""
+    closed_idle: int = 0
+    """TCP connections closed after ``tcp_idle_timeout`` without a complete request."""
+    closed_slow: int = 0
+    """TCP connections closed because a request line took over ``tcp_line_timeout``."""
+    closed_write_timeout: int = 0
+    """TCP connections closed because the client did not read its replies."""
 
     @property
     def dropped(self) -> int:
-        return self.dropped_empty + self.dropped_oversize + self.dropped_truncated
+        return sum(getattr(self, name) for name in OUTCOMES if name.startswith("dropped_"))
 
     @property
     def errors(self) -> int:
@@ -97,7 +137,9 @@ class CounterSnapshot:
         return (
             f"received={self.received} replied={self.replied} no_reply={self.no_reply} "
             f"dropped(empty={self.dropped_empty} oversize={self.dropped_oversize} "
-            f"truncated={self.dropped_truncated}) "
+            f"truncated={self.dropped_truncated} denied={self.dropped_denied} "
+            f"rate_limited={self.dropped_rate_limited} "
+            f"amplification={self.dropped_amplification}) "
             f"errors(handler={self.handler_errors} send={self.send_errors})"
         )
 

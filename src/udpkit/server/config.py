@@ -50,6 +50,39 @@ class ServerConfig:
     graceful_timeout: float = 3.0
     """Seconds a shutdown waits for in-flight requests before closing anyway."""
 
+    # -- abuse limits (see README, "Limits and their defaults") ----------------
+    rate_limit: float | None = 1000.0
+    """Requests per second allowed per source prefix, both transports; ``None``: off."""
+    rate_burst: float | None = None
+    """Requests a quiet source may send at once; ``None``: twice ``rate_limit``."""
+    rate_table_size: int = 65536
+    """Slots of the fixed-size rate-limit table (memory is fixed, whatever the sources)."""
+    ipv4_prefix: int = 32
+    """IPv4 addresses sharing this prefix share one rate limit."""
+    ipv6_prefix: int = 64
+    """IPv6 addresses sharing this prefix share one rate limit (a /64 is one host's)."""
+    allow: tuple[str, ...] = ()
+    """If not empty, only sources in these networks (CIDR) are served."""
+    deny: tuple[str, ...] = ()
+    """Sources in these networks (CIDR) are never served."""
+    limit_exempt: tuple[str, ...] = ("loopback",)
+    """Networks exempt from the rate limit and the per-source TCP cap.  Loopback
+    sources cannot be spoofed from outside the machine, and benchmarks use them."""
+    max_amplification: float | None = 10.0
+    """UDP replies larger than this many times their request are dropped; ``None``: off."""
+    tcp_max_connections: int = 15000
+    """Open TCP connections at most; more are told ``busy`` and closed."""
+    tcp_max_per_source: int = 256
+    """Open TCP connections per source prefix at most."""
+    tcp_idle_timeout: float = 60.0
+    """Close a TCP connection that sends no complete request for this long."""
+    tcp_line_timeout: float = 10.0
+    """Close a TCP connection whose started request line is not finished within this."""
+    tcp_write_timeout: float = 10.0
+    """Close a TCP connection that has not read its replies for this long."""
+    tcp_write_buffer: int = 65536
+    """Reply bytes buffered per TCP connection before reading from it pauses."""
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise UsageError(f"port must be in 0..65535 (got {self.port})")
@@ -63,4 +96,15 @@ class ServerConfig:
             raise UsageError("queue sizes must be positive")
         if self.graceful_timeout < 0:
             raise UsageError("graceful_timeout must be >= 0")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise UsageError(f"rate_limit must be > 0 (got {self.rate_limit}); None turns it off")
+        if self.max_amplification is not None and self.max_amplification <= 0:
+            raise UsageError(f"max_amplification must be > 0 (got {self.max_amplification})")
+        for name in ("tcp_idle_timeout", "tcp_line_timeout", "tcp_write_timeout"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name} must be > 0")
+        if self.tcp_max_connections < 1 or self.tcp_max_per_source < 1:
+            raise UsageError("TCP connection caps must be >= 1")
+        if self.tcp_write_buffer < 1024:
+            raise UsageError("tcp_write_buffer must be >= 1024")
         self.recv_buffer = max(self.recv_buffer, self.max_request + 1)

@@ -12,6 +12,7 @@ import sys
 
 from udpkit.core.escaping import escape_untrusted
 from udpkit.core.handler import Peer
+from udpkit.core.loglimit import LogLimiter
 
 server_log = logging.getLogger("udpkit.server")
 access_log = logging.getLogger("udpkit.access")
@@ -25,6 +26,30 @@ def log_access(peer: Peer, request: bytes) -> None:
         len(request),
         escape_untrusted(request),
     )
+
+
+_ABUSE_TEXT = {
+    "denied": "Dropping requests from %s: denied by the access lists",
+    "rate_limited": "Rate limiting %s",
+    "amplification": "Dropping a reply to %s: larger than max_amplification times the request",
+    "busy": "Refusing a TCP connection from %s: connection limit reached",
+    "idle": "Closing idle TCP connection from %s",
+    "slow": "Closing TCP connection from %s: request line too slow",
+    "write_timeout": "Closing TCP connection from %s: it does not read its replies",
+}
+_abuse_limiter = LogLimiter(per_second=1.0, burst=5)
+
+
+def log_abuse(reason: str, peer: Peer, now: float) -> None:
+    """Log an abuse event, at most about one line a second per reason."""
+    suppressed = _abuse_limiter.admit(reason, now)
+    if suppressed is None:
+        return
+    text = _ABUSE_TEXT.get(reason, reason + " from %s")
+    if suppressed:
+        server_log.warning(text + " (%d more like this not logged)", peer, suppressed)
+    else:
+        server_log.warning(text, peer)
 
 
 def configure(level: int = logging.INFO) -> None:

@@ -13,13 +13,17 @@ import signal
 from types import TracebackType
 
 from udpkit.apps import load_app
+from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters, CounterSnapshot
 from udpkit.core.framing import make_framing
 from udpkit.core.handler import Handler, format_address
 from udpkit.server.binding import BoundSockets, bind
 from udpkit.server.config import ServerConfig
 from udpkit.server.logs import server_log
-from udpkit.server.tcp import TcpConnection
+from udpkit.core.ratelimit import TokenBucketTable
+from udpkit.core.sources import SourceClassifier, parse_networks
+from udpkit.server.limits import ensure_open_files
+from udpkit.server.tcp import ConnectionRegistry, TcpConnection, TcpSettings
 from udpkit.server.udp import UdpEndpoint
 
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -36,9 +40,10 @@ class Server:
         self.port: int = config.port
         self.addresses: list[tuple[str, int]] = []
         self._sockets: BoundSockets | None = None
+        self.admission = make_admission(config)
         self._udp: list[UdpEndpoint] = []
         self._tcp_servers: list[asyncio.Server] = []
-        self._connections: set[TcpConnection] = set()
+        self._registry: ConnectionRegistry | None = None
         self._should_exit = asyncio.Event()
         self._force_exit = asyncio.Event()
         self._signals_seen = 0
@@ -60,7 +65,11 @@ class Server:
 
     @property
     def open_connections(self) -> int:
-        return len(self._connections)
+        return len(self._registry) if self._registry is not None else 0
+
+    @property
+    def _connections(self) -> set[TcpConnection]:
+        return self._registry.connections if self._registry is not None else set()
 
     # -- life cycle -----------------------------------------------------------
 
@@ -70,6 +79,23 @@ class Server:
             config.host, config.port, udp=config.udp, tcp=config.tcp, backlog=config.tcp_backlog
         )
         self.port = self._sockets.port
+        if config.tcp:
+            ensure_open_files(config.tcp_max_connections + 64)
+            self._registry = ConnectionRegistry(
+                TcpSettings(
+                    handler=self.handler,
+                    counters=self.tcp_counters,
+                    pipeline=config.tcp_pipeline,
+                    access_log=config.access_log,
+                    admission=self.admission,
+                    max_connections=config.tcp_max_connections,
+                    max_per_source=config.tcp_max_per_source,
+                    idle_timeout=config.tcp_idle_timeout,
+                    line_timeout=config.tcp_line_timeout,
+                    write_timeout=config.tcp_write_timeout,
+                    write_buffer=config.tcp_write_buffer,
+                )
+            )
         loop = asyncio.get_running_loop()
         for sock in self._sockets.udp:
             endpoint = UdpEndpoint(
@@ -80,6 +106,8 @@ class Server:
                 recv_buffer=config.recv_buffer,
                 send_queue=config.udp_send_queue,
                 access_log=config.access_log,
+                admission=self.admission,
+                max_amplification=config.max_amplification,
             )
             endpoint.start()
             self._udp.append(endpoint)
@@ -97,16 +125,9 @@ class Server:
 
     def _new_connection(self) -> TcpConnection:
         config = self.config
-        connection = TcpConnection(
-            self.handler,
-            self.tcp_counters,
-            make_framing(config.tcp_framing, max_line=config.max_request),
-            pipeline=config.tcp_pipeline,
-            access_log=config.access_log,
-            on_close=self._connections.discard,
-        )
-        self._connections.add(connection)
-        return connection
+        assert self._registry is not None
+        framing = make_framing(config.tcp_framing, max_line=config.max_request)
+        return TcpConnection(self._registry.settings, framing, self._registry)
 
     async def main_loop(self) -> None:
         await self._should_exit.wait()
@@ -126,6 +147,8 @@ class Server:
                 connection.abort()
             for endpoint in self._udp:
                 endpoint.close()
+            if self._registry is not None:
+                self._registry.close()
             for server in self._tcp_servers:
                 await self._wait_or_force(server.wait_closed(), 1.0)
             self._udp.clear()
@@ -201,6 +224,28 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()
+
+
+def make_admission(config: ServerConfig) -> Admission | None:
+    """The access lists and rate limiter the config asks for; ``None`` if neither."""
+    allow = parse_networks(config.allow)
+    deny = parse_networks(config.deny)
+    limiter = None
+    if config.rate_limit is not None:
+        burst = config.rate_burst if config.rate_burst is not None else 2 * config.rate_limit
+        limiter = TokenBucketTable(
+            rate=config.rate_limit, burst=max(1.0, burst), size=config.rate_table_size
+        )
+    if limiter is None and not allow and not deny:
+        return None
+    classifier = SourceClassifier(
+        ipv4_prefix=config.ipv4_prefix,
+        ipv6_prefix=config.ipv6_prefix,
+        allow=allow,
+        deny=deny,
+        exempt=parse_networks(config.limit_exempt),
+    )
+    return Admission(classifier, limiter)
 
 
 def serve(config: ServerConfig) -> None:

@@ -5,19 +5,26 @@ feeds it and writes replies, in request order.  Sync handlers answer inline;
 once an async handler is pending, later replies queue behind it so order is
 kept.  A client that does not read its replies is paused (``pause_writing``
 pauses reading), so one slow or silent client never holds anyone else up.
+
+:class:`ConnectionRegistry` owns what is shared by all connections: the total
+and per-source caps, and one periodic sweep that closes connections past the
+idle, line or write timeout (one timer for all, not one per connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from dataclasses import dataclass
 
+from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
 from udpkit.core.framing import EXIT, Framing, error_message
 from udpkit.core.handler import Handler, Peer, Reply
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
-from udpkit.server.logs import log_access, server_log
+from udpkit.server.logs import log_abuse, log_access, server_log
 
 _CLOSE = object()
 """Queue marker: close the connection once everything before it is written."""
@@ -25,27 +32,105 @@ _CLOSE = object()
 ERR_EMPTY = error_message("empty request")
 ERR_TOO_LONG = error_message("request too long")
 ERR_HANDLER = error_message("handler failed")
+ERR_RATE_LIMITED = error_message("rate limited")
+BUSY = b"busy"
+
+
+@dataclass(slots=True, kw_only=True)
+class TcpSettings:
+    """What every connection of one server shares."""
+
+    handler: Handler
+    counters: Counters
+    pipeline: int
+    access_log: bool
+    admission: Admission | None
+    max_connections: int
+    max_per_source: int
+    idle_timeout: float
+    line_timeout: float
+    write_timeout: float
+    write_buffer: int
+
+
+class ConnectionRegistry:
+    """The open connections: caps on admission, timeouts by periodic sweep."""
+
+    def __init__(self, settings: TcpSettings) -> None:
+        self.settings = settings
+        self.connections: set[TcpConnection] = set()
+        self._per_source: dict[object, int] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self.connections)
+
+    def admit(self, connection: TcpConnection, host: str) -> str | None:
+        """Register a new connection; return why it must be refused, or ``None``."""
+        settings = self.settings
+        admission = settings.admission
+        key: object = host
+        exempt = False
+        if admission is not None:
+            if not admission.permitted(host):
+                return "denied"
+            key, exempt = admission.source_key(host)
+        if len(self.connections) >= settings.max_connections:
+            return "busy"
+        count = self._per_source.get(key, 0)
+        if not exempt and count >= settings.max_per_source:
+            return "busy"
+        self._per_source[key] = count + 1
+        connection.source_key = key
+        self.connections.add(connection)
+        self._arm()
+        return None
+
+    def release(self, connection: TcpConnection) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            key = connection.source_key
+            remaining = self._per_source.get(key, 1) - 1
+            if remaining:
+                self._per_source[key] = remaining
+            else:
+                self._per_source.pop(key, None)
+
+    def _arm(self) -> None:
+        if self._sweeper is None:
+            settings = self.settings
+            shortest = min(settings.idle_timeout, settings.line_timeout, settings.write_timeout)
+            period = min(1.0, max(0.02, shortest / 4))
+            self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep, period)
+
+    def _sweep(self, period: float) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        for connection in list(self.connections):
+            connection.check_timeouts(now)
+        if self.connections:
+            self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep, period)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
 
 class TcpConnection(asyncio.Protocol):
     """One client connection: frames requests, answers them in order."""
 
     def __init__(
-        self,
-        handler: Handler,
-        counters: Counters,
-        framing: Framing,
-        *,
-        pipeline: int,
-        access_log: bool,
-        on_close: Callable[[TcpConnection], None],
+        self, settings: TcpSettings, framing: Framing, registry: ConnectionRegistry
     ) -> None:
-        self.handler = handler
-        self.counters = counters
+        self.settings = settings
+        self.handler = settings.handler
+        self.counters = settings.counters
         self.framing = framing
-        self.pipeline = pipeline
-        self.access_log = access_log
-        self._on_close = on_close
+        self.pipeline = settings.pipeline
+        self.access_log = settings.access_log
+        self.registry = registry
+        self.source_key: object = None
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         # In request order: a Future (async handler), (wire, is_reply) or _CLOSE.
@@ -54,6 +139,11 @@ class TcpConnection(asyncio.Protocol):
         self._closing = False
         self._reading_paused_by: set[str] = set()
         self.closed = asyncio.get_running_loop().create_future()
+        # Timeouts (monotonic seconds): last complete request, start of the
+        # unfinished line, start of the current write stall.
+        self._last_request = time.monotonic()
+        self._line_started: float | None = None
+        self._write_stalled: float | None = None
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -62,17 +152,40 @@ class TcpConnection(asyncio.Protocol):
         self.transport = transport
         self.peer = Peer(transport.get_extra_info("peername"), "tcp")
         self.counters.connections_opened += 1
+        refused = self.registry.admit(self, self.peer.host)
+        if refused is not None:
+            self._closing = True
+            if refused == "denied":
+                self.counters.connections_denied += 1
+                log_abuse("denied", self.peer, time.monotonic())
+                transport.abort()
+            else:
+                self.counters.connections_rejected += 1
+                log_abuse("busy", self.peer, time.monotonic())
+                transport.write(self.framing.frame(BUSY))
+                transport.close()
+            return
+        transport.set_write_buffer_limits(high=self.settings.write_buffer)
         transport.write(self.framing.welcome)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        now = time.monotonic()
         framing = self.framing
-        for message in framing.feed(data):
+        messages = framing.feed(data)
+        for message in messages:
             if message == EXIT:
                 self._close_after_replies()
                 return
-            self._handle(message)
+            self._handle(message, now)
+        if messages:
+            self._last_request = now
+        if framing.pending():
+            if messages or self._line_started is None:
+                self._line_started = now
+        else:
+            self._line_started = None
         if framing.too_long:
             self.counters.received += 1
             self.counters.dropped_oversize += 1
@@ -98,13 +211,40 @@ class TcpConnection(asyncio.Protocol):
         self.counters.connections_closed += 1
         if not self.closed.done():
             self.closed.set_result(None)
-        self._on_close(self)
+        self.registry.release(self)
 
     def pause_writing(self) -> None:
+        self._write_stalled = time.monotonic()
         self._pause_reading("writing")
 
     def resume_writing(self) -> None:
+        self._write_stalled = None
         self._resume_reading("writing")
+
+    def check_timeouts(self, now: float) -> None:
+        """Close the connection if it is past a timeout (called by the registry's sweep)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        settings = self.settings
+        counters = self.counters
+        if self._write_stalled is not None:
+            if now - self._write_stalled > settings.write_timeout:
+                counters.closed_write_timeout += 1
+                self._give_up("write_timeout")
+            return
+        if self._line_started is not None and now - self._line_started > settings.line_timeout:
+            counters.closed_slow += 1
+            self._give_up("slow")
+        elif now - self._last_request > settings.idle_timeout and not self._queue:
+            counters.closed_idle += 1
+            self._give_up("idle")
+
+    def _give_up(self, reason: str) -> None:
+        assert self.peer is not None
+        assert self.transport is not None
+        log_abuse(reason, self.peer, time.monotonic())
+        self._closing = True
+        self.transport.abort()
 
     # -- life cycle used by the server ----------------------------------------
 
@@ -119,7 +259,7 @@ class TcpConnection(asyncio.Protocol):
 
     # -- requests -------------------------------------------------------------
 
-    def _handle(self, message: bytes) -> None:
+    def _handle(self, message: bytes, now: float) -> None:
         counters = self.counters
         counters.received += 1
         peer = self.peer
@@ -127,6 +267,12 @@ class TcpConnection(asyncio.Protocol):
         if not message:
             counters.dropped_empty += 1
             self._write(self.framing.frame(ERR_EMPTY), is_reply=False)
+            return
+        admission = self.settings.admission
+        if admission is not None and admission.check(peer.host, now) is not None:
+            counters.dropped_rate_limited += 1  # denied sources were refused at connect
+            log_abuse("rate_limited", peer, now)
+            self._write(self.framing.frame(ERR_RATE_LIMITED), is_reply=False)
             return
         if self.access_log:
             log_access(peer, message)

@@ -2,27 +2,35 @@
 
 Rule: this module only moves bytes.  The reader drains the socket on every
 wake-up (bounded per wake-up so TCP is not starved), classifies each datagram
-(truncated, empty, oversize), calls the handler and sends at once; only on
-``BlockingIOError`` is a reply queued (bounded: the excess is counted as a
-send error).  No ``OSError`` from the socket ever stops the loop.
+(truncated, empty, oversize, denied, rate-limited), calls the handler and
+sends at once; only on ``BlockingIOError`` is a reply queued (bounded: the
+excess is counted as a send error).  No ``OSError`` from the socket ever stops
+the loop.  The clock is read once per wake-up, not per datagram.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+import time
 from collections import deque
 from collections.abc import Awaitable
 
+from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
 from udpkit.core.handler import Address, Handler, Peer, Reply
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
-from udpkit.server.logs import log_access, server_log
+from udpkit.server.logs import log_abuse, log_access, server_log
 
 _BATCH = 256
 """Datagrams handled per wake-up before yielding to the event loop."""
 
 _MSG_TRUNC = socket.MSG_TRUNC
+# Linux: the count of datagrams the kernel dropped for a full receive queue
+# comes as ancillary data once this option is on (socket(7), SO_RXQ_OVFL).
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform == "linux" else None
+_ANCILLARY_SPACE = socket.CMSG_SPACE(4)
 
 
 class UdpEndpoint:
@@ -38,6 +46,8 @@ class UdpEndpoint:
         recv_buffer: int,
         send_queue: int,
         access_log: bool,
+        admission: Admission | None = None,
+        max_amplification: float | None = None,
     ) -> None:
         self.sock = sock
         self.handler = handler
@@ -45,6 +55,16 @@ class UdpEndpoint:
         self.max_request = max_request
         self.recv_buffer = recv_buffer
         self.access_log = access_log
+        self.admission = admission
+        self.max_amplification = max_amplification
+        self._kernel_drops_seen = 0  # this socket's running total, as the kernel reports it
+        self._ancillary = 0
+        if _SO_RXQ_OVFL is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+                self._ancillary = _ANCILLARY_SPACE
+            except OSError:
+                pass
         self._queue: deque[tuple[bytes, Address]] = deque()
         self._queue_limit = send_queue
         self._tasks: set[asyncio.Task[None]] = set()
@@ -101,10 +121,14 @@ class UdpEndpoint:
         """Handle up to ``_BATCH`` datagrams; return how many were read."""
         recvmsg = self.sock.recvmsg
         bufsize = self.recv_buffer
+        ancillary = self._ancillary
         counters = self.counters
+        max_request = self.max_request
+        check = self.admission.check if self.admission is not None else None
+        now = time.monotonic()
         for count in range(_BATCH):
             try:
-                data, _anc, flags, address = recvmsg(bufsize)
+                data, anc, flags, address = recvmsg(bufsize, ancillary)
             except (BlockingIOError, InterruptedError):
                 return count
             except OSError as exc:
@@ -112,15 +136,30 @@ class UdpEndpoint:
                 server_log.warning("UDP receive error (ignored): %s", exc)
                 continue
             counters.received += 1
+            if anc:
+                self._kernel_drops(anc)
             if flags & _MSG_TRUNC:
                 counters.dropped_truncated += 1
             elif not data:
                 counters.dropped_empty += 1
-            elif len(data) > self.max_request:
+            elif len(data) > max_request:
                 counters.dropped_oversize += 1
+            elif check is not None and (verdict := check(address[0], now)) is not None:
+                if verdict == "denied":
+                    counters.dropped_denied += 1
+                else:
+                    counters.dropped_rate_limited += 1
+                log_abuse(verdict, Peer(address, "udp"), now)
             else:
                 self._handle(data, address)
         return _BATCH
+
+    def _kernel_drops(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
+                total = int.from_bytes(value[:4], sys.byteorder)
+                self.counters.kernel_drops += (total - self._kernel_drops_seen) & 0xFFFFFFFF
+                self._kernel_drops_seen = total
 
     def _handle(self, data: bytes, address: Address) -> None:
         peer = Peer(address, "udp")
@@ -129,10 +168,10 @@ class UdpEndpoint:
         try:
             result = self.handler(data, peer)
             if type(result) is bytes:
-                self.send(result, address)
+                self._reply(result, data, address)
                 return
             if is_awaitable(result):
-                self._spawn(result, peer)  # type: ignore[arg-type]
+                self._spawn(result, data, peer)  # type: ignore[arg-type]
                 return
             reply = check_reply(result, peer)
         except Exception as exc:
@@ -142,14 +181,14 @@ class UdpEndpoint:
         if reply is None:
             self.counters.no_reply += 1
         else:
-            self.send(reply, address)
+            self._reply(reply, data, address)
 
-    def _spawn(self, pending: Awaitable[Reply], peer: Peer) -> None:
-        task = self._loop.create_task(self._finish(pending, peer))
+    def _spawn(self, pending: Awaitable[Reply], request: bytes, peer: Peer) -> None:
+        task = self._loop.create_task(self._finish(pending, request, peer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, pending: Awaitable[Reply], peer: Peer) -> None:
+    async def _finish(self, pending: Awaitable[Reply], request: bytes, peer: Peer) -> None:
         try:
             reply = check_reply(await pending, peer)
         except asyncio.CancelledError:
@@ -162,9 +201,18 @@ class UdpEndpoint:
         if reply is None:
             self.counters.no_reply += 1
         else:
-            self.send(reply, peer.address)
+            self._reply(reply, request, peer.address)
 
     # -- send ----------------------------------------------------------------
+
+    def _reply(self, reply: bytes, request: bytes, address: Address) -> None:
+        """Send a handler's reply unless it amplifies more than allowed."""
+        limit = self.max_amplification
+        if limit is not None and len(reply) > limit * len(request):
+            self.counters.dropped_amplification += 1
+            log_abuse("amplification", Peer(address, "udp"), time.monotonic())
+            return
+        self.send(reply, address)
 
     def send(self, reply: bytes, address: Address) -> None:
         """Send at once; queue only while the socket is full."""

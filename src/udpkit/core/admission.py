@@ -1,0 +1,41 @@
+"""Whether a request from a source may be served: access lists, then rate limit.
+
+Rule: one decision per request, in a fixed order (deny/allow first, then the
+source's token bucket); the verdict names the counter the request lands in.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from udpkit.core.ratelimit import TokenBucketTable
+from udpkit.core.sources import SourceClassifier
+
+Verdict = Literal["denied", "rate_limited"] | None
+
+
+class Admission:
+    """``check(host, now)``: ``None`` to serve, else the reason to drop."""
+
+    __slots__ = ("classifier", "limiter")
+
+    def __init__(self, classifier: SourceClassifier, limiter: TokenBucketTable | None) -> None:
+        self.classifier = classifier
+        self.limiter = limiter
+
+    def check(self, host: str, now: float) -> Verdict:
+        key, permitted, exempt = self.classifier.classify(host)
+        if not permitted:
+            return "denied"
+        limiter = self.limiter
+        if limiter is None or exempt or limiter.allow(key, now):
+            return None
+        return "rate_limited"
+
+    def permitted(self, host: str) -> bool:
+        return self.classifier.classify(host)[1]
+
+    def source_key(self, host: str) -> tuple[object, bool]:
+        """The rate-limit key of ``host`` and whether it is exempt from limits."""
+        key, _, exempt = self.classifier.classify(host)
+        return key, exempt
