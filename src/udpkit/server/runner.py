@@ -17,12 +17,12 @@ from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters, CounterSnapshot
 from udpkit.core.framing import make_framing
 from udpkit.core.handler import Handler, format_address
-from udpkit.server.binding import BoundSockets, bind
-from udpkit.server.config import ServerConfig
-from udpkit.server.logs import server_log
 from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier, parse_networks
+from udpkit.server.binding import BoundSockets, bind
+from udpkit.server.config import ServerConfig
 from udpkit.server.limits import ensure_open_files
+from udpkit.server.logs import server_log
 from udpkit.server.tcp import ConnectionRegistry, TcpConnection, TcpSettings
 from udpkit.server.udp import UdpEndpoint
 
