@@ -92,13 +92,13 @@ class LoadSummary:
 def percentile_of_counts(counts: Mapping[int, int], percent: float) -> int:
     """The value at ``percent`` (0..100) of a value -> count table; 0 when empty.
 
-    The value whose rank is ``ceil(percent/100 * total)`` (at least 1), the
-    definition HdrHistogram uses.
+    The value whose rank is ``percent/100 * total`` rounded half up (at least
+    1), the definition HdrHistogram uses.
     """
     total = sum(counts.values())
     if total == 0:
         return 0
-    rank = max(1, math.ceil(percent / 100.0 * total))
+    rank = max(1, int(percent * total / 100.0 + 0.5))
     seen = 0
     for value in sorted(counts):
         seen += counts[value]
