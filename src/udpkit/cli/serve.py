@@ -8,12 +8,26 @@ import sys
 
 import click
 
+from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import UsageError
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
 from udpkit.server.logs import configure
 
 _defaults = ServerConfig()
+
+
+def _optional_float(value: str, name: str) -> float | None:
+    """A positive number, or ``off``."""
+    if value.strip().lower() in ("off", "none", "0"):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{name} must be a number or 'off' (got {value!r})") from None
+    if not number > 0:
+        raise UsageError(f"{name} must be > 0 or 'off' (got {value!r})")
+    return number
 
 
 @click.command()
@@ -33,11 +47,43 @@ _defaults = ServerConfig()
               help="Log one line per request.")
 @click.option("--graceful-timeout", default=_defaults.graceful_timeout, show_default=True,
               type=click.FloatRange(0), help="Seconds to finish in-flight work on shutdown.")
+@click.option("--rate-limit", default=str(_defaults.rate_limit), show_default=True,
+              help="Requests/s per source prefix, both transports, or 'off'.")
+@click.option("--rate-burst", type=click.FloatRange(min=1), default=None,
+              help="Burst a quiet source may send [default: 2 x rate limit].")
+@click.option("--ipv4-prefix", default=_defaults.ipv4_prefix, show_default=True,
+              type=click.IntRange(0, 32), help="IPv4 prefix length that shares a limit.")
+@click.option("--ipv6-prefix", default=_defaults.ipv6_prefix, show_default=True,
+              type=click.IntRange(0, 128), help="IPv6 prefix length that shares a limit.")
+@click.option("--allow", multiple=True, metavar="CIDR",
+              help="Serve only these networks (repeat or comma-separate).")
+@click.option("--deny", multiple=True, metavar="CIDR", help="Never serve these networks.")
+@click.option("--limit-exempt", multiple=True, metavar="CIDR",
+              default=_defaults.limit_exempt, show_default=True,
+              help="Networks exempt from rate and per-source limits ('none' for no exemption).")
+@click.option("--max-amplification", default=str(_defaults.max_amplification),
+              show_default=True,
+              help="Drop UDP replies larger than K times their request, or 'off'.")
+@click.option("--tcp-max-connections", default=_defaults.tcp_max_connections, show_default=True,
+              type=click.IntRange(min=1), help="Open TCP connections at most.")
+@click.option("--tcp-max-per-source", default=_defaults.tcp_max_per_source, show_default=True,
+              type=click.IntRange(min=1), help="Open TCP connections per source at most.")
+@click.option("--tcp-idle-timeout", default=_defaults.tcp_idle_timeout, show_default=True,
+              type=click.FloatRange(min=0.001), help="Close after this long without a request.")
+@click.option("--tcp-line-timeout", default=_defaults.tcp_line_timeout, show_default=True,
+              type=click.FloatRange(min=0.001), help="Close if a started line takes longer.")
+@click.option("--tcp-write-timeout", default=_defaults.tcp_write_timeout, show_default=True,
+              type=click.FloatRange(min=0.001),
+              help="Close if the client does not read its replies for this long.")
+@click.option("--metrics", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
 @click.option("--app-dir", default=".", show_default=True,
               type=click.Path(file_okay=False),
               help="Directory added to the import path to find APP's module.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text or as one JSON object each.")
 def serve(
     app: str,
     host: str,
@@ -48,11 +94,26 @@ def serve(
     max_request: int,
     access_log: bool,
     graceful_timeout: float,
+    rate_limit: str,
+    rate_burst: float | None,
+    ipv4_prefix: int,
+    ipv6_prefix: int,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    limit_exempt: tuple[str, ...],
+    max_amplification: str,
+    tcp_max_connections: int,
+    tcp_max_per_source: int,
+    tcp_idle_timeout: float,
+    tcp_line_timeout: float,
+    tcp_write_timeout: float,
+    metrics: str | None,
     app_dir: str,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve APP (greeting, echo or module:attr) over UDP and TCP on one port."""
-    configure(getattr(logging, log_level.upper()))
+    configure(getattr(logging, log_level.upper()), fmt=log_format)
     sys.path.insert(0, os.path.abspath(app_dir))
     try:
         config = ServerConfig(
@@ -65,6 +126,20 @@ def serve(
             max_request=max_request,
             access_log=access_log,
             graceful_timeout=graceful_timeout,
+            rate_limit=_optional_float(rate_limit, "--rate-limit"),
+            rate_burst=rate_burst,
+            ipv4_prefix=ipv4_prefix,
+            ipv6_prefix=ipv6_prefix,
+            allow=allow,
+            deny=deny,
+            limit_exempt=tuple(n for n in limit_exempt if n.lower() != "none"),
+            max_amplification=_optional_float(max_amplification, "--max-amplification"),
+            tcp_max_connections=tcp_max_connections,
+            tcp_max_per_source=tcp_max_per_source,
+            tcp_idle_timeout=tcp_idle_timeout,
+            tcp_line_timeout=tcp_line_timeout,
+            tcp_write_timeout=tcp_write_timeout,
+            metrics=parse_host_port(metrics) if metrics else None,
         )
         run_server(config)
     except UsageError as exc:

@@ -49,6 +49,8 @@ class ServerConfig:
     """Log one line per request (off by default: it costs throughput)."""
     graceful_timeout: float = 3.0
     """Seconds a shutdown waits for in-flight requests before closing anyway."""
+    metrics: tuple[str, int] | None = None
+    """Serve Prometheus metrics on this (host, port); port 0 picks one."""
 
     # -- abuse limits (see README, "Limits and their defaults") ----------------
     rate_limit: float | None = 1000.0

@@ -7,6 +7,7 @@ per-request lines are only formatted when the access log is on.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -52,10 +53,31 @@ def log_abuse(reason: str, peer: Peer, now: float) -> None:
         server_log.warning(text, peer)
 
 
-def configure(level: int = logging.INFO) -> None:
-    """Send udpkit's logs to stderr, one plain line each (used by the CLI)."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message (and exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=True)
+
+
+def configure(level: int = logging.INFO, *, fmt: str = "text") -> None:
+    """Send udpkit's logs to stderr, one line each (used by the CLI).
+
+    ``fmt`` is ``text`` (human) or ``json`` (one object a line, for collectors).
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("udpkit")
     root.handlers[:] = [handler]
     root.setLevel(level)

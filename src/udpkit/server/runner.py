@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from udpkit.apps import load_app
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters, CounterSnapshot
+from udpkit.core.errors import UsageError
 from udpkit.core.framing import make_framing
 from udpkit.core.handler import Handler, format_address
+from udpkit.core.histogram import LatencyHistogram
 from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier, parse_networks
 from udpkit.server.binding import BoundSockets, bind
@@ -25,6 +28,9 @@ from udpkit.server.limits import ensure_open_files
 from udpkit.server.logs import server_log
 from udpkit.server.tcp import ConnectionRegistry, TcpConnection, TcpSettings
 from udpkit.server.udp import UdpEndpoint
+
+if TYPE_CHECKING:
+    from udpkit.server.metrics import MetricsServer
 
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -44,6 +50,9 @@ class Server:
         self._udp: list[UdpEndpoint] = []
         self._tcp_servers: list[asyncio.Server] = []
         self._registry: ConnectionRegistry | None = None
+        self.latency = LatencyHistogram() if config.metrics is not None else None
+        self._metrics: MetricsServer | None = None
+        self.metrics_port: int | None = None
         self._should_exit = asyncio.Event()
         self._force_exit = asyncio.Event()
         self._signals_seen = 0
@@ -94,6 +103,7 @@ class Server:
                     line_timeout=config.tcp_line_timeout,
                     write_timeout=config.tcp_write_timeout,
                     write_buffer=config.tcp_write_buffer,
+                    latency=self.latency,
                 )
             )
         loop = asyncio.get_running_loop()
@@ -108,6 +118,7 @@ class Server:
                 access_log=config.access_log,
                 admission=self.admission,
                 max_amplification=config.max_amplification,
+                latency=self.latency,
             )
             endpoint.start()
             self._udp.append(endpoint)
@@ -116,6 +127,22 @@ class Server:
             server = await loop.create_server(self._new_connection, sock=sock)
             self._tcp_servers.append(server)
             self._announce("TCP", sock.getsockname())
+        if config.metrics is not None:
+            self._start_metrics(*config.metrics)
+
+    def _start_metrics(self, host: str, port: int) -> None:
+        from udpkit.server.metrics import MetricsServer, ServerCollector
+
+        assert self.latency is not None
+        collector = ServerCollector(self.stats, lambda: self.open_connections, self.latency)
+        try:
+            self._metrics = MetricsServer(host, port, collector)
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+        self.metrics_port = self._metrics.port
+        server_log.info(
+            "Serving metrics on http://%s/metrics", format_address((host, self._metrics.port))
+        )
 
     def _announce(self, transport: str, sockname: tuple[str, int]) -> None:
         address = (sockname[0], sockname[1])
@@ -149,6 +176,9 @@ class Server:
                 endpoint.close()
             if self._registry is not None:
                 self._registry.close()
+            if self._metrics is not None:
+                self._metrics.close()
+                self._metrics = None
             for server in self._tcp_servers:
                 await self._wait_or_force(server.wait_closed(), 1.0)
             self._udp.clear()

@@ -23,6 +23,7 @@ from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
 from udpkit.core.framing import EXIT, Framing, error_message
 from udpkit.core.handler import Handler, Peer, Reply
+from udpkit.core.histogram import LatencyHistogram
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access, server_log
 
@@ -51,6 +52,7 @@ class TcpSettings:
     line_timeout: float
     write_timeout: float
     write_buffer: int
+    latency: LatencyHistogram | None = None
 
 
 class ConnectionRegistry:
@@ -144,6 +146,7 @@ class TcpConnection(asyncio.Protocol):
         self._last_request = time.monotonic()
         self._line_started: float | None = None
         self._write_stalled: float | None = None
+        self._arrived = 0.0  # when the bytes being handled were received
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -171,7 +174,7 @@ class TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        now = time.monotonic()
+        now = self._arrived = time.monotonic()
         framing = self.framing
         messages = framing.feed(data)
         for message in messages:
@@ -300,9 +303,16 @@ class TcpConnection(asyncio.Protocol):
             self.transport.write(wire)
             if is_reply:
                 self.counters.replied += 1
+                if self.settings.latency is not None:
+                    self.settings.latency.observe(time.monotonic() - self._arrived)
 
     def _queue_pending(self, pending: Awaitable[Reply]) -> None:
-        self._queue.append(asyncio.ensure_future(pending))
+        future = asyncio.ensure_future(pending)
+        self._queue.append(future)
+        if self.settings.latency is not None:
+            arrived = self._arrived
+            latency = self.settings.latency
+            future.add_done_callback(lambda _: latency.observe(time.monotonic() - arrived))
         if self._drainer is None:
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
         if len(self._queue) >= self.pipeline:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
 from udpkit.core.handler import Address, Handler, Peer, Reply
+from udpkit.core.histogram import LatencyHistogram
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access, server_log
 
@@ -48,6 +49,7 @@ class UdpEndpoint:
         access_log: bool,
         admission: Admission | None = None,
         max_amplification: float | None = None,
+        latency: LatencyHistogram | None = None,
     ) -> None:
         self.sock = sock
         self.handler = handler
@@ -57,6 +59,7 @@ class UdpEndpoint:
         self.access_log = access_log
         self.admission = admission
         self.max_amplification = max_amplification
+        self.latency = latency
         self._kernel_drops_seen = 0  # this socket's running total, as the kernel reports it
         self._ancillary = 0
         if _SO_RXQ_OVFL is not None:
@@ -151,7 +154,7 @@ class UdpEndpoint:
                     counters.dropped_rate_limited += 1
                 log_abuse(verdict, Peer(address, "udp"), now)
             else:
-                self._handle(data, address)
+                self._handle(data, address, now)
         return _BATCH
 
     def _kernel_drops(self, ancillary: list[tuple[int, int, bytes]]) -> None:
@@ -161,17 +164,17 @@ class UdpEndpoint:
                 self.counters.kernel_drops += (total - self._kernel_drops_seen) & 0xFFFFFFFF
                 self._kernel_drops_seen = total
 
-    def _handle(self, data: bytes, address: Address) -> None:
+    def _handle(self, data: bytes, address: Address, arrived: float) -> None:
         peer = Peer(address, "udp")
         if self.access_log:
             log_access(peer, data)
         try:
             result = self.handler(data, peer)
             if type(result) is bytes:
-                self._reply(result, data, address)
+                self._reply(result, data, address, arrived)
                 return
             if is_awaitable(result):
-                self._spawn(result, data, peer)  # type: ignore[arg-type]
+                self._spawn(result, data, peer, arrived)  # type: ignore[arg-type]
                 return
             reply = check_reply(result, peer)
         except Exception as exc:
@@ -181,14 +184,18 @@ class UdpEndpoint:
         if reply is None:
             self.counters.no_reply += 1
         else:
-            self._reply(reply, data, address)
+            self._reply(reply, data, address, arrived)
 
-    def _spawn(self, pending: Awaitable[Reply], request: bytes, peer: Peer) -> None:
-        task = self._loop.create_task(self._finish(pending, request, peer))
+    def _spawn(
+        self, pending: Awaitable[Reply], request: bytes, peer: Peer, arrived: float
+    ) -> None:
+        task = self._loop.create_task(self._finish(pending, request, peer, arrived))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, pending: Awaitable[Reply], request: bytes, peer: Peer) -> None:
+    async def _finish(
+        self, pending: Awaitable[Reply], request: bytes, peer: Peer, arrived: float
+    ) -> None:
         try:
             reply = check_reply(await pending, peer)
         except asyncio.CancelledError:
@@ -201,11 +208,11 @@ class UdpEndpoint:
         if reply is None:
             self.counters.no_reply += 1
         else:
-            self._reply(reply, request, peer.address)
+            self._reply(reply, request, peer.address, arrived)
 
     # -- send ----------------------------------------------------------------
 
-    def _reply(self, reply: bytes, request: bytes, address: Address) -> None:
+    def _reply(self, reply: bytes, request: bytes, address: Address, arrived: float) -> None:
         """Send a handler's reply unless it amplifies more than allowed."""
         limit = self.max_amplification
         if limit is not None and len(reply) > limit * len(request):
@@ -213,6 +220,8 @@ class UdpEndpoint:
             log_abuse("amplification", Peer(address, "udp"), time.monotonic())
             return
         self.send(reply, address)
+        if self.latency is not None:
+            self.latency.observe(time.monotonic() - arrived)
 
     def send(self, reply: bytes, address: Address) -> None:
         """Send at once; queue only while the socket is full."""

@@ -1,0 +1,28 @@
+"""Host and port as people write them on a command line.
+
+Rule: one parser for every ``HOST:PORT`` flag, with IPv6 in brackets, so all
+commands accept and reject the same spellings with the same messages.
+"""
+
+from __future__ import annotations
+
+from udpkit.core.errors import UsageError
+
+
+def parse_host_port(
+    text: str, *, allow_zero: bool = True, default_host: str = "127.0.0.1"
+) -> tuple[str, int]:
+    """``127.0.0.1:9999``, ``[::1]:9999``, ``localhost:9999`` or ``:9999`` (default host)."""
+    value = text.strip()
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        if not sep:
+            raise UsageError(f"{text!r} is not [IPV6]:PORT")
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep or ":" in host:
+            raise UsageError(f"{text!r} is not HOST:PORT (write IPv6 as [::1]:9999)")
+    low = 0 if allow_zero else 1
+    if not port.isdigit() or not low <= int(port) <= 65535:
+        raise UsageError(f"{text!r}: port must be a number in {low}..65535")
+    return (host or default_host, int(port))

@@ -1,0 +1,112 @@
+"""Prometheus exposition of a running server's counters (``--metrics``).
+
+Rule: nothing on the request path knows about Prometheus; a collector reads
+the counters when scraped, so metrics cost nothing between scrapes.  Needs
+the ``prometheus-client`` package (a dependency of the command line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from udpkit.core.counters import OUTCOMES, CounterSnapshot
+from udpkit.core.histogram import LatencyHistogram
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector as _Collector
+else:
+    _Collector = object
+
+_TCP_ONLY = (
+    "connections_opened",
+    "connections_closed",
+    "connections_rejected",
+    "connections_denied",
+    "closed_idle",
+    "closed_slow",
+    "closed_write_timeout",
+)
+
+
+class ServerCollector(_Collector):
+    """Reads ``stats()`` and the latency histogram at scrape time."""
+
+    def __init__(
+        self,
+        stats: Callable[[], dict[str, CounterSnapshot]],
+        open_connections: Callable[[], int],
+        latency: LatencyHistogram,
+    ) -> None:
+        self._stats = stats
+        self._open_connections = open_connections
+        self._latency = latency
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        stats = self._stats()
+        received = CounterMetricFamily(
+            "udpkit_requests_received", "Requests taken from the network", labels=["transport"]
+        )
+        outcomes = CounterMetricFamily(
+            "udpkit_requests",
+            "Requests by outcome (replied, no_reply, dropped_*, *_errors)",
+            labels=["transport", "outcome"],
+        )
+        for transport, snapshot in stats.items():
+            received.add_metric([transport], snapshot.received)
+            for outcome in OUTCOMES:
+                outcomes.add_metric([transport, outcome], getattr(snapshot, outcome))
+        yield received
+        yield outcomes
+        kernel = CounterMetricFamily(
+            "udpkit_udp_kernel_drops", "Datagrams dropped by the kernel for a full receive queue"
+        )
+        kernel.add_metric([], stats["udp"].kernel_drops)
+        yield kernel
+        tcp = CounterMetricFamily(
+            "udpkit_tcp_connections", "TCP connection events", labels=["event"]
+        )
+        for name in _TCP_ONLY:
+            tcp.add_metric([name], getattr(stats["tcp"], name))
+        yield tcp
+        gauge = GaugeMetricFamily("udpkit_tcp_open_connections", "Open TCP connections")
+        gauge.add_metric([], self._open_connections())
+        yield gauge
+        latency = self._latency
+        histogram = HistogramMetricFamily(
+            "udpkit_request_seconds", "Time from a request's arrival to its reply"
+        )
+        histogram.add_metric(
+            [],
+            [(_bound(bound), count) for bound, count in latency.cumulative()],
+            sum_value=latency.total,
+        )
+        yield histogram
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class MetricsServer:
+    """``/metrics`` on ``host:port``, served from a background thread."""
+
+    def __init__(self, host: str, port: int, collector: ServerCollector) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.port = int(self._server.server_port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

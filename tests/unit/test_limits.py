@@ -1,0 +1,141 @@
+"""Tier (a): rate limiting, source keys, access lists, log limiting, histograms."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from udpkit.core.addresses import parse_host_port
+from udpkit.core.admission import Admission
+from udpkit.core.errors import UsageError
+from udpkit.core.histogram import LatencyHistogram
+from udpkit.core.loglimit import LogLimiter
+from udpkit.core.ratelimit import TokenBucketTable
+from udpkit.core.sources import SourceClassifier, parse_networks
+
+
+def test_bucket_allows_the_burst_then_the_rate() -> None:
+    table = TokenBucketTable(rate=10, burst=5, size=16)
+    assert [table.allow("a", 0.0) for _ in range(7)] == [True] * 5 + [False] * 2
+    assert table.allow("a", 0.1)  # one token back after 0.1 s at 10/s
+    assert not table.allow("a", 0.1)
+    # From 0 to 0.999 s: the burst of 5, then 10/s for 0.999 s (9 whole tokens).
+    passed = sum(table.allow("b", i / 1000) for i in range(1000))
+    assert passed == 5 + 9
+
+
+@given(st.lists(st.floats(min_value=0, max_value=10, allow_nan=False), max_size=300))
+def test_never_more_than_burst_plus_rate_times_elapsed(times: list[float]) -> None:
+    table = TokenBucketTable(rate=20, burst=3, size=4)
+    times.sort()
+    passed = sum(table.allow("k", t) for t in times)
+    if times:
+        assert passed <= 3 + 20 * (times[-1] - times[0]) + 1e-9
+
+
+def test_memory_is_fixed_and_new_sources_cannot_evict_an_abuser() -> None:
+    table = TokenBucketTable(rate=1, burst=2, size=8)
+    assert table.allow("abuser", 0.0)
+    assert table.allow("abuser", 0.0)
+    assert not table.allow("abuser", 0.0)
+    for index in range(10_000):  # a spray of new sources
+        table.allow(f"spoof{index}", 0.0)
+    assert len(table._keys) == 8
+    assert not table.allow("abuser", 0.0)  # still limited, never reset by eviction
+
+
+def test_quiet_slot_is_taken_over_by_a_new_source() -> None:
+    table = TokenBucketTable(rate=1, burst=1, size=1)
+    assert table.allow("a", 0.0)
+    assert not table.allow("b", 0.0)  # shares a's empty bucket
+    assert table.allow("b", 5.0)  # a has been quiet: b takes the slot
+
+
+@pytest.mark.parametrize("kwargs", [{"rate": 0, "burst": 1}, {"rate": 1, "burst": 0},
+                                    {"rate": 1, "burst": 1, "size": 0}])
+def test_bad_bucket_settings(kwargs: dict[str, float]) -> None:
+    with pytest.raises(UsageError):
+        TokenBucketTable(**kwargs)  # type: ignore[arg-type]
+
+
+def test_source_keys_group_by_prefix() -> None:
+    classifier = SourceClassifier(ipv4_prefix=24, ipv6_prefix=64)
+    assert classifier.classify("10.0.0.1")[0] == classifier.classify("10.0.0.200")[0]
+    assert classifier.classify("10.0.0.1")[0] != classifier.classify("10.0.1.1")[0]
+    assert classifier.classify("2001:db8::1")[0] == classifier.classify("2001:db8::ffff:1")[0]
+    assert classifier.classify("2001:db8::1")[0] != classifier.classify("2001:db8:0:1::1")[0]
+    # A dual-stack socket shows IPv4 peers mapped into IPv6: same key as plain IPv4.
+    assert classifier.classify("::ffff:10.0.0.9")[0] == classifier.classify("10.0.0.1")[0]
+
+
+def test_allow_deny_and_exempt() -> None:
+    classifier = SourceClassifier(
+        allow=parse_networks(["10.0.0.0/8"]),
+        deny=parse_networks(["10.9.0.0/16"]),
+        exempt=parse_networks(["loopback"]),
+    )
+    assert classifier.classify("10.1.2.3")[1] is True
+    assert classifier.classify("10.9.2.3")[1] is False
+    assert classifier.classify("192.0.2.1")[1] is False
+    assert classifier.classify("127.0.0.1")[2] is True
+    assert classifier.classify("::1")[2] is True
+
+
+def test_classifier_cache_is_bounded() -> None:
+    classifier = SourceClassifier(cache_size=10)
+    for index in range(100):
+        classifier.classify(f"10.0.0.{index}")
+    assert len(classifier._cache) == 10
+
+
+def test_parse_networks_errors_and_lists() -> None:
+    assert len(parse_networks(["10.0.0.0/8,192.0.2.0/24", " "])) == 2
+    with pytest.raises(UsageError, match="bad network"):
+        parse_networks(["10.0.0.0/33"])
+
+
+def test_admission_order_deny_then_rate() -> None:
+    classifier = SourceClassifier(deny=parse_networks(["192.0.2.0/24"]),
+                                  exempt=parse_networks(["loopback"]))
+    admission = Admission(classifier, TokenBucketTable(rate=1, burst=1, size=4))
+    assert admission.check("192.0.2.7", 0.0) == "denied"
+    assert admission.check("198.51.100.1", 0.0) is None
+    assert admission.check("198.51.100.1", 0.0) == "rate_limited"
+    assert all(admission.check("127.0.0.1", 0.0) is None for _ in range(100))
+
+
+def test_log_limiter_reports_what_it_suppressed() -> None:
+    limiter = LogLimiter(per_second=1, burst=2)
+    assert [limiter.admit("flood", 0.0) for _ in range(5)] == [0, 0, None, None, None]
+    assert limiter.admit("other", 0.0) == 0  # per reason
+    assert limiter.admit("flood", 1.0) == 3
+
+
+def test_latency_histogram_buckets() -> None:
+    histogram = LatencyHistogram(bounds=(0.001, 0.01))
+    for value in (0.0005, 0.001, 0.005, 0.5):
+        histogram.observe(value)
+    assert histogram.cumulative() == [(0.001, 2), (0.01, 3), (float("inf"), 4)]
+    assert histogram.total == pytest.approx(0.5065)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:9999", ("127.0.0.1", 9999)), ("[::1]:53", ("::1", 53)),
+     ("localhost:0", ("localhost", 0)), (":80", ("127.0.0.1", 80))],
+)
+def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9999", "::1:53", "host:port", "h:70000", "[::1]53"])
+def test_parse_host_port_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_host_port(text)
+
+
+def test_parse_host_port_zero_can_be_refused() -> None:
+    with pytest.raises(UsageError, match=r"1\.\.65535"):
+        parse_host_port("h:0", allow_zero=False)
+
