@@ -1,0 +1,214 @@
+"""Tier (c): the abuse limits on real sockets, each outcome counted exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import pytest
+
+from tests.net.helpers import RawUdp, wait_for_counters
+from udpkit.server import Server, ServerConfig
+
+HOST = "127.0.0.1"
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(HOST, port)
+
+
+async def read_all(reader: asyncio.StreamReader, timeout: float = 3.0) -> bytes:
+    """Everything until the server closes; a reset or broken pipe counts as closed."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await reader.read()
+    except ConnectionError:
+        return b""
+
+
+async def test_udp_rate_limit_drops_and_counts_the_excess() -> None:
+    config = ServerConfig(port=0, rate_limit=5, rate_burst=10, limit_exempt=())
+    async with Server(config) as server:
+        raw = RawUdp(HOST)
+        try:
+            for index in range(100):
+                raw.sock.sendto(b"r%d" % index, (HOST, server.port))
+            stats = await wait_for_counters(server, "udp", 100)
+            replies = 0
+            while await raw.recv(timeout=0.2) is not None:
+                replies += 1
+        finally:
+            raw.close()
+    assert stats.received == 100
+    assert 10 <= stats.replied <= 12  # the burst, plus what 5/s refills meanwhile
+    assert stats.replied + stats.dropped_rate_limited == 100
+    assert replies == stats.replied
+
+
+async def test_loopback_is_exempt_by_default() -> None:
+    async with Server(ServerConfig(port=0, rate_limit=1, rate_burst=1)) as server:
+        raw = RawUdp(HOST)
+        try:
+            for index in range(50):
+                raw.sock.sendto(b"r%d" % index, (HOST, server.port))
+            stats = await wait_for_counters(server, "udp", 50)
+        finally:
+            raw.close()
+    assert stats.replied == 50
+
+
+async def test_deny_list_drops_udp_and_refuses_tcp() -> None:
+    async with Server(ServerConfig(port=0, deny=("127.0.0.0/8",))) as server:
+        raw = RawUdp(HOST)
+        try:
+            await raw.send(b"x", (HOST, server.port))
+            assert await raw.recv(timeout=0.2) is None
+        finally:
+            raw.close()
+        reader, writer = await connect(server.port)
+        assert await read_all(reader) == b""  # no welcome: closed at once
+        writer.close()
+        udp = await wait_for_counters(server, "udp", 1)
+        assert udp.dropped_denied == 1
+        assert server.stats()["tcp"].connections_denied == 1
+
+
+async def test_allow_list_serves_only_its_networks() -> None:
+    async with Server(ServerConfig(port=0, allow=("10.0.0.0/8",))) as server:
+        raw = RawUdp(HOST)
+        try:
+            await raw.send(b"x", (HOST, server.port))
+            stats = await wait_for_counters(server, "udp", 1)
+        finally:
+            raw.close()
+    assert stats.dropped_denied == 1
+
+
+async def test_amplification_cap_drops_replies_larger_than_k_times_the_request() -> None:
+    async with Server(ServerConfig(port=0, max_amplification=2.0)) as server:
+        raw = RawUdp(HOST)
+        try:
+            for name in (b"a", b"Michael", b"Alexander-the-Great"):  # 9x, 2.14x, 1.44x
+                await raw.send(name, (HOST, server.port))
+            assert await raw.recv() == b"Hello, Alexander-the-Great!"
+            stats = await wait_for_counters(server, "udp", 3)
+        finally:
+            raw.close()
+    assert (stats.dropped_amplification, stats.replied) == (2, 1)
+
+
+async def test_tcp_total_cap_says_busy_and_closes() -> None:
+    async with Server(ServerConfig(port=0, tcp_max_connections=2)) as server:
+        held = [await connect(server.port) for _ in range(2)]
+        for reader, _ in held:
+            assert await reader.readline() == b"Welcome!\n"
+        reader, writer = await connect(server.port)
+        assert await read_all(reader) == b"busy\n"
+        writer.close()
+        for _, held_writer in held:
+            held_writer.close()
+        assert server.stats()["tcp"].connections_rejected == 1
+
+
+async def test_tcp_per_source_cap() -> None:
+    config = ServerConfig(port=0, tcp_max_per_source=1, limit_exempt=())
+    async with Server(config) as server:
+        first_reader, first_writer = await connect(server.port)
+        assert await first_reader.readline() == b"Welcome!\n"
+        reader, writer = await connect(server.port)
+        assert await read_all(reader) == b"busy\n"
+        writer.close()
+        first_writer.close()
+        async with asyncio.timeout(3):  # the slot is given back when the first one goes
+            while server.open_connections:
+                await asyncio.sleep(0.01)
+        reader, writer = await connect(server.port)
+        assert await reader.readline() == b"Welcome!\n"
+        writer.close()
+
+
+async def test_tcp_rate_limit_answers_an_error_line() -> None:
+    config = ServerConfig(port=0, rate_limit=1, rate_burst=2, limit_exempt=())
+    async with Server(config) as server:
+        reader, writer = await connect(server.port)
+        await reader.readline()
+        writer.write(b"a\nb\nc\n")
+        lines = [await reader.readline() for _ in range(3)]
+        writer.close()
+    assert lines == [b"Hello, a!\n", b"Hello, b!\n", b"error: rate limited\n"]
+
+
+async def test_idle_timeout_is_reset_only_by_complete_lines() -> None:
+    config = ServerConfig(port=0, tcp_idle_timeout=0.3, tcp_line_timeout=5)
+    async with Server(config) as server:
+        busy_reader, busy_writer = await connect(server.port)
+        idle_reader, idle_writer = await connect(server.port)
+        await busy_reader.readline()
+        await idle_reader.readline()
+        for index in range(6):  # 0.6 s of one line every 0.1 s keeps it open
+            busy_writer.write(b"k%d\n" % index)
+            assert await busy_reader.readline() == b"Hello, k%d!\n" % index
+            await asyncio.sleep(0.1)
+        assert await read_all(idle_reader) == b""  # closed by the server meanwhile
+        assert server.stats()["tcp"].closed_idle == 1
+        busy_writer.close()
+        idle_writer.close()
+
+
+async def test_slowloris_line_is_cut_at_the_line_timeout() -> None:
+    config = ServerConfig(port=0, tcp_idle_timeout=30, tcp_line_timeout=0.3)
+    async with Server(config) as server:
+        reader, writer = await connect(server.port)
+        await reader.readline()
+        try:
+            for _ in range(20):  # a byte every 0.05 s never finishes the line
+                writer.write(b"x")
+                await asyncio.sleep(0.05)
+        except ConnectionError:
+            pass  # the server cut it off: what this test wants
+        assert await read_all(reader) == b""
+        writer.close()
+        assert server.stats()["tcp"].closed_slow == 1
+
+
+async def test_client_that_never_reads_is_closed_after_the_write_timeout() -> None:
+    config = ServerConfig(port=0, tcp_write_timeout=0.3, tcp_write_buffer=4096)
+    async with Server(config) as server:
+        reader, writer = await connect(server.port)
+        sock = writer.get_extra_info("socket")
+        import socket as socket_module
+
+        sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 4096)
+        line = b"y" * 1000 + b"\n"
+        async with asyncio.timeout(10):
+            while not server.stats()["tcp"].closed_write_timeout:
+                writer.write(line * 64)
+                await asyncio.sleep(0.02)
+        writer.transport.abort()
+    assert server.stats()["tcp"].closed_write_timeout == 1
+
+
+async def test_metrics_endpoint_serves_the_counters() -> None:
+    config = ServerConfig(port=0, metrics=("127.0.0.1", 0))
+    async with Server(config) as server:
+        raw = RawUdp(HOST)
+        try:
+            await raw.send(b"m", (HOST, server.port))
+            assert await raw.recv() == b"Hello, m!"
+            await raw.send(b"", (HOST, server.port))
+            await wait_for_counters(server, "udp", 2)
+        finally:
+            raw.close()
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+
+        def fetch() -> str:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body: bytes = response.read()
+            return body.decode()
+
+        text = await asyncio.to_thread(fetch)
+    assert 'udpkit_requests_received_total{transport="udp"} 2.0' in text
+    assert 'udpkit_requests_total{outcome="replied",transport="udp"} 1.0' in text
+    assert 'udpkit_requests_total{outcome="dropped_empty",transport="udp"} 1.0' in text
+    assert "udpkit_tcp_open_connections 0.0" in text
+    assert 'udpkit_request_seconds_count 1.0' in text
