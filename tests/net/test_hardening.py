@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.request
-
-import pytest
 
 from tests.net.helpers import RawUdp, wait_for_counters
 from udpkit.server import Server, ServerConfig
@@ -174,11 +173,9 @@ async def test_slowloris_line_is_cut_at_the_line_timeout() -> None:
 async def test_client_that_never_reads_is_closed_after_the_write_timeout() -> None:
     config = ServerConfig(port=0, tcp_write_timeout=0.3, tcp_write_buffer=4096)
     async with Server(config) as server:
-        reader, writer = await connect(server.port)
+        _, writer = await connect(server.port)
         sock = writer.get_extra_info("socket")
-        import socket as socket_module
-
-        sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         line = b"y" * 1000 + b"\n"
         async with asyncio.timeout(10):
             while not server.stats()["tcp"].closed_write_timeout:
