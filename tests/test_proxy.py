@@ -392,3 +392,38 @@ async def test_the_same_seed_gives_the_same_decisions() -> None:
             runs.append(outcomes)
     assert runs[0] == runs[1]
     assert not all(runs[0])
+
+
+async def test_acceptance_udpkit_bench_through_the_proxy() -> None:
+    """`udpkit bench` (issue 3) measures what the proxy was told to do and did."""
+    from udpkit.bench import BenchConfig, run_async
+
+    count = 3000
+    up = Impairments(loss=0.1, duplicate=0.05, reorder=0.1, reorder_gap=0.05)
+    async with greeting_server() as server:
+        async with proxied("127.0.0.1", server.port, up=up, seed=3) as proxy:
+            lossy = await run_async(BenchConfig(host="127.0.0.1", port=proxy.port,
+                                                concurrency=32, requests=count, warmup=0,
+                                                timeout=0.5))
+            await asyncio.sleep(0.1)
+            stats = proxy.stats().up
+        async with proxied("127.0.0.1", server.port,
+                           up=Impairments(delay=0.05, jitter=0.01)) as proxy:
+            slow = await run_async(BenchConfig(host="127.0.0.1", port=proxy.port,
+                                               concurrency=16, requests=300, warmup=0,
+                                               timeout=1.0))
+    print(f"\nbench through the proxy: lost {lossy.lost}/{lossy.sent}, duplicates "
+          f"{lossy.duplicates}, reordered {lossy.reordered} (proxy: {stats.dropped} dropped, "
+          f"{stats.duplicated} duplicated, {stats.reordered} held back); delay 50+-10 ms: "
+          f"p50 {slow.percentiles_us['p50'] / 1e3:.1f} p90 {slow.percentiles_us['p90'] / 1e3:.1f}"
+          f" ms")
+    assert lossy.sent == stats.received == count
+    assert lossy.lost == stats.dropped
+    assert lossy.duplicates == stats.duplicated
+    assert_binomial(lossy.lost, count, 0.1, what="loss seen by bench")
+    assert_binomial(lossy.duplicates, lossy.received, 0.05, what="duplicates seen by bench")
+    assert_binomial(stats.reordered, lossy.received, 0.1, what="reordered by the proxy")
+    assert 0 < lossy.reordered <= stats.reordered
+    assert slow.lost == 0
+    assert 47_000 <= slow.percentiles_us["p50"] <= 250_000
+    assert slow.percentiles_us["p90"] - slow.percentiles_us["p50"] >= 4_000  # jitter shows
