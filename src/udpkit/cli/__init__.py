@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from udpkit import __version__
+from udpkit.cli.audit import audit
 from udpkit.cli.bench import bench
 from udpkit.cli.ping import ping
 from udpkit.cli.proxy import proxy
@@ -29,6 +30,7 @@ cli.add_command(send)
 cli.add_command(ping)
 cli.add_command(bench)
 cli.add_command(proxy)
+cli.add_command(audit)
 
 
 def main() -> None:
