@@ -88,3 +88,29 @@ def serve(*args: str, startup_timeout: float = 15.0) -> Iterator[ServeProcess]:
         if process.stderr is not None:
             running._reader.join(5)
             process.stderr.close()
+
+
+_COUNTER = re.compile(r"(\w+)=(\d+)")
+
+
+def parse_summary(log: str) -> dict[str, dict[str, int]]:
+    """The counters of the shutdown summary line, per transport (``udp``, ``tcp``)."""
+    line = next(line for line in reversed(log.splitlines()) if "Summary:" in line)
+    out: dict[str, dict[str, int]] = {}
+    for part in line.split("Summary:", 1)[1].split(";"):
+        part = part.strip()
+        if part[:4] in ("UDP ", "TCP "):
+            out[part[:3].lower()] = {name: int(value) for name, value in _COUNTER.findall(part)}
+    return out
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")

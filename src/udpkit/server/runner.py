@@ -64,12 +64,20 @@ class Server:
         return {"udp": self.udp_counters.snapshot(), "tcp": self.tcp_counters.snapshot()}
 
     def summary(self) -> str:
+        """``Summary: UDP received=... kernel_drops=N; TCP received=... connections(...)``."""
         stats = self.stats()
-        parts = [f"{name.upper()} {stats[name].summary()}" for name in ("udp", "tcp")
-                 if getattr(self.config, name)]
-        tcp = stats["tcp"]
+        parts = []
+        if self.config.udp:
+            udp = stats["udp"]
+            parts.append(f"UDP {udp.summary()} kernel_drops={udp.kernel_drops}")
         if self.config.tcp:
-            parts.append(f"connections={tcp.connections_opened}")
+            tcp = stats["tcp"]
+            parts.append(
+                f"TCP {tcp.summary()} connections(opened={tcp.connections_opened} "
+                f"denied={tcp.connections_denied} busy={tcp.connections_rejected} "
+                f"idle={tcp.closed_idle} slow={tcp.closed_slow} "
+                f"write_timeout={tcp.closed_write_timeout})"
+            )
         return "Summary: " + "; ".join(parts)
 
     @property
@@ -124,7 +132,9 @@ class Server:
             self._udp.append(endpoint)
             self._announce("UDP", sock.getsockname())
         for sock in self._sockets.tcp:
-            server = await loop.create_server(self._new_connection, sock=sock)
+            server = await loop.create_server(
+                self._new_connection, sock=sock, backlog=config.tcp_backlog
+            )
             self._tcp_servers.append(server)
             self._announce("TCP", sock.getsockname())
         if config.metrics is not None:
