@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The coverage-guided fuzzer, where a wheel exists for this Python; without it
+	# tests/fuzz runs the same checks under hypothesis.
+	$(BIN)/pip install --quiet 'atheris>=2.3' || echo "atheris unavailable: hypothesis fuzzes instead"
 	touch $(STAMP)
 
 venv: $(STAMP)
