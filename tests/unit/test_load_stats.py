@@ -9,8 +9,9 @@ import random
 import pytest
 
 from udpkit.apps.greeting import greet
-from udpkit.bench.config import BenchConfig, parse_target
+from udpkit.bench.config import BenchConfig
 from udpkit.bench.result import BenchResult
+from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import UsageError
 from udpkit.core.load_stats import (
     ArrivalSchedule,
@@ -265,12 +266,13 @@ def test_bad_settings() -> None:
 
 
 def test_parse_target() -> None:
-    assert parse_target("127.0.0.1:9999") == ("127.0.0.1", 9999)
-    assert parse_target("[::1]:53") == ("::1", 53)
-    assert parse_target("localhost", default_port=7) == ("localhost", 7)
-    for bad in ("127.0.0.1", "host:port", "[::1", "h:70000"):
+    assert parse_host_port("127.0.0.1:9999") == ("127.0.0.1", 9999)
+    assert parse_host_port("[::1]:53") == ("::1", 53)
+    assert parse_host_port("localhost", default_port=7) == ("localhost", 7)
+    assert parse_host_port("[::1]", default_port=7) == ("::1", 7)
+    for bad in ("127.0.0.1", "host:port", "[::1", "h:70000", "h:0"):
         with pytest.raises(UsageError):
-            parse_target(bad)
+            parse_host_port(bad, allow_zero=False)
 
 
 def test_summary_throughput() -> None:

@@ -8,7 +8,7 @@ report and plot modules the command line loads.
 ``result = udpkit.bench("127.0.0.1", 9999, concurrency=64, duration=5)``
 """
 
-from udpkit.bench.config import BenchConfig, parse_target
+from udpkit.bench.config import BenchConfig
 from udpkit.bench.result import BenchResult
 from udpkit.bench.runner import BenchProgress, bench, run_async, run_config
 
@@ -17,7 +17,6 @@ __all__ = [
     "BenchProgress",
     "BenchResult",
     "bench",
-    "parse_target",
     "run_async",
     "run_config",
 ]

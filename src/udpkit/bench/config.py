@@ -132,29 +132,3 @@ class BenchConfig:
             seed=seed,
             connections=connections,
         )
-
-
-def parse_target(target: str, *, default_port: int | None = None) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or a bare host (with ``default_port``)."""
-    host, port_text = target, ""
-    if target.startswith("["):
-        end = target.find("]")
-        if end < 0:
-            raise UsageError(f"bad target {target!r}: missing ']'")
-        host, rest = target[1:end], target[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise UsageError(f"bad target {target!r}: expected [HOST]:PORT")
-        port_text = rest[1:]
-    elif target.count(":") == 1:
-        host, port_text = target.split(":")
-    if not port_text:
-        if default_port is None:
-            raise UsageError(f"bad target {target!r}: expected HOST:PORT")
-        return host or "127.0.0.1", default_port
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"bad port {port_text!r} in {target!r}") from None
-    if not 0 < port < 65536:
-        raise UsageError(f"port must be between 1 and 65535 (got {port})")
-    return host or "127.0.0.1", port

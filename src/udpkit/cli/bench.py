@@ -11,7 +11,8 @@ import sys
 
 import click
 
-from udpkit.bench.config import BenchConfig, parse_target
+from udpkit.bench.config import BenchConfig
+from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import RequestFailed, UdpkitError, UsageError
 
 
@@ -84,7 +85,7 @@ def bench(
     from udpkit.bench.runner import run_config
 
     try:
-        host, port = parse_target(target)
+        host, port = parse_host_port(target, allow_zero=False)
         config = BenchConfig(
             host=host, port=port, transport="tcp" if tcp else "udp", concurrency=concurrency,
             rate=rate, poisson=poisson, duration=duration, requests=requests, warmup=warmup,

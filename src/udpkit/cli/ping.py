@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from udpkit.bench.config import parse_target
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
+from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import RequestFailed, UsageError
 from udpkit.core.handler import format_address
 from udpkit.core.probe_stats import ProbeSummary
@@ -113,7 +113,7 @@ def ping(
             loop.remove_signal_handler(signal.SIGINT)
 
     try:
-        host, port = parse_target(target)
+        host, port = parse_host_port(target, allow_zero=False)
         summary = asyncio.run(main())
     except UsageError as exc:
         _fail(str(exc), 2)

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import UsageError
 from udpkit.core.impairment import (
     FIELD_PARSERS,
@@ -25,7 +26,6 @@ from udpkit.core.impairment import (
     parse_spec,
 )
 from udpkit.proxy import ProxyConfig, run_proxy
-from udpkit.proxy.config import parse_host_port
 from udpkit.server.logs import configure
 
 _defaults = ProxyConfig()

@@ -10,10 +10,20 @@ from udpkit.core.errors import UsageError
 
 
 def parse_host_port(
-    text: str, *, allow_zero: bool = True, default_host: str = "127.0.0.1"
+    text: str,
+    *,
+    allow_zero: bool = True,
+    default_host: str = "127.0.0.1",
+    default_port: int | None = None,
 ) -> tuple[str, int]:
-    """``127.0.0.1:9999``, ``[::1]:9999``, ``localhost:9999`` or ``:9999`` (default host)."""
+    """``127.0.0.1:9999``, ``[::1]:9999``, ``localhost:9999`` or ``:9999`` (default host);
+    a bare ``host`` or ``[::1]`` when ``default_port`` is given."""
     value = text.strip()
+    if default_port is not None:
+        if value.startswith("[") and value.endswith("]"):
+            return (value[1:-1], default_port)
+        if value and ":" not in value:
+            return (value, default_port)
     if value.startswith("["):
         host, sep, port = value[1:].partition("]:")
         if not sep:

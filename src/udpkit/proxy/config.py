@@ -63,20 +63,3 @@ class ProxyConfig:
             raise UsageError("max_sessions and max_connections must be >= 1")
         if not self.connect_timeout > 0:
             raise UsageError(f"connect timeout must be > 0 (got {self.connect_timeout})")
-
-
-def parse_host_port(text: str, *, allow_zero: bool = True) -> tuple[str, int]:
-    """``127.0.0.1:9999``, ``[::1]:9999``, ``localhost:9999`` or ``:9999`` (127.0.0.1)."""
-    value = text.strip()
-    if value.startswith("["):
-        host, sep, port = value[1:].partition("]:")
-        if not sep:
-            raise UsageError(f"{text!r} is not [IPV6]:PORT")
-    else:
-        host, sep, port = value.rpartition(":")
-        if not sep or ":" in host:
-            raise UsageError(f"{text!r} is not HOST:PORT (write IPv6 as [::1]:9999)")
-    if not port.isdigit() or not (0 if allow_zero else 1) <= int(port) <= 65535:
-        low = 0 if allow_zero else 1
-        raise UsageError(f"{text!r}: port must be a number in {low}..65535")
-    return (host or "127.0.0.1", int(port))
