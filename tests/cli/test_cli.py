@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 import signal
+import subprocess
+import time
 
 import pytest
 
@@ -124,3 +126,23 @@ def test_user_handler_by_import_string(tmp_path: pathlib.Path) -> None:
 def test_version_and_help() -> None:
     assert run_udpkit("--version").stdout.startswith(b"udpkit, version")
     assert b"--tcp-framing" in run_udpkit("serve", "--help").stdout
+
+
+def test_second_signal_skips_the_graceful_wait(tmp_path: pathlib.Path) -> None:
+    """The first SIGTERM waits for a stuck handler; the second one exits at once."""
+    (tmp_path / "stuck_app.py").write_text(
+        "import asyncio\n\nasync def stuck(request, peer):\n    await asyncio.sleep(60)\n"
+    )
+    with serve("stuck_app:stuck", "--app-dir", str(tmp_path), "--graceful-timeout", "60",
+               "--no-tcp") as server:
+        run_udpkit("send", "--port", str(server.port), "--timeout", "0.2", "--retries", "0",
+                   "--expect", "any", "x")
+        server.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            server.process.wait(timeout=1.0)  # still draining: the handler is stuck
+        code, log = server.stop(signal.SIGTERM, timeout=10)
+        waited = time.monotonic() - started
+    assert waited < 30  # far less than the 60 s graceful timeout
+    assert "Received SIGTERM again, exiting now." in "\n".join(server.log)
+    assert code in (0, -signal.SIGTERM)
