@@ -14,7 +14,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Literal, cast
+from typing import cast
 
 from udpkit.core.errors import (
     ConnectionClosed,
@@ -433,6 +433,3 @@ class _TcpChannel:
         await connection.welcomed
         self._connection = connection
         return connection
-
-
-Transport = Literal["udp", "tcp"]

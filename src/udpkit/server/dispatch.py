@@ -8,12 +8,9 @@ traceback, counted, and the server goes on.
 from __future__ import annotations
 
 import inspect
-from typing import Final
 
 from udpkit.core.handler import Peer, Reply
 from udpkit.server.logs import server_log
-
-NO_REPLY: Final = None
 
 
 class HandlerError(Exception):
