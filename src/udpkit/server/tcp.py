@@ -25,7 +25,7 @@ from udpkit.core.framing import EXIT, Framing, error_message
 from udpkit.core.handler import Handler, Peer, Reply
 from udpkit.core.histogram import LatencyHistogram
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
-from udpkit.server.logs import log_abuse, log_access, server_log
+from udpkit.server.logs import log_abuse, log_access
 
 _CLOSE = object()
 """Queue marker: close the connection once everything before it is written."""
@@ -383,7 +383,3 @@ class TcpConnection(asyncio.Protocol):
         transport = self.transport
         if not self._reading_paused_by and transport is not None and not transport.is_closing():
             transport.resume_reading()
-
-
-def log_connection_error(peer: Peer | None, exc: BaseException) -> None:
-    server_log.debug("TCP connection %s ended: %s", peer, exc)
