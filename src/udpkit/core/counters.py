@@ -29,6 +29,7 @@ class Counters:
     """Mutable counters for one transport of one server (hot path: plain ints)."""
 
     __slots__ = (
+        "closed_bad_proxy",
         "closed_idle",
         "closed_slow",
         "closed_write_timeout",
@@ -70,6 +71,7 @@ class Counters:
         self.closed_idle = 0
         self.closed_slow = 0
         self.closed_write_timeout = 0
+        self.closed_bad_proxy = 0
 
     def snapshot(self) -> CounterSnapshot:
         return CounterSnapshot(**{name: getattr(self, name) for name in self.__slots__})
@@ -118,6 +120,8 @@ class CounterSnapshot:
     """TCP connections closed because a request line took over ``tcp_line_timeout``."""
     closed_write_timeout: int = 0
     """TCP connections closed because the client did not read its replies."""
+    closed_bad_proxy: int = 0
+    """TCP connections closed because their PROXY protocol header was malformed."""
 
     @property
     def dropped(self) -> int:

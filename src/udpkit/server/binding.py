@@ -4,6 +4,12 @@ Rule: both transports get the same port; ``port=0`` picks a port free for
 both.  UDP never gets ``SO_REUSEADDR`` (that would let another process hijack
 the port); TCP gets it only so a restart is not blocked by ``TIME_WAIT``.  A
 host name binds every address it resolves to; ``::`` is dual stack.
+
+``reuse_port=True`` (the workers of ``serve --workers``) sets ``SO_REUSEPORT``
+on both transports, so sockets of the same user may share the port and the
+kernel spreads datagrams and connections over them (socket(7)).  Only the
+supervisor in :mod:`udpkit.server.workers` asks for it, after checking that
+the port is free.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from dataclasses import dataclass
 from udpkit.core.errors import UsageError
 
 _PORT_ZERO_TRIES = 50
+
+
+class ReusePortUnsupported(UsageError):
+    """This system has no ``SO_REUSEPORT`` (or refuses it), so ``--workers`` cannot work."""
 
 
 @dataclass(slots=True)
@@ -49,18 +59,26 @@ def resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, tuple[str,
 
 
 def _open(
-    kind: socket.SocketKind, family: socket.AddressFamily, address: tuple[str, int], backlog: int
+    kind: socket.SocketKind,
+    family: socket.AddressFamily,
+    address: tuple[str, int],
+    backlog: int,
+    *,
+    reuse_port: bool = False,
+    listen: bool = True,
 ) -> socket.socket:
     sock = socket.socket(family, kind)
     try:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            _set_reuse_port(sock)
         if family == socket.AF_INET6:
             # "::" serves IPv4 too; any other IPv6 address only IPv6.
             dual = address[0] == "::"
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
         sock.bind(address)
-        if kind == socket.SOCK_STREAM:
+        if kind == socket.SOCK_STREAM and listen:
             sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
@@ -69,10 +87,38 @@ def _open(
     return sock
 
 
-def bind(host: str, port: int, *, udp: bool, tcp: bool, backlog: int = 1024) -> BoundSockets:
+def _set_reuse_port(sock: socket.socket) -> None:
+    option = getattr(socket, "SO_REUSEPORT", None)
+    if option is None:
+        raise ReusePortUnsupported(
+            "--workers needs SO_REUSEPORT, which this system does not have "
+            "(Linux >= 3.9 balances UDP and TCP over the workers); run without --workers"
+        )
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+    except OSError as exc:
+        raise ReusePortUnsupported(
+            f"--workers needs SO_REUSEPORT, which this system refuses ({exc.strerror or exc}); "
+            "run without --workers"
+        ) from None
+
+
+def bind(
+    host: str,
+    port: int,
+    *,
+    udp: bool,
+    tcp: bool,
+    backlog: int = 1024,
+    reuse_port: bool = False,
+    listen: bool = True,
+) -> BoundSockets:
     """Bind UDP and/or TCP on ``host`` and one shared ``port``.
 
-    Raises :class:`UsageError` saying which address and transport failed.
+    ``reuse_port`` sets ``SO_REUSEPORT`` (sockets of this user may join the
+    port); ``listen=False`` binds TCP without listening (a placeholder that
+    holds the port but takes no connections).  Raises :class:`UsageError`
+    saying which address and transport failed.
     """
     targets = resolve(host, port)
     tries = _PORT_ZERO_TRIES if port == 0 else 1
@@ -86,7 +132,14 @@ def bind(host: str, port: int, *, udp: bool, tcp: bool, backlog: int = 1024) -> 
                 ):
                     if not enabled:
                         continue
-                    sock = _open(kind, family, (address[0], bound.port), backlog)
+                    sock = _open(
+                        kind,
+                        family,
+                        (address[0], bound.port),
+                        backlog,
+                        reuse_port=reuse_port,
+                        listen=listen,
+                    )
                     into.append(sock)
                     bound.port = sock.getsockname()[1]
             return bound

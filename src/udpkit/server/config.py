@@ -51,6 +51,18 @@ class ServerConfig:
     """Seconds a shutdown waits for in-flight requests before closing anyway."""
     metrics: tuple[str, int] | None = None
     """Serve Prometheus metrics on this (host, port); port 0 picks one."""
+    reuse_port: bool = False
+    """Bind with ``SO_REUSEPORT`` so other sockets of this user may share the port.
+    Set by the supervisor of ``serve --workers`` for its workers, after it has made
+    sure the port was free; setting it by hand skips that check."""
+    proxy_protocol: bool = False
+    """TCP: expect a PROXY protocol header (v1 or v2) first on connections from
+    ``proxy_trusted``, and treat the client it names as the peer (logs, limits,
+    metrics).  A bad header is counted and the connection closed."""
+    proxy_trusted: tuple[str, ...] = ()
+    """Networks (CIDR) of the load balancers that send the PROXY header; connections
+    from elsewhere are served as direct clients and any header they send is not
+    honoured.  Empty: every connection must start with the header."""
 
     # -- abuse limits (see README, "Limits and their defaults") ----------------
     rate_limit: float | None = 1000.0

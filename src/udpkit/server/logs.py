@@ -37,6 +37,7 @@ _ABUSE_TEXT = {
     "idle": "Closing idle TCP connection from %s",
     "slow": "Closing TCP connection from %s: request line too slow",
     "write_timeout": "Closing TCP connection from %s: it does not read its replies",
+    "bad_proxy": "Closing TCP connection from %s: malformed PROXY protocol header",
 }
 _abuse_limiter = LogLimiter(per_second=1.0, burst=5)
 

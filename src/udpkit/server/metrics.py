@@ -27,6 +27,7 @@ _TCP_ONLY = (
     "closed_idle",
     "closed_slow",
     "closed_write_timeout",
+    "closed_bad_proxy",
 )
 
 

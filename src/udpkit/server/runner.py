@@ -20,6 +20,7 @@ from udpkit.core.errors import UsageError
 from udpkit.core.framing import make_framing
 from udpkit.core.handler import Handler, format_address
 from udpkit.core.histogram import LatencyHistogram
+from udpkit.core.proxy_protocol import ProxyPolicy
 from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier, parse_networks
 from udpkit.server.binding import BoundSockets, bind
@@ -65,20 +66,7 @@ class Server:
 
     def summary(self) -> str:
         """``Summary: UDP received=... kernel_drops=N; TCP received=... connections(...)``."""
-        stats = self.stats()
-        parts = []
-        if self.config.udp:
-            udp = stats["udp"]
-            parts.append(f"UDP {udp.summary()} kernel_drops={udp.kernel_drops}")
-        if self.config.tcp:
-            tcp = stats["tcp"]
-            parts.append(
-                f"TCP {tcp.summary()} connections(opened={tcp.connections_opened} "
-                f"denied={tcp.connections_denied} busy={tcp.connections_rejected} "
-                f"idle={tcp.closed_idle} slow={tcp.closed_slow} "
-                f"write_timeout={tcp.closed_write_timeout})"
-            )
-        return "Summary: " + "; ".join(parts)
+        return "Summary: " + format_counters(self.stats(), udp=self.config.udp, tcp=self.config.tcp)
 
     @property
     def open_connections(self) -> int:
@@ -93,7 +81,12 @@ class Server:
     async def startup(self) -> None:
         config = self.config
         self._sockets = bind(
-            config.host, config.port, udp=config.udp, tcp=config.tcp, backlog=config.tcp_backlog
+            config.host,
+            config.port,
+            udp=config.udp,
+            tcp=config.tcp,
+            backlog=config.tcp_backlog,
+            reuse_port=config.reuse_port,
         )
         self.port = self._sockets.port
         if config.tcp:
@@ -112,6 +105,7 @@ class Server:
                     write_timeout=config.tcp_write_timeout,
                     write_buffer=config.tcp_write_buffer,
                     latency=self.latency,
+                    proxy=make_proxy_policy(config),
                 )
             )
         loop = asyncio.get_running_loop()
@@ -264,6 +258,30 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()
+
+
+def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool) -> str:
+    """``UDP received=... kernel_drops=N; TCP received=... connections(...)``."""
+    parts = []
+    if udp:
+        datagrams = stats["udp"]
+        parts.append(f"UDP {datagrams.summary()} kernel_drops={datagrams.kernel_drops}")
+    if tcp:
+        stream = stats["tcp"]
+        parts.append(
+            f"TCP {stream.summary()} connections(opened={stream.connections_opened} "
+            f"denied={stream.connections_denied} busy={stream.connections_rejected} "
+            f"idle={stream.closed_idle} slow={stream.closed_slow} "
+            f"write_timeout={stream.closed_write_timeout} bad_proxy={stream.closed_bad_proxy})"
+        )
+    return "; ".join(parts)
+
+
+def make_proxy_policy(config: ServerConfig) -> ProxyPolicy | None:
+    """Who must send a PROXY header, or ``None`` when the PROXY protocol is off."""
+    if not config.proxy_protocol:
+        return None
+    return ProxyPolicy(parse_networks(config.proxy_trusted))
 
 
 def make_admission(config: ServerConfig) -> Admission | None:

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
+from udpkit.core.errors import BadInput
 from udpkit.core.framing import EXIT, Framing, error_message
 from udpkit.core.handler import Handler, Peer, Reply
 from udpkit.core.histogram import LatencyHistogram
+from udpkit.core.proxy_protocol import NEEDS_MORE, ProxyPolicy, parse_untrusted
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access
 
@@ -53,6 +55,8 @@ class TcpSettings:
     write_timeout: float
     write_buffer: int
     latency: LatencyHistogram | None = None
+    proxy: ProxyPolicy | None = None
+    """PROXY protocol on: which peers must send the header first."""
 
 
 class ConnectionRegistry:
@@ -67,8 +71,14 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self.connections)
 
+    def hold(self, connection: TcpConnection) -> None:
+        """Track a connection still awaiting its PROXY header: timeouts apply, caps later."""
+        self.connections.add(connection)
+        self._arm()
+
     def admit(self, connection: TcpConnection, host: str) -> str | None:
         """Register a new connection; return why it must be refused, or ``None``."""
+        self.connections.discard(connection)  # held while its PROXY header came
         settings = self.settings
         admission = settings.admission
         key: object = host
@@ -147,6 +157,7 @@ class TcpConnection(asyncio.Protocol):
         self._line_started: float | None = None
         self._write_stalled: float | None = None
         self._arrived = 0.0  # when the bytes being handled were received
+        self._proxy_buffer: bytearray | None = None  # held until the PROXY header is parsed
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -155,6 +166,19 @@ class TcpConnection(asyncio.Protocol):
         self.transport = transport
         self.peer = Peer(transport.get_extra_info("peername"), "tcp")
         self.counters.connections_opened += 1
+        proxy = self.settings.proxy
+        if proxy is not None and proxy.expects_header(self.peer.host):
+            self._proxy_buffer = bytearray()
+            self._line_started = time.monotonic()  # the header is due at once
+            self.registry.hold(self)
+            return
+        self._admit()
+
+    def _admit(self) -> None:
+        """Apply the access lists and caps to ``self.peer``; welcome it or refuse it."""
+        transport = self.transport
+        assert self.peer is not None
+        assert transport is not None
         refused = self.registry.admit(self, self.peer.host)
         if refused is not None:
             self._closing = True
@@ -174,6 +198,10 @@ class TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._proxy_buffer is not None:
+            data = self._take_proxy_header(data)
+            if not data or self._closing:
+                return
         now = self._arrived = time.monotonic()
         framing = self.framing
         messages = framing.feed(data)
@@ -194,6 +222,33 @@ class TcpConnection(asyncio.Protocol):
             self.counters.dropped_oversize += 1
             self._write(framing.frame(ERR_TOO_LONG), is_reply=False)
             self._close_after_replies()
+
+    def _take_proxy_header(self, data: bytes) -> bytes:
+        """Hold bytes until the PROXY header is whole; then the client it names is the
+        peer.  Returns the bytes after the header (the relayed stream)."""
+        buffer = self._proxy_buffer
+        assert buffer is not None
+        assert self.peer is not None
+        assert self.transport is not None
+        buffer += data
+        proxy = self.settings.proxy
+        assert proxy is not None
+        try:
+            parsed = parse_untrusted(buffer, limit=proxy.limit)
+        except BadInput:
+            self._proxy_buffer = None
+            self.counters.closed_bad_proxy += 1
+            self._give_up("bad_proxy")
+            return b""
+        if parsed is NEEDS_MORE:
+            return b""
+        header, consumed = parsed
+        self._proxy_buffer = None
+        self._line_started = None
+        if header.source is not None:
+            self.peer = Peer(header.source, "tcp")
+        self._admit()
+        return bytes(buffer[consumed:])
 
     def eof_received(self) -> bool | None:
         # The client is done sending: answer what it sent, then close.
