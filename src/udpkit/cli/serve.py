@@ -13,8 +13,20 @@ from udpkit.core.errors import UsageError
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
 from udpkit.server.logs import configure
+from udpkit.server.workers import available_cpus, serve_workers
 
 _defaults = ServerConfig()
+
+
+def _workers(value: str | None) -> int | None:
+    """``auto`` (one per CPU), a positive number, or ``None`` (no supervisor)."""
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        return available_cpus()
+    if not value.strip().isdigit() or int(value) < 1:
+        raise UsageError(f"--workers must be a number >= 1 or 'auto' (got {value!r})")
+    return int(value)
 
 
 def _optional_float(value: str, name: str) -> float | None:
@@ -77,6 +89,14 @@ def _optional_float(value: str, name: str) -> float | None:
               help="Close if the client does not read its replies for this long.")
 @click.option("--metrics", metavar="HOST:PORT", default=None,
               help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+@click.option("--workers", metavar="N|auto", default=None,
+              help="Run N server processes on the port (SO_REUSEPORT) under a supervisor "
+                   "that restarts them; 'auto': one per CPU.  [default: one process]")
+@click.option("--proxy-protocol/--no-proxy-protocol", default=False, show_default=True,
+              help="TCP: expect a PROXY protocol v1/v2 header from --proxy-trusted peers.")
+@click.option("--proxy-trusted", multiple=True, metavar="CIDR",
+              help="Load balancers allowed to send the PROXY header (repeat or "
+                   "comma-separate) [default: every peer must send it].")
 @click.option("--app-dir", default=".", show_default=True,
               type=click.Path(file_okay=False),
               help="Directory added to the import path to find APP's module.")
@@ -108,6 +128,9 @@ def serve(
     tcp_line_timeout: float,
     tcp_write_timeout: float,
     metrics: str | None,
+    workers: str | None,
+    proxy_protocol: bool,
+    proxy_trusted: tuple[str, ...],
     app_dir: str,
     log_level: str,
     log_format: str,
@@ -140,7 +163,17 @@ def serve(
             tcp_line_timeout=tcp_line_timeout,
             tcp_write_timeout=tcp_write_timeout,
             metrics=parse_host_port(metrics) if metrics else None,
+            proxy_protocol=proxy_protocol,
+            proxy_trusted=proxy_trusted,
         )
+        processes = _workers(workers)
+        if processes is not None:
+            code = serve_workers(
+                config, workers=processes, log=(getattr(logging, log_level.upper()), log_format)
+            )
+            if code:
+                sys.exit(code)
+            return
         run_server(config)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
