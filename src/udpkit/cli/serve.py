@@ -97,6 +97,11 @@ def _optional_float(value: str, name: str) -> float | None:
 @click.option("--proxy-trusted", multiple=True, metavar="CIDR",
               help="Load balancers allowed to send the PROXY header (repeat or "
                    "comma-separate) [default: every peer must send it].")
+@click.option("--loop", type=click.Choice(["auto", "asyncio", "uvloop"]),
+              default="auto", show_default=True,
+              help="Event loop; 'auto' takes uvloop when installed (udpkit[fast]).")
+@click.option("--fast-path/--no-fast-path", default=True, show_default=True,
+              help="Serve UDP with the C extension when it is built (sync handlers).")
 @click.option("--app-dir", default=".", show_default=True,
               type=click.Path(file_okay=False),
               help="Directory added to the import path to find APP's module.")
@@ -128,6 +133,8 @@ def serve(
     tcp_line_timeout: float,
     tcp_write_timeout: float,
     metrics: str | None,
+    loop: str,
+    fast_path: bool,
     workers: str | None,
     proxy_protocol: bool,
     proxy_trusted: tuple[str, ...],
@@ -163,6 +170,8 @@ def serve(
             tcp_line_timeout=tcp_line_timeout,
             tcp_write_timeout=tcp_write_timeout,
             metrics=parse_host_port(metrics) if metrics else None,
+            loop="uvloop" if loop == "uvloop" else "asyncio" if loop == "asyncio" else "auto",
+            fast_path=fast_path,
             proxy_protocol=proxy_protocol,
             proxy_trusted=proxy_trusted,
         )

@@ -32,6 +32,21 @@ class Admission:
             return None
         return "rate_limited"
 
+    def constant_verdict(self, host: str) -> Literal["serve", "denied"] | None:
+        """What ``check`` will say for ``host`` whatever the time, or ``None`` if it varies.
+
+        The access lists and the exemption depend only on the address, so a
+        caller may remember ``"serve"`` (permitted and not rate limited) or
+        ``"denied"`` per source and skip ``check``; ``None`` means the rate
+        limit applies and ``check`` must be asked every time.
+        """
+        _, permitted, exempt = self.classifier.classify(host)
+        if not permitted:
+            return "denied"
+        if self.limiter is None or exempt:
+            return "serve"
+        return None
+
     def permitted(self, host: str) -> bool:
         return self.classifier.classify(host)[1]
 

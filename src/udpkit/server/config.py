@@ -7,6 +7,7 @@ fields one to one, so a library user can do all a command-line user can.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from udpkit.core.errors import UsageError
 from udpkit.core.framing import FramingName
@@ -51,6 +52,12 @@ class ServerConfig:
     """Seconds a shutdown waits for in-flight requests before closing anyway."""
     metrics: tuple[str, int] | None = None
     """Serve Prometheus metrics on this (host, port); port 0 picks one."""
+    fast_path: bool = True
+    """Serve UDP with the C extension (``recvmmsg``/``sendmmsg``) when it is built and
+    the handler is sync; ``False`` (or ``UDPKIT_NO_FASTPATH=1``) forces the pure path."""
+    loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    """Event loop for :func:`~udpkit.server.serve`: ``auto`` takes uvloop when it is
+    installed (``pip install udpkit[fast]``), else asyncio's own."""
     reuse_port: bool = False
     """Bind with ``SO_REUSEPORT`` so other sockets of this user may share the port.
     Set by the supervisor of ``serve --workers`` for its workers, after it has made
@@ -106,6 +113,8 @@ class ServerConfig:
             raise UsageError(f"max_request must be in 1..65507 (got {self.max_request})")
         if self.tcp_framing not in ("line", "raw"):
             raise UsageError(f"tcp_framing must be 'line' or 'raw' (got {self.tcp_framing!r})")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise UsageError(f"loop must be 'auto', 'asyncio' or 'uvloop' (got {self.loop!r})")
         if self.udp_send_queue < 0 or self.tcp_pipeline < 1 or self.tcp_backlog < 1:
             raise UsageError("queue sizes must be positive")
         if self.graceful_timeout < 0:

@@ -25,10 +25,11 @@ from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier, parse_networks
 from udpkit.server.binding import BoundSockets, bind
 from udpkit.server.config import ServerConfig
+from udpkit.server.event_loops import run_with_loop
 from udpkit.server.limits import ensure_open_files
 from udpkit.server.logs import server_log
 from udpkit.server.tcp import ConnectionRegistry, TcpConnection, TcpSettings
-from udpkit.server.udp import UdpEndpoint
+from udpkit.server.udp import FAST_PATH_NAME, UdpEndpoint
 
 if TYPE_CHECKING:
     from udpkit.server.metrics import MetricsServer
@@ -121,7 +122,10 @@ class Server:
                 admission=self.admission,
                 max_amplification=config.max_amplification,
                 latency=self.latency,
+                fast_path=config.fast_path,
             )
+            if not self._udp:
+                self._announce_udp_path(endpoint)
             endpoint.start()
             self._udp.append(endpoint)
             self._announce("UDP", sock.getsockname())
@@ -147,6 +151,19 @@ class Server:
         server_log.info(
             "Serving metrics on http://%s/metrics", format_address((host, self._metrics.port))
         )
+
+    def _announce_udp_path(self, endpoint: UdpEndpoint) -> None:
+        if endpoint.fast:
+            server_log.info("UDP fast path: %s", FAST_PATH_NAME)
+        else:
+            server_log.info(
+                "UDP fast path unavailable (%s): pure Python", endpoint.fast_path_refusal
+            )
+
+    @property
+    def udp_fast_path(self) -> bool:
+        """Whether the C fast path serves UDP (``False`` before start-up)."""
+        return bool(self._udp) and all(endpoint.fast for endpoint in self._udp)
 
     def _announce(self, transport: str, sockname: tuple[str, int]) -> None:
         address = (sockname[0], sockname[1])
@@ -308,4 +325,4 @@ def make_admission(config: ServerConfig) -> Admission | None:
 
 def serve(config: ServerConfig) -> None:
     """Run a server until SIGINT/SIGTERM (the function behind ``udpkit serve``)."""
-    asyncio.run(Server(config).serve())
+    run_with_loop(Server(config).serve(), config.loop)

@@ -161,8 +161,8 @@ class TcpConnection(asyncio.Protocol):
 
     # -- asyncio callbacks ----------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # uvloop's transports are not asyncio.Transport subclasses, only alike: no isinstance.
         self.transport = transport
         self.peer = Peer(transport.get_extra_info("peername"), "tcp")
         self.counters.connections_opened += 1

@@ -6,16 +6,28 @@ wake-up (bounded per wake-up so TCP is not starved), classifies each datagram
 sends at once; only on ``BlockingIOError`` is a reply queued (bounded: the
 excess is counted as a send error).  No ``OSError`` from the socket ever stops
 the loop.  The clock is read once per wake-up, not per datagram.
+
+Two paths do this, with the same outcomes and counters: the C extension
+:mod:`udpkit._fastpath` (``recvmmsg``/``sendmmsg``, Linux, sync handlers) and
+the pure-Python ``recvmsg``/``sendto`` loop here, used when the extension did
+not build, when ``UDPKIT_NO_FASTPATH=1`` or ``fast_path=False``, and for async
+handlers or the access log.  The C side calls back into this class for
+everything that is not a byte-level check (awaitables, handler errors, logs,
+the send queue), so both paths share that code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
+import os
 import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from types import ModuleType
 
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
@@ -34,6 +46,36 @@ _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform == "linux" els
 _ANCILLARY_SPACE = socket.CMSG_SPACE(4)
 
 
+
+def _load_fastpath() -> tuple[ModuleType | None, str]:
+    try:
+        return importlib.import_module("udpkit._fastpath"), ""
+    except ImportError as exc:  # no compiler at install time, or not Linux
+        return None, f"C extension not built: {exc}"
+
+
+_fastpath, _FASTPATH_MISSING = _load_fastpath()
+
+FAST_PATH_NAME = "recvmmsg/sendmmsg (C extension)"
+
+
+def fast_path_refusal(handler: Handler, *, enabled: bool = True, access_log: bool = False) -> str:
+    """Why the C fast path cannot serve ``handler`` here; ``""`` if it can."""
+    if not enabled:
+        return "disabled by configuration"
+    if os.environ.get("UDPKIT_NO_FASTPATH", "") not in ("", "0"):
+        return "UDPKIT_NO_FASTPATH is set"
+    if _fastpath is None:
+        return _FASTPATH_MISSING
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+    ):
+        return "async handler"
+    if access_log:
+        return "access log on"
+    return ""
+
+
 class UdpEndpoint:
     """One bound UDP socket served by a handler."""
 
@@ -50,6 +92,7 @@ class UdpEndpoint:
         admission: Admission | None = None,
         max_amplification: float | None = None,
         latency: LatencyHistogram | None = None,
+        fast_path: bool = True,
     ) -> None:
         self.sock = sock
         self.handler = handler
@@ -74,9 +117,34 @@ class UdpEndpoint:
         self._loop = asyncio.get_running_loop()
         self._reading = False
         self._writing = False
+        self.fast_path_refusal = fast_path_refusal(
+            handler, enabled=fast_path, access_log=access_log
+        )
+        self._read: Callable[[], int] = self._read_batch
+        if not self.fast_path_refusal:
+            assert _fastpath is not None
+            self._read = _fastpath.FastPath(
+                fd=sock.fileno(),
+                handler=handler,
+                endpoint=self,
+                counters=counters,
+                peer_type=Peer,
+                max_request=max_request,
+                recv_buffer=recv_buffer,
+                ancillary=bool(self._ancillary),
+                admission_check=admission.check if admission is not None else None,
+                constant_verdict=admission.constant_verdict if admission is not None else None,
+                max_amplification=max_amplification,
+                latency_observe=latency.observe if latency is not None else None,
+            ).read
+
+    @property
+    def fast(self) -> bool:
+        """Whether the C fast path serves this socket."""
+        return not self.fast_path_refusal
 
     def start(self) -> None:
-        self._loop.add_reader(self.sock.fileno(), self.on_readable)
+        self._loop.add_reader(self.sock.fileno(), self._read)
         self._reading = True
 
     def stop_reading(self) -> None:
@@ -89,7 +157,7 @@ class UdpEndpoint:
     def drain_kernel_queue(self, max_batches: int = 64) -> None:
         """Handle what the kernel already holds (bounded, should a flood go on)."""
         for _ in range(max_batches):
-            if self._read_batch() < _BATCH:
+            if self._read() < _BATCH:
                 return
 
     def busy(self) -> bool:
@@ -118,7 +186,7 @@ class UdpEndpoint:
     # -- receive -------------------------------------------------------------
 
     def on_readable(self) -> None:
-        self._read_batch()
+        self._read()
 
     def _read_batch(self) -> int:
         """Handle up to ``_BATCH`` datagrams; return how many were read."""
@@ -170,21 +238,47 @@ class UdpEndpoint:
             log_access(peer, data)
         try:
             result = self.handler(data, peer)
-            if type(result) is bytes:
-                self._reply(result, data, address, arrived)
-                return
+        except Exception as exc:
+            self._handler_failed(peer, exc)
+            return
+        if type(result) is bytes:
+            self._reply(result, data, address, arrived)
+        elif result is None:
+            self.counters.no_reply += 1
+        else:
+            self._handle_result(result, data, peer, arrived)
+
+    # -- shared with the C fast path (it calls these by name) -----------------
+
+    def _handle_result(self, result: object, request: bytes, peer: Peer, arrived: float) -> None:
+        """A handler result that is not plain bytes or ``None``: an awaitable, or a mistake."""
+        try:
             if is_awaitable(result):
-                self._spawn(result, data, peer, arrived)  # type: ignore[arg-type]
+                self._spawn(result, request, peer, arrived)  # type: ignore[arg-type]
                 return
             reply = check_reply(result, peer)
         except Exception as exc:
-            self.counters.handler_errors += 1
-            log_handler_error(peer, exc)
+            self._handler_failed(peer, exc)
             return
         if reply is None:
             self.counters.no_reply += 1
         else:
-            self._reply(reply, data, address, arrived)
+            self._reply(reply, request, peer.address, arrived)
+
+    def _handler_failed(self, peer: Peer, exc: BaseException) -> None:
+        self.counters.handler_errors += 1
+        log_handler_error(peer, exc)
+
+    def _log_abuse(self, reason: str, peer: Peer, now: float) -> None:
+        log_abuse(reason, peer, now)
+
+    def _send_failed(self, address: Address, errno: int) -> None:
+        server_log.warning(
+            "UDP send to %s failed: %s", Peer(address, "udp"), os.strerror(errno)
+        )
+
+    def _receive_failed(self, errno: int) -> None:
+        server_log.warning("UDP receive error (ignored): %s", os.strerror(errno))
 
     def _spawn(
         self, pending: Awaitable[Reply], request: bytes, peer: Peer, arrived: float
