@@ -59,6 +59,7 @@ from udpkit.core.histogram import LatencyHistogram
 from udpkit.core.restarts import RestartPolicy
 from udpkit.server.binding import BoundSockets, ReusePortUnsupported, bind
 from udpkit.server.config import ServerConfig
+from udpkit.server.event_loops import run_with_loop
 from udpkit.server.logs import configure, server_log
 from udpkit.server.runner import Server, format_counters, make_admission, make_proxy_policy
 
@@ -256,7 +257,7 @@ def run_worker(spec: WorkerSpec, connection: Connection) -> None:
         for handler in logging.getLogger("udpkit").handlers:
             handler.addFilter(prefix)
     try:
-        asyncio.run(_serve_worker(spec, connection))
+        run_with_loop(_serve_worker(spec, connection), spec.config.loop)
     except UsageError as exc:
         _send(connection, ("failed", str(exc)))
         raise SystemExit(_FAILED_EXIT) from None
