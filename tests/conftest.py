@@ -29,6 +29,35 @@ LOOPBACKS = [
 ]
 
 
+def _fast_path_built() -> bool:
+    from udpkit.server import udp
+
+    return udp._fastpath is not None
+
+
+UDP_PATHS = [
+    pytest.param(
+        "fast",
+        id="fast",
+        marks=pytest.mark.skipif(not _fast_path_built(), reason="udpkit._fastpath not built"),
+    ),
+    pytest.param("pure", id="pure"),
+]
+
+
+@pytest.fixture(params=UDP_PATHS)
+def udp_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a UDP server test on the C fast path and on the pure-Python path.
+
+    Under ``UDPKIT_NO_FASTPATH=1`` (the second run of ``make test``) both
+    params run the pure path, which is what that run is for.
+    """
+    path: str = request.param
+    if path == "pure":
+        monkeypatch.setenv("UDPKIT_NO_FASTPATH", "1")
+    return path
+
+
 @pytest.fixture(params=LOOPBACKS)
 def loopback(request: pytest.FixtureRequest) -> str:
     """Each test runs on 127.0.0.1 and on ::1."""

@@ -218,7 +218,10 @@ lookup_peer(FastPath *self, const struct sockaddr_in6 *name, socklen_t namelen)
 {
     if (namelen > sizeof(struct sockaddr_in6)) namelen = sizeof(struct sockaddr_in6);
     PeerSlot *slot = &self->cache[hash_name((const unsigned char *)name, namelen) % CACHE_SLOTS];
-    if (slot->namelen == namelen && memcmp(&slot->name, name, namelen) == 0) return slot;
+    if (slot->peer != NULL && slot->namelen == namelen &&
+        memcmp(&slot->name, name, namelen) == 0) {
+        return slot;
+    }
 
     PyObject *address = make_address(name);
     if (address == NULL) return NULL;

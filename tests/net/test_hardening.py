@@ -6,6 +6,8 @@ import asyncio
 import socket
 import urllib.request
 
+import pytest
+
 from tests.net.helpers import RawUdp, wait_for_counters
 from udpkit.server import Server, ServerConfig
 
@@ -25,6 +27,7 @@ async def read_all(reader: asyncio.StreamReader, timeout: float = 3.0) -> bytes:
         return b""
 
 
+@pytest.mark.usefixtures("udp_path")
 async def test_udp_rate_limit_drops_and_counts_the_excess() -> None:
     config = ServerConfig(port=0, rate_limit=5, rate_burst=10, limit_exempt=())
     async with Server(config) as server:
@@ -44,6 +47,7 @@ async def test_udp_rate_limit_drops_and_counts_the_excess() -> None:
     assert replies == stats.replied
 
 
+@pytest.mark.usefixtures("udp_path")
 async def test_loopback_is_exempt_by_default() -> None:
     async with Server(ServerConfig(port=0, rate_limit=1, rate_burst=1)) as server:
         raw = RawUdp(HOST)
@@ -56,6 +60,7 @@ async def test_loopback_is_exempt_by_default() -> None:
     assert stats.replied == 50
 
 
+@pytest.mark.usefixtures("udp_path")
 async def test_deny_list_drops_udp_and_refuses_tcp() -> None:
     async with Server(ServerConfig(port=0, deny=("127.0.0.0/8",))) as server:
         raw = RawUdp(HOST)
@@ -72,6 +77,7 @@ async def test_deny_list_drops_udp_and_refuses_tcp() -> None:
         assert server.stats()["tcp"].connections_denied == 1
 
 
+@pytest.mark.usefixtures("udp_path")
 async def test_allow_list_serves_only_its_networks() -> None:
     async with Server(ServerConfig(port=0, allow=("10.0.0.0/8",))) as server:
         raw = RawUdp(HOST)
@@ -83,6 +89,7 @@ async def test_allow_list_serves_only_its_networks() -> None:
     assert stats.dropped_denied == 1
 
 
+@pytest.mark.usefixtures("udp_path")
 async def test_amplification_cap_drops_replies_larger_than_k_times_the_request() -> None:
     async with Server(ServerConfig(port=0, max_amplification=2.0)) as server:
         raw = RawUdp(HOST)

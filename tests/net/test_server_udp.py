@@ -12,6 +12,9 @@ from tests.net.helpers import RawUdp, wait_for_counters
 from udpkit.core.handler import Handler, Peer, Reply
 from udpkit.server import Server, ServerConfig
 
+# Every test here runs on the C fast path and on the pure-Python path.
+pytestmark = pytest.mark.usefixtures("udp_path")
+
 
 @pytest.fixture
 async def raw(loopback: str) -> AsyncIterator[RawUdp]:

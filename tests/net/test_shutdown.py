@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.net.helpers import RawUdp
 from udpkit.core.handler import Peer
 from udpkit.server import Server, ServerConfig
+
+# Every test here runs on the C fast path and on the pure-Python path.
+pytestmark = pytest.mark.usefixtures("udp_path")
 
 
 async def test_pending_async_requests_are_answered_before_close() -> None:
