@@ -141,7 +141,7 @@ def test_second_signal_skips_the_graceful_wait(tmp_path: pathlib.Path) -> None:
         started = time.monotonic()
         with pytest.raises(subprocess.TimeoutExpired):
             server.process.wait(timeout=1.0)  # still draining: the handler is stuck
-        code, log = server.stop(signal.SIGTERM, timeout=10)
+        code, _ = server.stop(signal.SIGTERM, timeout=10)
         waited = time.monotonic() - started
     assert waited < 30  # far less than the 60 s graceful timeout
     assert "Received SIGTERM again, exiting now." in "\n".join(server.log)
