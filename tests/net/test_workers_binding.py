@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import socket
 
 import pytest
 
+from udpkit.core.handler import Peer
+from udpkit.core.restarts import RestartPolicy
 from udpkit.server import ServerConfig
 from udpkit.server.binding import ReusePortUnsupported, bind
 from udpkit.server.workers import PortInUse, PortLock, Supervisor, reserve_port
@@ -70,3 +73,25 @@ def test_a_lock_directory_of_another_kind_is_refused(tmp_path: pathlib.Path) -> 
     not_a_directory.write_text("")
     with pytest.raises(Exception, match=r"lock directory|cannot create"):
         PortLock.acquire(1, not_a_directory)
+
+
+def die_on_request(request: bytes, peer: Peer) -> bytes:
+    """A handler that takes its worker process down (for the restart tests)."""
+    os._exit(7)
+
+
+async def test_a_crash_loop_is_restarted_then_given_up_with_exit_code_1(
+    tmp_path: pathlib.Path,
+) -> None:
+    policy = RestartPolicy(max_restarts=1, first_delay=0.01)
+    config = ServerConfig(app=die_on_request, port=0, tcp=False, fast_path=False)
+    supervisor = Supervisor(config, workers=1, restart_policy=policy, lock_dir=tmp_path)
+    serving = asyncio.create_task(supervisor.serve(install_signals=False))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        async with asyncio.timeout(60):
+            while not serving.done():
+                if supervisor.addresses:
+                    sender.sendto(b"die", ("127.0.0.1", supervisor.port))
+                await asyncio.sleep(0.1)
+    assert serving.result() == 1
+    assert supervisor.restarts == 1

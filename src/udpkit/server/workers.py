@@ -570,6 +570,12 @@ class Supervisor:
             loop.remove_reader(worker.connection.fileno())
 
     def _on_exit(self, worker: _Worker) -> None:
+        try:
+            self._reap(worker)
+        finally:
+            self._check_done()  # whatever happened, a stop must not wait forever
+
+    def _reap(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
         self._detach(worker)
         self._on_message(worker)  # what it sent just before exiting
@@ -600,7 +606,6 @@ class Supervisor:
                 self.restarts += 1
                 self._pending[worker.slot] = loop.call_later(delay, self._start_worker,
                                                              worker.slot)
-        self._check_done()
 
     def _forget(self, worker: _Worker) -> None:
         with self._state:
