@@ -126,17 +126,19 @@ def test_sigterm_drains_every_worker_and_prints_one_merged_summary() -> None:
     assert counters["tcp"]["received"] == counters["tcp"]["replied"] == 3
 
 
-def test_sigint_from_a_terminal_is_one_graceful_stop_not_two() -> None:
-    """Ctrl-C signals the whole process group: workers ignore SIGINT and wait
-    for the supervisor's SIGTERM, so they drain instead of being forced."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_group_is_one_graceful_stop_not_two(signum: int) -> None:
+    """Ctrl-C (SIGINT) and systemd's default KillMode (SIGTERM) signal every
+    process of the group: workers ignore SIGINT and take repeated SIGTERMs
+    as one, so they drain instead of being forced."""
     with serve("--workers", "2") as server:
         pids = worker_pids(server)
-        for pid in (server.process.pid, *pids):
-            os.kill(pid, signal.SIGINT)
+        for pid in (*pids, server.process.pid):
+            os.kill(pid, signum)
         server.process.wait(timeout=30)
         code, log = server.stop()  # already exited: sends nothing
     assert code == 0
-    assert "Received SIGINT, stopping 2 workers gracefully" in log
+    assert f"Received {signal.Signals(signum).name}, stopping 2 workers gracefully" in log
     assert log.count("Stopped: UDP") == 2
 
 

@@ -7,7 +7,8 @@ them, as NSD, Knot and CoreDNS do.  The supervisor serves no requests: it
 holds the port, restarts a worker that dies (with backoff, a bounded number
 of times a minute, see :mod:`udpkit.core.restarts`), passes the first
 SIGINT/SIGTERM on to the workers as SIGTERM (each drains as a lone server
-would) and a second one as SIGKILL, and exits 0 once every worker is done.
+would; more SIGTERMs change nothing) and a second one as SIGKILL, and exits 0
+once every worker is done.
 
 Counters: each worker sends its frozen counters over a pipe every
 ``report_interval`` seconds and once more at exit; the supervisor adds them
@@ -270,15 +271,12 @@ async def _serve_worker(spec: WorkerSpec, connection: Connection) -> None:
     if spec.latency:
         server.latency = LatencyHistogram()
     await server.startup()
-    terms = 0
 
     def on_sigterm() -> None:
-        nonlocal terms
-        terms += 1
-        if terms == 1:
-            server.request_exit()
-        else:
-            server.force_exit()
+        # Always graceful, however many arrive: systemd's default KillMode and
+        # `kill -TERM -<group>` signal the workers and the supervisor, which
+        # passes it on again.  Forcing is the supervisor's job (SIGKILL).
+        server.request_exit()
 
     def supervisor_gone() -> None:
         # The supervisor never writes: readable means end of file, it is gone.
