@@ -157,6 +157,9 @@ class TcpConnection(asyncio.Protocol):
         self._line_started: float | None = None
         self._write_stalled: float | None = None
         self._arrived = 0.0  # when the bytes being handled were received
+        # Replies to one received chunk, written with one write (one send, not one a line).
+        self._batch: list[bytes] | None = None
+        self._admitted: Peer | None = None  # a peer no rate limit applies to: skip the check
         self._proxy_buffer: bytearray | None = None  # held until the PROXY header is parsed
 
     # -- asyncio callbacks ----------------------------------------------------
@@ -205,11 +208,17 @@ class TcpConnection(asyncio.Protocol):
         now = self._arrived = time.monotonic()
         framing = self.framing
         messages = framing.feed(data)
-        for message in messages:
-            if message == EXIT:
-                self._close_after_replies()
-                return
-            self._handle(message, now)
+        if len(messages) > 1:
+            self._batch = []
+        try:
+            for message in messages:
+                if message == EXIT:
+                    self._flush_batch()
+                    self._close_after_replies()
+                    return
+                self._handle(message, now)
+        finally:
+            self._flush_batch()
         if messages:
             self._last_request = now
         if framing.pending():
@@ -327,11 +336,14 @@ class TcpConnection(asyncio.Protocol):
             self._write(self.framing.frame(ERR_EMPTY), is_reply=False)
             return
         admission = self.settings.admission
-        if admission is not None and admission.check(peer.host, now) is not None:
-            counters.dropped_rate_limited += 1  # denied sources were refused at connect
-            log_abuse("rate_limited", peer, now)
-            self._write(self.framing.frame(ERR_RATE_LIMITED), is_reply=False)
-            return
+        if admission is not None and self._admitted is not peer:
+            if admission.constant_verdict(peer.host) == "serve":
+                self._admitted = peer  # exempt (e.g. loopback) or no rate limit: never ask again
+            elif admission.check(peer.host, now) is not None:
+                counters.dropped_rate_limited += 1  # denied sources were refused at connect
+                log_abuse("rate_limited", peer, now)
+                self._write(self.framing.frame(ERR_RATE_LIMITED), is_reply=False)
+                return
         if self.access_log:
             log_access(peer, message)
         try:
@@ -355,11 +367,19 @@ class TcpConnection(asyncio.Protocol):
         if self._queue:
             self._queue.append((wire, is_reply))
         elif self.transport is not None:
-            self.transport.write(wire)
+            if self._batch is not None:
+                self._batch.append(wire)
+            else:
+                self.transport.write(wire)
             if is_reply:
                 self.counters.replied += 1
                 if self.settings.latency is not None:
                     self.settings.latency.observe(time.monotonic() - self._arrived)
+
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self.transport is not None:
+            self.transport.write(b"".join(batch))
 
     def _queue_pending(self, pending: Awaitable[Reply]) -> None:
         future = asyncio.ensure_future(pending)
