@@ -85,3 +85,17 @@ def test_unresolvable_host_is_a_clear_error() -> None:
 def test_bad_config_is_a_usage_error(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         ServerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_failed_startup_releases_the_port() -> None:
+    """Regression: a metrics port in use failed start-up but left UDP/TCP bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics_port = taken.getsockname()[1]
+        server = Server(ServerConfig(port=0, metrics=("127.0.0.1", metrics_port)))
+        with pytest.raises(UsageError, match="cannot serve metrics"):
+            await server.startup()
+    port = server.port
+    async with Server(ServerConfig(port=port)) as again:  # the port is free again
+        assert again.port == port

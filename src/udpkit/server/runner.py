@@ -80,6 +80,14 @@ class Server:
     # -- life cycle -----------------------------------------------------------
 
     async def startup(self) -> None:
+        """Bind and start serving; on failure, release whatever was opened."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.shutdown()
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         self._sockets = bind(
             config.host,
@@ -222,17 +230,23 @@ class Server:
                 pending.cancel()
 
     async def serve(self, *, install_signals: bool = True) -> None:
-        """Start, serve until asked to stop, shut down and log the summary."""
-        await self.startup()
+        """Start, serve until asked to stop, shut down and log the summary.
+
+        Signal handlers go in before the sockets are bound, so a SIGTERM that
+        arrives right after the ``Bind ...`` lines still drains gracefully.
+        """
         if install_signals:
             self._install_signal_handlers()
         try:
-            await self.main_loop()
+            await self.startup()
+            try:
+                await self.main_loop()
+            finally:
+                await self.shutdown()
+                server_log.info("%s", self.summary())
         finally:
-            await self.shutdown()
             if install_signals:
                 self._remove_signal_handlers()
-            server_log.info("%s", self.summary())
 
     def request_exit(self) -> None:
         """Ask for a graceful stop (what the first SIGINT/SIGTERM does)."""
