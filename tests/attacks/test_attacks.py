@@ -168,31 +168,31 @@ def test_a_client_that_pipelines_without_reading_keeps_server_memory_bounded() -
     with serve("--no-udp", "--tcp-write-timeout", "30") as server:
         pid = server.process.pid
         before = rss_bytes(pid)
-        sock = socket.create_connection(("127.0.0.1", server.port))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
         stream = (b"z" * 1000 + b"\n") * 1000  # 1 MB of requests at a time
+        total = 500 * len(stream)
         sent = 0
-        stalled_since: float | None = None
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and sent < 500 * len(stream):
-            try:
-                sent += sock.send(stream)
-                stalled_since = None
-            except BlockingIOError:
-                stalled_since = stalled_since or time.monotonic()
-                if time.monotonic() - stalled_since > 1.0:
-                    break  # the server stopped reading: what we want
-                time.sleep(0.01)
-        grown = rss_bytes(pid) - before
-        sock.close()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            stalled_since: float | None = None
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and sent < total:
+                offset = sent % len(stream)  # resume mid-line after a partial send
+                try:
+                    sent += sock.send(stream[offset:])
+                    stalled_since = None
+                except BlockingIOError:
+                    stalled_since = stalled_since or time.monotonic()
+                    if time.monotonic() - stalled_since > 1.0:
+                        break  # the server stopped reading: what we want
+                    time.sleep(0.01)
+            grown = rss_bytes(pid) - before
         server.stop()
-    assert sent < 500 * len(stream)  # it stopped taking our bytes
+    assert sent < total  # it stopped taking our bytes
     assert grown < 32 * 1024 * 1024, grown
 
 
-@pytest.mark.parametrize("seconds", [0])
-def test_flooder_refuses_non_loopback_targets(seconds: int) -> None:
+def test_flooder_refuses_non_loopback_targets() -> None:
     result = subprocess.run([sys.executable, str(FLOOD), "0.0.0.0", "192.0.2.1", "9", "0"],
                             capture_output=True, timeout=10, check=False)
     assert result.returncode != 0
