@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.processes import open_fds, parse_summary, rss_bytes, serve
 from udpkit import AsyncClient, RequestFailed
 
