@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -57,10 +58,19 @@ def _pump(stream: object, lines: queue.Queue[str | None]) -> None:
 
 
 @contextmanager
-def serve(*args: str, startup_timeout: float = 15.0) -> Iterator[ServeProcess]:
-    """Start `udpkit serve --port 0 ARGS`, wait for its bind lines, kill it at the end."""
+def serve(*args: str, startup_timeout: float = 15.0,
+          open_files: int | None = None) -> Iterator[ServeProcess]:
+    """Start `udpkit serve --port 0 ARGS`, wait for its bind lines, kill it at the end.
+
+    ``open_files`` caps the server's RLIMIT_NOFILE (soft and hard) before it starts.
+    """
+    def cap() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = subprocess.Popen([*UDPKIT, "serve", "--port", "0", *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+                               preexec_fn=cap if open_files is not None else None)
     running = ServeProcess(process, 0)
     running._reader = threading.Thread(target=_pump, args=(process.stderr, running._lines),
                                        daemon=True)

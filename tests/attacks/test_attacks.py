@@ -195,3 +195,34 @@ def test_flooder_refuses_non_loopback_targets() -> None:
                             capture_output=True, timeout=10, check=False)
     assert result.returncode != 0
     assert b"only targets loopback" in result.stderr
+
+
+def test_the_accept_loop_survives_running_out_of_file_descriptors() -> None:
+    """With 64 descriptors, 100 connections exhaust them; the server keeps serving."""
+    with serve("--no-udp", "--tcp-idle-timeout", "30", open_files=64) as server:
+        assert any("Open-files limit is 64" in line for line in server.log)
+        clients: list[socket.socket] = []
+        try:
+            for _ in range(100):  # the kernel completes them; accept() hits EMFILE
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                clients.append(sock)
+            time.sleep(0.5)
+            assert server.process.poll() is None  # still running
+        finally:
+            for sock in clients:
+                sock.close()
+        # Descriptors are back: a new client is served (asyncio retries accept).
+        deadline = time.monotonic() + 15
+        reply = b""
+        while time.monotonic() < deadline and reply != b"Welcome!\nHello, back!\n":
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(b"back\nexit\n")
+                chunks = []
+                with contextlib.suppress(OSError):
+                    while chunk := sock.recv(100):
+                        chunks.append(chunk)
+                reply = b"".join(chunks)
+            time.sleep(0.2)
+        code, _ = server.stop()
+    assert reply == b"Welcome!\nHello, back!\n"
+    assert code == 0

@@ -216,3 +216,48 @@ async def test_metrics_endpoint_serves_the_counters() -> None:
     assert 'udpkit_requests_total{outcome="dropped_empty",transport="udp"} 1.0' in text
     assert "udpkit_tcp_open_connections 0.0" in text
     assert 'udpkit_request_seconds_count 1.0' in text
+
+
+@pytest.mark.usefixtures("udp_path")
+async def test_kernel_drops_are_read_from_so_rxq_ovfl_and_add_up() -> None:
+    """Datagrams the kernel drops for a full receive queue are counted, exactly."""
+    async with Server(ServerConfig(port=0, tcp=False)) as server:
+        endpoint = server._udp[0]
+        endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel minimum
+        raw = RawUdp(HOST)
+        try:
+            for index in range(300):  # without yielding: the server cannot read meanwhile
+                raw.sock.sendto(b"k%d" % index, (HOST, server.port))
+            await asyncio.sleep(0.2)
+            # One more after the drops, to carry the drop count to the server.
+            raw.sock.sendto(b"last", (HOST, server.port))
+            async with asyncio.timeout(5):
+                while True:
+                    stats = server.stats()["udp"]
+                    if stats.received + stats.kernel_drops >= 301:
+                        break
+                    await asyncio.sleep(0.01)
+        finally:
+            raw.close()
+    assert stats.kernel_drops > 0
+    assert stats.received + stats.kernel_drops == 301
+    assert stats.replied == stats.received
+
+
+@pytest.mark.usefixtures("udp_path")
+async def test_replies_to_vanished_clients_never_stop_the_receive_loop() -> None:
+    """ICMP port unreachable for a reply must not break the server socket."""
+    async with Server(ServerConfig(port=0, tcp=False)) as server:
+        for index in range(20):
+            gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            gone.sendto(b"g%d" % index, (HOST, server.port))
+            gone.close()  # the reply will hit a closed port
+        await asyncio.sleep(0.1)
+        raw = RawUdp(HOST)
+        try:
+            await raw.send(b"alive", (HOST, server.port))
+            assert await raw.recv() == b"Hello, alive!"
+            stats = await wait_for_counters(server, "udp", 21)
+        finally:
+            raw.close()
+    assert stats.replied + stats.send_errors == 21
