@@ -101,7 +101,8 @@ def _optional_float(value: str, name: str) -> float | None:
               default="auto", show_default=True,
               help="Event loop; 'auto' takes uvloop when installed (udpkit[fast]).")
 @click.option("--fast-path/--no-fast-path", default=True, show_default=True,
-              help="Serve UDP with the C extension when it is built (sync handlers).")
+              help="Serve UDP, and TCP lines, with the C extension when it is built "
+                   "(sync handlers).")
 @click.option("--app-dir", default=".", show_default=True,
               type=click.Path(file_okay=False),
               help="Directory added to the import path to find APP's module.")

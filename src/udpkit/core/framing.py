@@ -48,23 +48,26 @@ class LineFraming:
 
     welcome = b"Welcome!\n"
 
-    __slots__ = ("_buffer", "max_line", "too_long")
+    __slots__ = ("max_line", "partial", "too_long")
 
     def __init__(self, max_line: int) -> None:
         self.max_line = max_line
-        self._buffer = b""
+        self.partial = b""
+        """The unfinished line so far.  A caller that splits lines itself (the C
+        fast path of the TCP server) takes it, and puts back what it left over
+        after checking it against the limit as :meth:`feed` does."""
         self.too_long = False
 
     def feed(self, data: bytes) -> list[bytes]:
         if self.too_long:
             return []
-        buffer = self._buffer + data if self._buffer else data
+        buffer = self.partial + data if self.partial else data
         end = buffer.rfind(b"\n")
         if end < 0:
-            self._buffer = buffer
+            self.partial = buffer
             self._check_partial()
             return []
-        self._buffer = buffer[end + 1 :]
+        self.partial = buffer[end + 1 :]
         lines = buffer[:end].split(b"\n")
         limit = self.max_line
         for index, line in enumerate(lines):
@@ -72,22 +75,27 @@ class LineFraming:
                 line = lines[index] = line[:-1]
             if len(line) > limit:
                 self.too_long = True
-                self._buffer = b""
+                self.partial = b""
                 return lines[:index]
         self._check_partial()
         return lines
 
     def _check_partial(self) -> None:
         # A partial line may still end in the "\r" of its "\r\n".
-        if len(self._buffer) > self.max_line + 1:
+        if len(self.partial) > self.max_line + 1:
             self.too_long = True
-            self._buffer = b""
+            self.partial = b""
+
+    def stop(self) -> None:
+        """A line over the limit was found by a caller splitting lines itself."""
+        self.too_long = True
+        self.partial = b""
 
     def frame(self, reply: bytes) -> bytes:
         return reply + b"\n"
 
     def pending(self) -> int:
-        return len(self._buffer)
+        return len(self.partial)
 
 
 class RawFraming:

@@ -53,8 +53,9 @@ class ServerConfig:
     metrics: tuple[str, int] | None = None
     """Serve Prometheus metrics on this (host, port); port 0 picks one."""
     fast_path: bool = True
-    """Serve UDP with the C extension (``recvmmsg``/``sendmmsg``) when it is built and
-    the handler is sync; ``False`` (or ``UDPKIT_NO_FASTPATH=1``) forces the pure path."""
+    """Serve UDP with the C extension (``recvmmsg``/``sendmmsg``), and split TCP lines
+    and call the handler per line in C, when it is built and the handler is sync;
+    ``False`` (or ``UDPKIT_NO_FASTPATH=1``) forces the pure path for both."""
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     """Event loop for :func:`~udpkit.server.serve`: ``auto`` takes uvloop when it is
     installed (``pip install udpkit[fast]``), else asyncio's own."""

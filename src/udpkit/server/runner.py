@@ -28,7 +28,13 @@ from udpkit.server.config import ServerConfig
 from udpkit.server.event_loops import run_with_loop
 from udpkit.server.limits import ensure_open_files
 from udpkit.server.logs import server_log
-from udpkit.server.tcp import ConnectionRegistry, TcpConnection, TcpSettings
+from udpkit.server.tcp import (
+    TCP_FAST_PATH_NAME,
+    ConnectionRegistry,
+    TcpConnection,
+    TcpSettings,
+    tcp_fast_path,
+)
 from udpkit.server.udp import FAST_PATH_NAME, UdpEndpoint
 
 if TYPE_CHECKING:
@@ -100,6 +106,16 @@ class Server:
         self.port = self._sockets.port
         if config.tcp:
             ensure_open_files(config.tcp_max_connections + 64)
+            line_reader, refusal = tcp_fast_path(
+                self.handler,
+                framing=config.tcp_framing,
+                enabled=config.fast_path,
+                access_log=config.access_log,
+            )
+            if line_reader is not None:
+                server_log.info("TCP fast path: %s", TCP_FAST_PATH_NAME)
+            else:
+                server_log.info("TCP fast path unavailable (%s): pure Python", refusal)
             self._registry = ConnectionRegistry(
                 TcpSettings(
                     handler=self.handler,
@@ -115,6 +131,7 @@ class Server:
                     write_buffer=config.tcp_write_buffer,
                     latency=self.latency,
                     proxy=make_proxy_policy(config),
+                    line_reader=line_reader,
                 )
             )
         loop = asyncio.get_running_loop()

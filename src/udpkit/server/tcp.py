@@ -9,6 +9,14 @@ pauses reading), so one slow or silent client never holds anyone else up.
 :class:`ConnectionRegistry` owns what is shared by all connections: the total
 and per-source caps, and one periodic sweep that closes connections past the
 idle, line or write timeout (one timer for all, not one per connection).
+
+Line framing has a fast path: ``udpkit._fastpath.LineReader`` splits a
+received chunk, calls the sync handler per line and writes the replies in C,
+while a connection is in the simple state (no async reply pending, source
+never rate limited, no access log).  Whatever is unusual (an awaitable or
+non-bytes result, an exception, ``exit``, a line over the limit) comes back
+to the Python code here at the line where it happened, so both paths count
+and answer alike.  ``fast_path=False`` or ``UDPKIT_NO_FASTPATH=1`` turn it off.
 """
 
 from __future__ import annotations
@@ -16,16 +24,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
 from udpkit.core.errors import BadInput
-from udpkit.core.framing import EXIT, Framing, error_message
+from udpkit.core.framing import EXIT, Framing, LineFraming, error_message
 from udpkit.core.handler import Handler, Peer, Reply
 from udpkit.core.histogram import LatencyHistogram
 from udpkit.core.proxy_protocol import NEEDS_MORE, ProxyPolicy, parse_untrusted
+from udpkit.server import udp as _udp_glue
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access
 
@@ -37,6 +47,48 @@ ERR_TOO_LONG = error_message("request too long")
 ERR_HANDLER = error_message("handler failed")
 ERR_RATE_LIMITED = error_message("rate limited")
 BUSY = b"busy"
+
+class LineReader(Protocol):
+    """``udpkit._fastpath.LineReader``: one connection's line framing in C (see its docs)."""
+
+    def feed(self, data: bytes, /) -> int: ...
+
+    def unusual(self) -> tuple[int, bytes, int, object]: ...
+
+
+LineReaderType = Callable[
+    [
+        Handler,
+        Peer,
+        Counters,
+        LineFraming,
+        Callable[[bytes], object],
+        Callable[[float], None] | None,
+    ],
+    LineReader,
+]
+# What LineReader.feed returns: bits when all complete lines were handled, or -status.
+LINES_TAKEN, PARTIAL_LEFT = 2, 1
+LINES_EXIT, LINES_OVERSIZE, LINES_RESULT, LINES_ERROR = 1, 2, 3, 4
+
+TCP_FAST_PATH_NAME = "line splitting in C (C extension)"
+
+_monotonic = time.monotonic
+
+
+def tcp_fast_path(
+    handler: Handler, *, framing: str, enabled: bool = True, access_log: bool = False
+) -> tuple[LineReaderType | None, str]:
+    """The C line reader type for TCP, or ``None`` and why it cannot serve here."""
+    refusal = _udp_glue.fast_path_refusal(handler, enabled=enabled, access_log=access_log)
+    if refusal:
+        return None, refusal
+    if framing != "line":
+        return None, f"{framing} framing"
+    reader: LineReaderType | None = getattr(_udp_glue._fastpath, "LineReader", None)
+    if reader is None:
+        return None, "C extension too old (no LineReader): rebuild it"
+    return reader, ""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -57,6 +109,8 @@ class TcpSettings:
     latency: LatencyHistogram | None = None
     proxy: ProxyPolicy | None = None
     """PROXY protocol on: which peers must send the header first."""
+    line_reader: LineReaderType | None = None
+    """The C fast path for line framing (see :func:`tcp_fast_path`), or ``None``."""
 
 
 class ConnectionRegistry:
@@ -161,6 +215,9 @@ class TcpConnection(asyncio.Protocol):
         self._batch: list[bytes] | None = None
         self._admitted: Peer | None = None  # a peer no rate limit applies to: skip the check
         self._proxy_buffer: bytearray | None = None  # held until the PROXY header is parsed
+        # The C line reader, once admitted, if this connection may use it.
+        self._reader: LineReader | None = None
+        self._feed_lines: Callable[[bytes], int] | None = None
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -195,6 +252,17 @@ class TcpConnection(asyncio.Protocol):
                 transport.write(self.framing.frame(BUSY))
                 transport.close()
             return
+        settings = self.settings
+        admission = settings.admission
+        if admission is None or admission.constant_verdict(self.peer.host) == "serve":
+            self._admitted = self.peer  # never rate limited: no check per request
+            framing = self.framing
+            if settings.line_reader is not None and isinstance(framing, LineFraming):
+                observe = None if settings.latency is None else settings.latency.observe
+                self._reader = settings.line_reader(
+                    self.handler, self.peer, self.counters, framing, transport.write, observe
+                )
+                self._feed_lines = self._reader.feed
         transport.set_write_buffer_limits(high=self.settings.write_buffer)
         transport.write(self.framing.welcome)
 
@@ -205,32 +273,97 @@ class TcpConnection(asyncio.Protocol):
             data = self._take_proxy_header(data)
             if not data or self._closing:
                 return
-        now = self._arrived = time.monotonic()
+        now = self._arrived = _monotonic()
+        feed_lines = self._feed_lines
+        if feed_lines is None or self._queue:
+            self._receive(data, now, handled=False)
+            return
+        # The C path: every line of the chunk in one call, the replies in one write.
+        done = feed_lines(data)
+        if done < 0:
+            self._receive_unusual(now)
+        elif done & LINES_TAKEN:
+            self._last_request = now
+            self._line_started = now if done & PARTIAL_LEFT else None
+        elif not done:
+            self._line_started = None
+        elif self._line_started is None:
+            self._line_started = now
+
+    def _receive(self, data: bytes, now: float, *, handled: bool) -> None:
+        """The pure-Python path: frame ``data``, handle each message in order.
+
+        ``handled``: the fast path already took requests from this chunk."""
         framing = self.framing
         messages = framing.feed(data)
         if len(messages) > 1:
             self._batch = []
         try:
+            handle = self._handle
             for message in messages:
                 if message == EXIT:
                     self._flush_batch()
                     self._close_after_replies()
                     return
-                self._handle(message, now)
+                handle(message, now)
         finally:
             self._flush_batch()
-        if messages:
+        if messages or handled:
             self._last_request = now
         if framing.pending():
-            if messages or self._line_started is None:
+            if messages or handled or self._line_started is None:
                 self._line_started = now
         else:
             self._line_started = None
         if framing.too_long:
-            self.counters.received += 1
-            self.counters.dropped_oversize += 1
-            self._write(framing.frame(ERR_TOO_LONG), is_reply=False)
-            self._close_after_replies()
+            self._too_long()
+
+    def _receive_unusual(self, now: float) -> None:
+        """The C path stopped at a line it leaves to Python: do with it what the pure
+        path does, then go on with the lines after it."""
+        reader = self._reader
+        feed_lines = self._feed_lines
+        assert reader is not None
+        assert feed_lines is not None
+        handled = False
+        while True:
+            status, rest, count, extra = reader.unusual()
+            handled = handled or count > 0
+            if status == LINES_EXIT:
+                self._close_after_replies()
+                return
+            if status == LINES_OVERSIZE:
+                self.framing.too_long = True
+                break
+            if status == LINES_ERROR:
+                if not isinstance(extra, Exception):
+                    raise extra  # type: ignore[misc]  # KeyboardInterrupt, SystemExit
+                self._handler_failed(extra)
+            else:
+                self._handle_result(extra)
+            if self._queue:  # an async reply is pending: later ones queue behind it
+                self._receive(rest, now, handled=True)
+                return
+            done = feed_lines(rest)
+            if done >= 0:
+                handled = handled or done & LINES_TAKEN != 0
+                break
+        if handled:
+            self._last_request = now
+        if self.framing.pending():
+            if handled or self._line_started is None:
+                self._line_started = now
+        else:
+            self._line_started = None
+        if self.framing.too_long:
+            self._too_long()
+
+    def _too_long(self) -> None:
+        counters = self.counters
+        counters.received += 1
+        counters.dropped_oversize += 1
+        self._write(self.framing.frame(ERR_TOO_LONG), is_reply=False)
+        self._close_after_replies()
 
     def _take_proxy_header(self, data: bytes) -> bytes:
         """Hold bytes until the PROXY header is whole; then the client it names is the
@@ -348,19 +481,39 @@ class TcpConnection(asyncio.Protocol):
             log_access(peer, message)
         try:
             result = self.handler(message, peer)
-            if type(result) is not bytes and is_awaitable(result):
+        except Exception as exc:
+            self._handler_failed(exc)
+            return
+        if type(result) is bytes:
+            self._write(self.framing.frame(result), is_reply=True)
+        elif result is None:
+            counters.no_reply += 1
+        else:
+            self._handle_result(result)
+
+    def _handle_result(self, result: object) -> None:
+        """A handler result that is neither bytes nor ``None``: an awaitable, a bytes-like
+        object (taken as bytes) or a wrong type (the handler's error)."""
+        peer = self.peer
+        assert peer is not None
+        try:
+            if is_awaitable(result):
                 self._queue_pending(result)  # type: ignore[arg-type]
                 return
             reply = check_reply(result, peer)
         except Exception as exc:
-            counters.handler_errors += 1
-            log_handler_error(peer, exc)
-            self._write(self.framing.frame(ERR_HANDLER), is_reply=False)
+            self._handler_failed(exc)
             return
         if reply is None:
-            counters.no_reply += 1
+            self.counters.no_reply += 1
         else:
             self._write(self.framing.frame(reply), is_reply=True)
+
+    def _handler_failed(self, exc: Exception) -> None:
+        assert self.peer is not None
+        self.counters.handler_errors += 1
+        log_handler_error(self.peer, exc)
+        self._write(self.framing.frame(ERR_HANDLER), is_reply=False)
 
     def _write(self, wire: bytes, *, is_reply: bool) -> None:
         """Write now, or behind pending async replies; count a reply once written."""
