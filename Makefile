@@ -26,10 +26,12 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/pytest --cov --cov-report=term -q
-	# The UDP server tests once more with the C fast path forced off, as on a
-	# machine where the extension did not build (the pure path, announced).
+	# The UDP and TCP server tests once more with the C fast path forced off, as
+	# on a machine where the extension did not build (the pure path, announced).
 	UDPKIT_NO_FASTPATH=1 $(BIN)/pytest -q -p no:cacheprovider \
-		tests/net/test_fast_path.py tests/net/test_server_udp.py tests/net/test_shutdown.py
+		tests/net/test_fast_path.py tests/net/test_server_udp.py tests/net/test_shutdown.py \
+		tests/net/test_server_tcp.py tests/net/test_hardening.py \
+		tests/net/test_proxy_protocol_server.py
 
 # Side by side, in one run, with repeats: the C reference, the usual Python
 # servers and udpkit over UDP and TCP, plus udpkit's RSS with 10,000 idle TCP

@@ -58,6 +58,36 @@ def udp_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     return path
 
 
+def _tcp_fast_path_built() -> bool:
+    from udpkit.server import udp
+
+    return getattr(udp._fastpath, "LineReader", None) is not None
+
+
+TCP_PATHS = [
+    pytest.param(
+        "fast",
+        id="fast",
+        marks=pytest.mark.skipif(
+            not _tcp_fast_path_built(), reason="udpkit._fastpath.LineReader not built"
+        ),
+    ),
+    pytest.param("pure", id="pure"),
+]
+
+
+@pytest.fixture(params=TCP_PATHS)
+def tcp_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a TCP server test with the C line reader and with the pure-Python path.
+
+    Under ``UDPKIT_NO_FASTPATH=1`` both params run the pure path, as for UDP.
+    """
+    path: str = request.param
+    if path == "pure":
+        monkeypatch.setenv("UDPKIT_NO_FASTPATH", "1")
+    return path
+
+
 @pytest.fixture(params=LOOPBACKS)
 def loopback(request: pytest.FixtureRequest) -> str:
     """Each test runs on 127.0.0.1 and on ::1."""

@@ -61,6 +61,7 @@ async def test_loopback_is_exempt_by_default() -> None:
 
 
 @pytest.mark.usefixtures("udp_path")
+@pytest.mark.usefixtures("tcp_path")
 async def test_deny_list_drops_udp_and_refuses_tcp() -> None:
     async with Server(ServerConfig(port=0, deny=("127.0.0.0/8",))) as server:
         raw = RawUdp(HOST)
@@ -103,6 +104,7 @@ async def test_amplification_cap_drops_replies_larger_than_k_times_the_request()
     assert (stats.dropped_amplification, stats.replied) == (2, 1)
 
 
+@pytest.mark.usefixtures("tcp_path")
 async def test_tcp_total_cap_says_busy_and_closes() -> None:
     async with Server(ServerConfig(port=0, tcp_max_connections=2)) as server:
         held = [await connect(server.port) for _ in range(2)]
@@ -116,6 +118,7 @@ async def test_tcp_total_cap_says_busy_and_closes() -> None:
         assert server.stats()["tcp"].connections_rejected == 1
 
 
+@pytest.mark.usefixtures("tcp_path")
 async def test_tcp_per_source_cap() -> None:
     config = ServerConfig(port=0, tcp_max_per_source=1, limit_exempt=())
     async with Server(config) as server:
@@ -133,6 +136,7 @@ async def test_tcp_per_source_cap() -> None:
         writer.close()
 
 
+@pytest.mark.usefixtures("tcp_path")
 async def test_tcp_rate_limit_answers_an_error_line() -> None:
     config = ServerConfig(port=0, rate_limit=1, rate_burst=2, limit_exempt=())
     async with Server(config) as server:
@@ -144,6 +148,7 @@ async def test_tcp_rate_limit_answers_an_error_line() -> None:
     assert lines == [b"Hello, a!\n", b"Hello, b!\n", b"error: rate limited\n"]
 
 
+@pytest.mark.usefixtures("tcp_path")
 async def test_idle_timeout_is_reset_only_by_complete_lines() -> None:
     config = ServerConfig(port=0, tcp_idle_timeout=0.3, tcp_line_timeout=5)
     async with Server(config) as server:
@@ -161,6 +166,7 @@ async def test_idle_timeout_is_reset_only_by_complete_lines() -> None:
         idle_writer.close()
 
 
+@pytest.mark.usefixtures("tcp_path")
 async def test_slowloris_line_is_cut_at_the_line_timeout() -> None:
     config = ServerConfig(port=0, tcp_idle_timeout=30, tcp_line_timeout=0.3)
     async with Server(config) as server:
@@ -177,6 +183,7 @@ async def test_slowloris_line_is_cut_at_the_line_timeout() -> None:
         assert server.stats()["tcp"].closed_slow == 1
 
 
+@pytest.mark.usefixtures("tcp_path")
 async def test_client_that_never_reads_is_closed_after_the_write_timeout() -> None:
     config = ServerConfig(port=0, tcp_write_timeout=0.3, tcp_write_buffer=4096)
     async with Server(config) as server:
@@ -192,6 +199,7 @@ async def test_client_that_never_reads_is_closed_after_the_write_timeout() -> No
     assert server.stats()["tcp"].closed_write_timeout == 1
 
 
+@pytest.mark.usefixtures("tcp_path")
 async def test_metrics_endpoint_serves_the_counters() -> None:
     config = ServerConfig(port=0, metrics=("127.0.0.1", 0))
     async with Server(config) as server:

@@ -12,6 +12,8 @@ from tests.unit.test_proxy_protocol import tlv, v1, v2
 from udpkit.core.handler import Peer
 from udpkit.server import Server, ServerConfig
 
+pytestmark = pytest.mark.usefixtures("tcp_path")
+
 
 def who(request: bytes, peer: Peer) -> bytes:
     return f"{peer}".encode()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import socket
 import struct
 
 import pytest
 
 from tests.net.helpers import wait_for_counters
-from udpkit.core.handler import Peer
+from udpkit.core.handler import Peer, Reply
 from udpkit.server import Server, ServerConfig
+from udpkit.server import udp as udp_module
+
+pytestmark = pytest.mark.usefixtures("tcp_path")
 
 
 async def connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -216,3 +221,93 @@ async def test_many_concurrent_connections(server: Server, loopback: str, count:
 
     replies = await asyncio.gather(*(one(i) for i in range(count)))
     assert replies == [b"Hello, n%d!\n" % i for i in range(count)]
+
+
+def expect_fast(tcp_path: str) -> bool:
+    forced_pure = os.environ.get("UDPKIT_NO_FASTPATH", "") not in ("", "0")
+    return tcp_path == "fast" and udp_module._fastpath is not None and not forced_pure
+
+
+async def test_the_path_asked_for_serves_and_is_announced(
+    tcp_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="udpkit")
+    async with Server(ServerConfig(host="127.0.0.1", port=0, udp=False)) as server:
+        reader, writer = await connect("127.0.0.1", server.port)
+        await read_line(reader)
+        writer.write(b"x\n")
+        assert await read_line(reader) == b"Hello, x!\n"
+        (connection,) = server._connections
+        assert (connection._reader is not None) is expect_fast(tcp_path)
+        writer.close()
+    announced = [r.getMessage() for r in caplog.records if "TCP fast path" in r.getMessage()]
+    if expect_fast(tcp_path):
+        assert announced == ["TCP fast path: line splitting in C (C extension)"]
+    else:
+        assert announced == ["TCP fast path unavailable (UDPKIT_NO_FASTPATH is set): pure Python"]
+
+
+async def test_every_outcome_in_one_segment_is_answered_and_counted_exactly(
+    tcp_path: str,
+) -> None:
+    """Reply, None, raise, empty, bytes-like, wrong type, async, then more sync lines and a
+    line over the limit, all in one segment: the fast path hands the unusual ones to
+    Python at their line and the replies keep request order."""
+
+    def handler(request: bytes, peer: Peer) -> object:
+        if request == b"none":
+            return None
+        if request == b"raise":
+            raise ValueError("boom")
+        if request == b"array":
+            return bytearray(b"from array")
+        if request == b"wrong":
+            return 42
+        if request == b"later":
+            async def later() -> Reply:
+                await asyncio.sleep(0.02)
+                return b"was later"
+            return later()
+        return b"ok " + request
+
+    config = ServerConfig(app=handler, host="127.0.0.1", port=0, udp=False, max_request=20)  # type: ignore[arg-type]
+    async with Server(config) as server:
+        reader, writer = await connect("127.0.0.1", server.port)
+        await read_line(reader)
+        writer.write(b"a\r\nnone\nraise\n\narray\nwrong\nb\nlater\nc\n" + b"x" * 21 + b"\nd\n")
+        async with asyncio.timeout(3):
+            lines = (await reader.read()).splitlines()
+        writer.close()
+        stats = await wait_for_counters(server, "tcp", 10)
+    assert lines == [
+        b"ok a", b"error: handler failed", b"error: empty request", b"from array",
+        b"error: handler failed", b"ok b", b"was later", b"ok c", b"error: request too long",
+    ]
+    assert (stats.received, stats.replied, stats.no_reply, stats.handler_errors,
+            stats.dropped_empty, stats.dropped_oversize) == (10, 5, 1, 2, 1, 1)
+
+
+async def test_latency_is_observed_once_per_reply() -> None:
+    config = ServerConfig(host="127.0.0.1", port=0, udp=False, metrics=("127.0.0.1", 0))
+    async with Server(config) as server:
+        reader, writer = await connect("127.0.0.1", server.port)
+        await read_line(reader)
+        writer.write(b"a\nb\n\nc\n")
+        assert [await read_line(reader) for _ in range(4)][-1] == b"Hello, c!\n"
+        writer.close()
+        stats = await wait_for_counters(server, "tcp", 4)
+        assert server.latency is not None
+        assert (stats.replied, sum(server.latency.counts)) == (3, 3)
+
+
+async def test_exit_in_the_middle_of_a_segment_answers_the_lines_before_it(
+    server: Server, loopback: str
+) -> None:
+    reader, writer = await connect(loopback, server.port)
+    await read_line(reader)
+    writer.write(b"a\nb\nexit\r\nc\n")
+    async with asyncio.timeout(3):
+        assert await reader.read() == b"Hello, a!\nHello, b!\n"
+    writer.close()
+    stats = await wait_for_counters(server, "tcp", 2)
+    assert (stats.received, stats.replied) == (2, 2)

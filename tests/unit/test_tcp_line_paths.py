@@ -1,0 +1,211 @@
+"""Tier (a): TCP line handling on the C line reader and on the pure path, compared.
+
+A :class:`TcpConnection` on a fake transport and a hand-driven clock is fed
+the same stream, split anywhere, once with ``udpkit._fastpath.LineReader``
+and once without: the bytes written, every counter, whether it closed and
+the idle/line timestamps after each segment must be the same.  The handler
+gives every kind of result by the request's first letter (bytes, ``None``,
+raise, bytes-like, wrong type, awaitable), the stream holds empty lines,
+``\\r\\n``, ``exit`` and lines over the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from udpkit.core.counters import Counters, CounterSnapshot
+from udpkit.core.framing import LineFraming
+from udpkit.core.handler import Peer
+from udpkit.server import tcp, udp
+from udpkit.server.tcp import ConnectionRegistry, LineReaderType, TcpConnection, TcpSettings
+
+LINE_READER: LineReaderType | None = getattr(udp._fastpath, "LineReader", None)
+needs_reader = pytest.mark.skipif(LINE_READER is None, reason="udpkit._fastpath not built")
+MAX_LINE = 6
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 4321) if name == "peername" else None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def handler(request: bytes, peer: Peer) -> object:
+    first = request[:1]
+    if first == b"n":
+        return None
+    if first == b"r":
+        raise ValueError("boom")
+    if first == b"b":
+        return bytearray(b"B" + request)
+    if first == b"w":
+        return 42
+    if first == b"a":
+        async def later() -> bytes | None:
+            await asyncio.sleep(0)
+            return None if request == b"an" else b"A" + request
+        return later()
+    return b"<" + request + b">"
+
+
+Outcome = tuple[bytes, CounterSnapshot, bool, list[tuple[float, float | None]]]
+
+
+def run(chunks: list[bytes], reader: LineReaderType | None) -> Outcome:
+    async def go() -> Outcome:
+        counters = Counters()
+        options = TcpSettings(
+            handler=handler,  # type: ignore[arg-type]  # wrong result types on purpose
+            counters=counters, pipeline=4, access_log=False, admission=None,
+            max_connections=10, max_per_source=10, idle_timeout=60, line_timeout=60,
+            write_timeout=60, write_buffer=1 << 20, line_reader=reader,
+        )
+        registry = ConnectionRegistry(options)
+        connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        assert (connection._reader is not None) is (reader is not None)
+        connection._last_request = -1.0
+        times: list[tuple[float, float | None]] = []
+        for chunk in chunks:
+            connection.data_received(chunk)
+            times.append((connection._last_request, connection._line_started))
+            for _ in range(4):  # let async replies finish, the same way for both
+                await asyncio.sleep(0)
+        connection.eof_received()
+        for _ in range(4):
+            await asyncio.sleep(0)
+        connection.connection_lost(None)
+        registry.close()
+        return b"".join(transport.written), counters.snapshot(), transport.closed, times
+
+    clock = itertools.count(1)
+    original = tcp._monotonic
+    tcp._monotonic = lambda: float(next(clock))
+    try:
+        return asyncio.run(go())
+    finally:
+        tcp._monotonic = original
+
+
+@pytest.fixture(autouse=True)
+def _quiet_handler_errors() -> Iterator[None]:
+    logger = logging.getLogger("udpkit")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
+
+
+def split(stream: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    return [stream[a:b] for a, b in itertools.pairwise(points)]
+
+
+WORDS = [b"x", b"hi", b"n", b"r", b"b", b"w", b"a", b"an", b"exit", b"", b"longer!", b"sixsix"]
+lines = st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from([b"\n", b"\r\n"])), max_size=20)
+
+
+@needs_reader
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=lines,
+    tail=st.sampled_from([b"", b"pa", b"x" * (MAX_LINE + 1), b"x" * (MAX_LINE + 2)]),
+    sync_only=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_split_of_any_stream_gives_the_same_result_on_both_paths(
+    body: list[tuple[bytes, bytes]], tail: bytes, sync_only: bool, cuts: list[int]
+) -> None:
+    words = [(w if not (sync_only and w[:1] == b"a") else b"s" + w, end) for w, end in body]
+    stream = b"".join(word + end for word, end in words) + tail
+    chunks = split(stream, cuts) or [b""]
+    assert LINE_READER is not None
+    assert run(chunks, LINE_READER) == run(chunks, None)
+
+
+@needs_reader
+def test_lines_after_an_awaitable_queue_behind_it_on_both_paths() -> None:
+    chunks = [b"x\na1\nhi\n", b"n\nhi\n"]
+    fast, pure = run(chunks, LINE_READER), run(chunks, None)
+    assert fast == pure
+    assert fast[0] == b"Welcome!\n<x>\nAa1\n<hi>\n<hi>\n"
+
+
+@needs_reader
+def test_line_reader_alone_counts_and_keeps_the_partial_line() -> None:
+    assert LINE_READER is not None
+    counters = Counters()
+    framing = LineFraming(MAX_LINE)
+    written: list[bytes] = []
+    peer = Peer(("127.0.0.1", 1), "tcp")
+    reader = LINE_READER(handler, peer, counters, framing, written.append, None)  # type: ignore[arg-type]
+    assert reader.feed(b"hi\r\n\nn\nx") == tcp.LINES_TAKEN | tcp.PARTIAL_LEFT
+    assert framing.partial == b"x"
+    assert reader.feed(b"y\n") == tcp.LINES_TAKEN
+    assert written == [b"<hi>\nerror: empty request\n", b"<xy>\n"]
+    snapshot = counters.snapshot()
+    assert (snapshot.received, snapshot.replied, snapshot.no_reply, snapshot.dropped_empty) == (
+        4, 2, 1, 1,
+    )
+    assert reader.feed(b"hi\nr\nhi\n") == -tcp.LINES_ERROR
+    status, rest, handled, extra = reader.unusual()
+    assert (status, rest, handled) == (tcp.LINES_ERROR, b"hi\n", 2)
+    assert isinstance(extra, ValueError)
+    assert reader.feed(b"x" * (MAX_LINE + 2)) == -tcp.LINES_OVERSIZE
+    assert reader.unusual()[:3] == (tcp.LINES_OVERSIZE, b"", 0)
+    assert framing.partial == b""
+
+
+@needs_reader
+def test_a_base_exception_from_the_handler_is_not_swallowed() -> None:
+    """KeyboardInterrupt in a handler leaves data_received, as on the pure path."""
+
+    def interrupted(request: bytes, peer: Peer) -> bytes:
+        raise KeyboardInterrupt
+
+    async def go() -> None:
+        options = TcpSettings(
+            handler=interrupted, counters=Counters(), pipeline=4, access_log=False,
+            admission=None, max_connections=10, max_per_source=10, idle_timeout=60,
+            line_timeout=60, write_timeout=60, write_buffer=1 << 20, line_reader=LINE_READER,
+        )
+        registry = ConnectionRegistry(options)
+        connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
+        connection.connection_made(FakeTransport())  # type: ignore[arg-type]
+        with pytest.raises(KeyboardInterrupt):
+            connection.data_received(b"x\n")
+        registry.close()
+
+    asyncio.run(go())
