@@ -8,7 +8,11 @@ rounds and ratios within this run only (to the C reference for UDP, to the
 uvloop Protocol server for TCP).  Results replace the section between the
 markers in docs/benchmarks.md, and the chart is docs/benchmarks.png.
 
-    .venv/bin/python benchmarks/bench_suite.py [--rounds 3] [--quick]
+    .venv/bin/python benchmarks/bench_suite.py [--rounds 3] [--quick] [--only tcp]
+
+``--only tcp`` re-runs the TCP peers alone and replaces only the TCP table
+(and its note) in docs/benchmarks.md; the UDP table, the idle figure and the
+chart stay those of the last full run.
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ UDP_PEERS = [
 ]
 TCP_PEERS = [
     Peer("uvloop Protocol", [PY, str(PEERS), "tcp-uvloop", "--port", "{port}"]),
-    Peer("udpkit serve", [*UDPKIT, "--no-udp", "--port", "{port}"]),
+    Peer("udpkit serve (C fast path)", [*UDPKIT, "--no-udp", "--port", "{port}"]),
+    Peer("udpkit serve (pure Python)", [*UDPKIT, "--no-udp", "--no-fast-path", "--port", "{port}"]),
     Peer("asyncio Protocol", [PY, str(PEERS), "tcp-asyncio", "--port", "{port}"]),
     Peer("asyncio streams", [PY, str(PEERS), "tcp-streams", "--port", "{port}"]),
     Peer("Twisted LineReceiver", [PY, str(PEERS), "tcp-twisted", "--port", "{port}"]),
@@ -234,22 +239,7 @@ def render(results: dict[str, object], rounds: int, seconds: float) -> str:
         each = " · ".join(f"{r['rps'] / 1000:.0f}k" for r in runs)
         lines.append(f"| {name} | {rps:,.0f} | {rps / c_rps:.2f} | {p50:.1f} | "
                      f"{p50 / c_p50:.2f} | {lost} | {each} |")
-    u_piped = median([r["piped"] for r in tcp[TCP_REF]])
-    u_single = median([r["single"] for r in tcp[TCP_REF]])
-    lines += [
-        "",
-        "TCP: line framing (`Welcome!`, then one `Hello, <line>!` per line), C "
-        "`tcp_loadgen` with 16 connections, each pipelining 16 lines or 1 line in flight "
-        "(reply lines/s).",
-        "",
-        "| server | lines/s (16 x 16) | x uvloop | lines/s (16 x 1) | x uvloop |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, runs in tcp.items():
-        piped = median([r["piped"] for r in runs])
-        single = median([r["single"] for r in runs])
-        lines.append(f"| {name} | {piped:,.0f} | {piped / u_piped:.2f} | {single:,.0f} | "
-                     f"{single / u_single:.2f} |")
+    lines += ["", *render_tcp(tcp)]
     lines += [
         "",
         f"Idle TCP connections: `udpkit serve` holding {int(idle['connections']):,} idle "
@@ -260,6 +250,46 @@ def render(results: dict[str, object], rounds: int, seconds: float) -> str:
         END,
     ]
     return "\n".join(lines) + "\n"
+
+
+TCP_INTRO = "TCP: line framing"
+
+
+def render_tcp(tcp: dict[str, list[dict[str, float]]], note: str = "") -> list[str]:
+    """The TCP paragraph and table (``note``: a line saying when it was re-run alone)."""
+    u_piped = median([r["piped"] for r in tcp[TCP_REF]])
+    u_single = median([r["single"] for r in tcp[TCP_REF]])
+    lines = [
+        f"{TCP_INTRO} (`Welcome!`, then one `Hello, <line>!` per line), C "
+        "`tcp_loadgen` with 16 connections, each pipelining 16 lines or 1 line in flight "
+        "(reply lines/s)." + (f" {note}" if note else ""),
+        "",
+        "| server | lines/s (16 x 16) | x uvloop | lines/s (16 x 1) | x uvloop | "
+        "rounds (16 x 16 · 16 x 1, x uvloop) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    reference = tcp[TCP_REF]
+    for name, runs in tcp.items():
+        piped = median([r["piped"] for r in runs])
+        single = median([r["single"] for r in runs])
+        each = " · ".join(
+            f"{r['piped'] / ref['piped']:.2f}/{r['single'] / ref['single']:.2f}"
+            for r, ref in zip(runs, reference, strict=True)
+        )
+        lines.append(f"| {name} | {piped:,.0f} | {piped / u_piped:.2f} | {single:,.0f} | "
+                     f"{single / u_single:.2f} | {each} |")
+    return lines
+
+
+def replace_tcp_table(tcp: dict[str, list[dict[str, float]]], note: str) -> None:
+    """Put a TCP-only run's table in place of the last one, keeping everything else."""
+    text = DOC.read_text()
+    head, rest = text.split(START, 1)
+    section, tail = rest.split(END, 1)
+    before, after = section.split(TCP_INTRO, 1)
+    table_end = after.index("\n\n", after.index("|---|"))
+    section = before + "\n".join(render_tcp(tcp, note)) + after[table_end:]
+    DOC.write_text(head + START + section + END + tail)
 
 
 def write_doc(section: str) -> None:
@@ -314,6 +344,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
     parser.add_argument("--idle", type=int, default=10_000, help="idle TCP connections")
+    parser.add_argument("--only", choices=["tcp"],
+                        help="re-run only these peers and replace only their table")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     started = time.monotonic()
@@ -323,7 +355,7 @@ def main() -> None:
     }
     for index in range(args.rounds):
         order = UDP_PEERS if index % 2 == 0 else UDP_PEERS[::-1]
-        for peer in order:
+        for peer in order if args.only is None else []:
             result = udp_round(peer, args.quick)
             results["udp"][peer.name].append(result)  # type: ignore[index]
             print(f"round {index + 1} UDP {peer.name}: {result['rps']:,.0f} req/s, "
@@ -334,6 +366,17 @@ def main() -> None:
             results["tcp"][peer.name].append(result)  # type: ignore[index]
             print(f"round {index + 1} TCP {peer.name}: {result['piped']:,.0f} lines/s piped, "
                   f"{result['single']:,.0f} single", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.only == "tcp":
+        seconds = time.monotonic() - started
+        note = (f"Re-run alone with `--only tcp` ({args.rounds} rounds, {seconds:.0f} s; "
+                f"{time.strftime('%Y-%m-%d %H:%M')}); the UDP table, the idle figure and "
+                "the chart are from the full run above.")
+        replace_tcp_table(results["tcp"], note)  # type: ignore[arg-type]
+        print("\n".join(render_tcp(results["tcp"], note)))  # type: ignore[arg-type]
+        print(f"wrote the TCP table of {DOC.relative_to(ROOT)}")
+        return
     results["idle"] = idle_connections(args.idle)
     print(f"idle: {results['idle']}", flush=True)
     seconds = time.monotonic() - started

@@ -468,11 +468,9 @@ class TcpConnection(asyncio.Protocol):
             counters.dropped_empty += 1
             self._write(self.framing.frame(ERR_EMPTY), is_reply=False)
             return
-        admission = self.settings.admission
-        if admission is not None and self._admitted is not peer:
-            if admission.constant_verdict(peer.host) == "serve":
-                self._admitted = peer  # exempt (e.g. loopback) or no rate limit: never ask again
-            elif admission.check(peer.host, now) is not None:
+        if self._admitted is not peer:  # a rate-limited source (see _admit)
+            admission = self.settings.admission
+            if admission is not None and admission.check(peer.host, now) is not None:
                 counters.dropped_rate_limited += 1  # denied sources were refused at connect
                 log_abuse("rate_limited", peer, now)
                 self._write(self.framing.frame(ERR_RATE_LIMITED), is_reply=False)
