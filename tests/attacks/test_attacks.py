@@ -68,6 +68,8 @@ async def test_a_flood_from_one_source_does_not_deny_service_to_others() -> None
         code, log = server.stop(signal.SIGTERM)
     flood_sent = int(out)
     udp = parse_summary(log)["udp"]
+    print(f"flood: {flood_sent} datagrams sent; normal client {answered}/{sent} answered "
+          f"during, {after_answered}/{after_sent} after; server {udp}")
     assert code == 0
     assert flood_sent > 50_000  # it really was a flood
     assert udp["rate_limited"] > 0
