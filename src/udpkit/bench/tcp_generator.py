@@ -17,6 +17,7 @@ from udpkit.core.errors import RequestRefused
 from udpkit.core.framing import LineFraming
 from udpkit.core.handler import Address, format_address
 from udpkit.core.load_stats import ArrivalSchedule, LoadCore
+from udpkit.timer import DeadlineTimer
 
 _WELCOME = b"Welcome!"
 _MAX_LINE = 1 << 20
@@ -77,8 +78,7 @@ class TcpGenerator:
         self._loop = asyncio.get_running_loop()
         self._open: list[_Connection] = []
         self._turn = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._done: asyncio.Future[None] = self._loop.create_future()
 
     async def run(self) -> None:
@@ -107,9 +107,7 @@ class TcpGenerator:
         self._pump(now)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         for connection in self._open:
             if connection.transport is not None:
                 connection.transport.abort()
@@ -132,10 +130,8 @@ class TcpGenerator:
             self.core.stop(self._loop.time())
             self._pump(self._loop.time())
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self._pump(self._loop.time())
+    def _on_timer(self, when: float) -> None:
+        self._pump(max(when, self._loop.time()))  # the loop may fire a hair early
 
     # -- glue ------------------------------------------------------------------
 
@@ -174,9 +170,4 @@ class TcpGenerator:
             when = min(candidates)
         if when is None or when == float("inf"):
             return
-        if self._timer_at is not None and self._timer_at <= when:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer.arm_earlier(when)  # an armed earlier timer fires first and re-arms

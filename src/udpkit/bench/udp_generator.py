@@ -22,6 +22,7 @@ from collections import deque
 from udpkit.core.errors import RequestRefused
 from udpkit.core.handler import Address, format_address
 from udpkit.core.load_stats import ArrivalSchedule, LoadCore
+from udpkit.timer import DeadlineTimer
 
 _SOL_UDP = getattr(socket, "SOL_UDP", 17)
 _UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -72,8 +73,7 @@ class UdpGenerator:
         self._fd = self._sock.fileno()
         self._queue: deque[bytes] = deque()
         self._writing = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._refused = False
         self.replies = 0
@@ -96,9 +96,7 @@ class UdpGenerator:
         self._check_done(now)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self._sock.fileno() >= 0:
             self._loop.remove_reader(self._fd)
             if self._writing:
@@ -127,10 +125,8 @@ class UdpGenerator:
             self.core.receive(replies, now)
         self._pump(now)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self._pump(self._loop.time())
+    def _on_timer(self, when: float) -> None:
+        self._pump(max(when, self._loop.time()))  # the loop may fire a hair early
 
     def _pump(self, now: float) -> None:
         """Expire, send what is due, re-arm the timer, notice the end."""
@@ -169,12 +165,7 @@ class UdpGenerator:
             when = min(candidates)
         if when is None or when == float("inf"):
             return
-        if self._timer_at is not None and self._timer_at <= when:
-            return  # the armed timer fires first; it re-arms
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer.arm_earlier(when)  # an armed earlier timer fires first and re-arms
 
     def _fail_refused(self) -> None:
         if not self._done.done():

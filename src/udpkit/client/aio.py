@@ -30,6 +30,7 @@ from udpkit.core.framing import EXIT, FramingName, make_framing
 from udpkit.core.handler import Address, TransportName, format_address
 from udpkit.core.matching import Matcher, as_matcher
 from udpkit.core.retry import RetryPolicy, RetrySchedule
+from udpkit.timer import DeadlineTimer
 
 MatcherLike = str | Matcher | Callable[[bytes, bytes], bool]
 
@@ -147,8 +148,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
         self._core = DatagramClientCore(server=server, matcher=matcher, policy=policy, rng=rng)
         self._waiters: dict[int, asyncio.Future[Answered]] = {}
         self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_timer)
 
     async def open(self) -> None:
         # A connected socket: the kernel filters other sources and reports
@@ -158,8 +158,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
         )
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._transport is not None:
             self._transport.close()
         for waiter in self._waiters.values():
@@ -202,7 +201,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
     def _after_input(self) -> None:
         self._transmit()
         self._deliver_events()
-        self._arm_timer()
+        self._timer.arm(self._core.get_timer())
 
     def _transmit(self) -> None:
         transport = self._transport
@@ -221,21 +220,8 @@ class _UdpChannel(asyncio.DatagramProtocol):
             else:
                 waiter.set_exception(_failure(event, self.server, "udp"))
 
-    def _arm_timer(self) -> None:
-        when = self._core.get_timer()
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self._core.handle_timer(self._loop.time())
+    def _on_timer(self, when: float) -> None:
+        self._core.handle_timer(max(when, self._loop.time()))
         self._after_input()
 
 

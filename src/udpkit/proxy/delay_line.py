@@ -12,6 +12,8 @@ import heapq
 import itertools
 from collections.abc import Callable
 
+from udpkit.timer import DeadlineTimer
+
 Action = Callable[[], None]
 
 
@@ -22,8 +24,7 @@ class DelayLine:
         self._loop = loop
         self._heap: list[tuple[float, int, Action]] = []
         self._order = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self.errors = 0
         """Actions that raised (counted, the line goes on)."""
 
@@ -43,29 +44,11 @@ class DelayLine:
                 action()
             except Exception:
                 self.errors += 1
-        self._arm()
+        self._timer.arm(heap[0][0] if heap else None)
 
-    def _arm(self) -> None:
-        when = self._heap[0][0] if self._heap else None
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        when = self._timer_at
-        self._timer = None
-        self._timer_at = None
-        now = self._loop.time()
-        self.run_due(now if when is None else max(now, when))
+    def _on_timer(self, when: float) -> None:
+        self.run_due(max(self._loop.time(), when))
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_at = None
+        self._timer.cancel()
         self._heap.clear()

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from udpkit.core.impairment import NO_IMPAIRMENTS, Impairments, LinkPolicy, LinkStats, seeded_rng
+from udpkit.timer import DeadlineTimer
 
 FakeAddress = tuple[str, int]
 Clock = Callable[[], float]
@@ -147,8 +148,7 @@ class FakeNetwork:
         self._order = itertools.count()
         self._next_host = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer: DeadlineTimer | None = None
 
     @classmethod
     def for_asyncio(
@@ -284,31 +284,16 @@ class FakeNetwork:
     # -- the asyncio clock -------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        loop = self._loop
-        if loop is None:
+        if self._loop is None:
             return
-        when = self.next_delivery()
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None:
-            self._timer = loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        when = self._timer_at
-        self._timer = None
-        self._timer_at = None
-        self.deliver_due(when)  # the loop may fire a hair early (its clock resolution)
+        if self._timer is None:
+            self._timer = DeadlineTimer(self._loop, self.deliver_due)
+        self._timer.arm(self.next_delivery())
 
     def close(self) -> None:
         """Stop the asyncio timer and forget what is in flight."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = None
-        self._timer_at = None
         self._in_flight.clear()
 
 
