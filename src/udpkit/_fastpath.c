@@ -83,6 +83,7 @@ typedef struct {
     struct sockaddr_in6 name;         /* large enough for sockaddr_in too */
     PyObject *peer;                   /* udpkit.core.handler.Peer */
     int verdict;
+    long credit;                      /* rate-limit tokens granted, not yet spent */
 } PeerSlot;
 
 typedef struct {
@@ -98,6 +99,8 @@ typedef struct {
     PyObject *counters;
     PyObject *admission_check;        /* admission.check or NULL */
     PyObject *constant_verdict;       /* admission.constant_verdict or NULL */
+    PyObject *admission_take;         /* admission.take or NULL */
+    PyObject *take_want;              /* the grant asked for at once (a Python int) */
     PyObject *latency_observe;        /* latency.observe or NULL */
     PyObject *peer_type;
     PyObject *udp;                    /* "udp" */
@@ -263,6 +266,7 @@ lookup_peer(FastPath *self, const struct sockaddr_in6 *name, socklen_t namelen)
     memset(&slot->name, 0, sizeof(slot->name));
     memcpy(&slot->name, name, namelen);
     slot->verdict = verdict;
+    slot->credit = 0;
     return slot;
 }
 
@@ -372,6 +376,25 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
         if (verdict == DENY_ALWAYS) {
             reason = str_denied;
             Py_INCREF(reason);
+        } else if (slot->credit > 0) {  /* a token from this sender's last grant */
+            slot->credit -= 1;
+            reason = Py_NewRef(Py_None);
+        } else if (self->admission_take != NULL) {
+            /* Ask the bucket for a grant of several tokens: one call into Python
+             * per grant, not per datagram.  0 granted: rate limited. */
+            PyObject *args[3] = {PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0), now_obj,
+                                 self->take_want};
+            PyObject *granted = PyObject_Vectorcall(self->admission_take, args, 3, NULL);
+            if (granted == NULL) goto python_error;
+            long count = PyLong_AsLong(granted);
+            Py_DECREF(granted);
+            if (count == -1 && PyErr_Occurred()) goto python_error;
+            if (count > 0) {
+                slot->credit = count - 1;
+                reason = Py_NewRef(Py_None);
+            } else {
+                reason = Py_NewRef(str_rate_limited);
+            }
         } else {
             PyObject *args[2] = {PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0), now_obj};
             reason = PyObject_Vectorcall(self->admission_check, args, 2, NULL);
@@ -534,15 +557,16 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"fd", "handler", "endpoint", "counters", "peer_type",
                                "max_request", "recv_buffer", "ancillary", "admission_check",
-                               "constant_verdict", "max_amplification", "latency_observe", NULL};
+                               "constant_verdict", "max_amplification", "latency_observe",
+                               "admission_take", NULL};
     int fd, ancillary;
     Py_ssize_t max_request, bufsize;
     PyObject *handler, *endpoint, *counters, *peer_type, *check, *constant, *amplification,
-        *observe;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOnnpOOOO:FastPath", keywords, &fd,
+        *observe, *take = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOnnpOOOO|O:FastPath", keywords, &fd,
                                      &handler, &endpoint, &counters, &peer_type, &max_request,
                                      &bufsize, &ancillary, &check, &constant, &amplification,
-                                     &observe)) {
+                                     &observe, &take)) {
         return -1;
     }
     if (bufsize < 1 || bufsize > 65536 || max_request < 1) {
@@ -581,6 +605,9 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwargs)
     self->admission_check = check == Py_None ? NULL : Py_NewRef(check);
     self->constant_verdict = constant == Py_None ? NULL : Py_NewRef(constant);
     self->latency_observe = observe == Py_None ? NULL : Py_NewRef(observe);
+    self->admission_take = take == Py_None ? NULL : Py_NewRef(take);
+    self->take_want = PyLong_FromLong(16);
+    if (self->take_want == NULL) return -1;
     for (int i = 0; i < VLEN; i++) {
         self->riov[i].iov_base = self->buffers + (size_t)i * (size_t)bufsize;
         self->riov[i].iov_len = (size_t)bufsize;
@@ -604,6 +631,7 @@ FastPath_traverse(FastPath *self, visitproc visit, void *arg)
     Py_VISIT(self->peer_type);
     Py_VISIT(self->admission_check);
     Py_VISIT(self->constant_verdict);
+    Py_VISIT(self->admission_take);
     Py_VISIT(self->latency_observe);
     for (int i = 0; i < CACHE_SLOTS; i++) Py_VISIT(self->cache[i].peer);
     return 0;
@@ -618,6 +646,8 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->peer_type);
     Py_CLEAR(self->admission_check);
     Py_CLEAR(self->constant_verdict);
+    Py_CLEAR(self->admission_take);
+    Py_CLEAR(self->take_want);
     Py_CLEAR(self->latency_observe);
     for (int i = 0; i < CACHE_SLOTS; i++) {
         Py_CLEAR(self->cache[i].peer);

@@ -141,3 +141,34 @@ def test_parse_host_port_zero_can_be_refused() -> None:
     with pytest.raises(UsageError, match=r"1\.\.65535"):
         parse_host_port("h:0", allow_zero=False)
 
+
+
+def test_take_grants_whole_tokens_within_the_same_bound() -> None:
+    table = TokenBucketTable(rate=10, burst=5, size=16)
+    assert table.take(1, 0.0, 16) == 5  # the burst, at once
+    assert table.take(1, 0.0, 16) == 0
+    assert table.take(1, 0.25, 16) == 2  # 2.5 tokens refilled: 2 whole ones
+    assert table.take(1, 0.35, 16) == 1  # the half left plus 1.0 more: 1.5
+    assert table.take(1, 0.35, 1) == 0
+
+
+@given(st.lists(st.tuples(st.floats(min_value=0, max_value=10, allow_nan=False),
+                          st.integers(min_value=1, max_value=32)), max_size=200))
+def test_take_never_grants_more_than_burst_plus_rate_times_elapsed(
+    asks: list[tuple[float, int]]
+) -> None:
+    table = TokenBucketTable(rate=20, burst=3, size=4)
+    asks.sort()
+    granted = sum(table.take(7, when, want) for when, want in asks)
+    if asks:
+        assert granted <= 3 + 20 * (asks[-1][0] - asks[0][0]) + 1e-9
+
+
+def test_admission_take() -> None:
+    classifier = SourceClassifier(deny=parse_networks(["192.0.2.0/24"]),
+                                  exempt=parse_networks(["loopback"]))
+    admission = Admission(classifier, TokenBucketTable(rate=1, burst=3, size=4))
+    assert admission.take("192.0.2.7", 0.0, 16) == 0
+    assert admission.take("127.0.0.1", 0.0, 16) == 16
+    assert admission.take("198.51.100.1", 0.0, 16) == 3
+    assert admission.take("198.51.100.1", 0.0, 16) == 0

@@ -47,6 +47,19 @@ class Admission:
             return "serve"
         return None
 
+    def take(self, host: str, now: float, want: int) -> int:
+        """Tokens granted to ``host`` (up to ``want``); 0 means rate limited.
+
+        Only for sources whose :meth:`constant_verdict` is ``None`` (permitted,
+        limited): the caller spends the grant one request at a time.
+        """
+        key, permitted, exempt = self.classifier.classify(host)
+        if not permitted:
+            return 0
+        if self.limiter is None or exempt:
+            return want
+        return self.limiter.take(key, now, want)
+
     def permitted(self, host: str) -> bool:
         return self.classifier.classify(host)[1]
 

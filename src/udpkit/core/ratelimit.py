@@ -47,3 +47,22 @@ class TokenBucketTable:
             return True
         self._tokens[slot] = tokens
         return False
+
+    def take(self, key: object, now: float, want: int) -> int:
+        """Take up to ``want`` whole tokens at once; return how many were granted.
+
+        For callers that hand tokens out per request themselves (the C fast
+        path keeps a sender's grant and calls back once per grant, not once
+        per datagram).  The bound is the same as with :meth:`allow`: never
+        more than the burst plus the rate times the time elapsed.
+        """
+        slot = hash(key) % self.size
+        tokens = self._tokens[slot] + (now - self._stamps[slot]) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        if self._keys[slot] != key and tokens >= self.burst:
+            self._keys[slot] = key
+        self._stamps[slot] = now
+        granted = min(want, int(tokens))
+        self._tokens[slot] = tokens - granted
+        return max(0, granted)

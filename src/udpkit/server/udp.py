@@ -134,6 +134,7 @@ class UdpEndpoint:
                 ancillary=bool(self._ancillary),
                 admission_check=admission.check if admission is not None else None,
                 constant_verdict=admission.constant_verdict if admission is not None else None,
+                admission_take=admission.take if admission is not None else None,
                 max_amplification=max_amplification,
                 latency_observe=latency.observe if latency is not None else None,
             ).read
