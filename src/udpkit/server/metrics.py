@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from udpkit.core.counters import OUTCOMES, CounterSnapshot
+from udpkit.core.errors import UsageError
+from udpkit.core.handler import format_address
 from udpkit.core.histogram import LatencyHistogram
+from udpkit.server.logs import server_log
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -111,3 +114,13 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def serve_metrics(host: str, port: int, collector: ServerCollector) -> MetricsServer:
+    """Start a :class:`MetricsServer`, say where, or raise :class:`UsageError`."""
+    try:
+        server = MetricsServer(host, port, collector)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+    server_log.info("Serving metrics on http://%s/metrics", format_address((host, server.port)))
+    return server

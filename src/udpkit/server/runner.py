@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from udpkit.apps import load_app
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters, CounterSnapshot
-from udpkit.core.errors import UsageError
 from udpkit.core.framing import make_framing
 from udpkit.core.handler import Handler, format_address
 from udpkit.core.histogram import LatencyHistogram
@@ -164,18 +163,12 @@ class Server:
             self._start_metrics(*config.metrics)
 
     def _start_metrics(self, host: str, port: int) -> None:
-        from udpkit.server.metrics import MetricsServer, ServerCollector
+        from udpkit.server.metrics import ServerCollector, serve_metrics
 
         assert self.latency is not None
         collector = ServerCollector(self.stats, lambda: self.open_connections, self.latency)
-        try:
-            self._metrics = MetricsServer(host, port, collector)
-        except OSError as exc:
-            raise UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+        self._metrics = serve_metrics(host, port, collector)
         self.metrics_port = self._metrics.port
-        server_log.info(
-            "Serving metrics on http://%s/metrics", format_address((host, self._metrics.port))
-        )
 
     def _announce_udp_path(self, endpoint: UdpEndpoint) -> None:
         if endpoint.fast:
@@ -191,9 +184,7 @@ class Server:
         return bool(self._udp) and all(endpoint.fast for endpoint in self._udp)
 
     def _announce(self, transport: str, sockname: tuple[str, int]) -> None:
-        address = (sockname[0], sockname[1])
-        if address not in self.addresses:
-            self.addresses.append(address)
+        address = record_address(self.addresses, sockname)
         server_log.info("Bind %s on %s...", transport, format_address(address))
 
     def _new_connection(self) -> TcpConnection:
@@ -330,6 +321,14 @@ def make_proxy_policy(config: ServerConfig) -> ProxyPolicy | None:
     if not config.proxy_protocol:
         return None
     return ProxyPolicy(parse_networks(config.proxy_trusted))
+
+
+def record_address(addresses: list[tuple[str, int]], sockname: tuple[str, int]) -> tuple[str, int]:
+    """Add a bound socket's (host, port) to ``addresses`` once; return it."""
+    address = (sockname[0], sockname[1])
+    if address not in addresses:
+        addresses.append(address)
+    return address
 
 
 def make_admission(config: ServerConfig) -> Admission | None:

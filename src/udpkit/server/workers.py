@@ -62,7 +62,13 @@ from udpkit.server.binding import BoundSockets, ReusePortUnsupported, bind
 from udpkit.server.config import ServerConfig
 from udpkit.server.event_loops import run_with_loop
 from udpkit.server.logs import configure, server_log
-from udpkit.server.runner import Server, format_counters, make_admission, make_proxy_policy
+from udpkit.server.runner import (
+    Server,
+    format_counters,
+    make_admission,
+    make_proxy_policy,
+    record_address,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -213,9 +219,7 @@ class _WorkerServer(Server):
     slot = 0
 
     def _announce(self, transport: str, sockname: tuple[str, int]) -> None:
-        address = (sockname[0], sockname[1])
-        if address not in self.addresses:
-            self.addresses.append(address)
+        address = record_address(self.addresses, sockname)
         server_log.debug("Listening %s on %s (SO_REUSEPORT)", transport, format_address(address))
 
 
@@ -488,24 +492,15 @@ class Supervisor:
                 raise UsageError(reason)
 
     def _announce(self, transport: str, sockname: tuple[str, int]) -> None:
-        address = (sockname[0], sockname[1])
-        if address not in self.addresses:
-            self.addresses.append(address)
+        address = record_address(self.addresses, sockname)
         server_log.info("Bind %s on %s...", transport, format_address(address))
 
     def _start_metrics(self, host: str, port: int) -> None:
-        from udpkit.server.metrics import MetricsServer
+        from udpkit.server.metrics import serve_metrics
 
         assert self.latency is not None
-        collector = _supervisor_collector(self)
-        try:
-            self._metrics = MetricsServer(host, port, collector)
-        except OSError as exc:
-            raise UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+        self._metrics = serve_metrics(host, port, _supervisor_collector(self))
         self.metrics_port = self._metrics.port
-        server_log.info(
-            "Serving metrics on http://%s/metrics", format_address((host, self._metrics.port))
-        )
 
     def _start_worker(self, slot: int) -> None:
         self._pending.pop(slot, None)
