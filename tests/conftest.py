@@ -64,10 +64,23 @@ def _tcp_fast_path_built() -> bool:
     return getattr(udp._fastpath, "LineReader", None) is not None
 
 
+def _tcp_poller_built() -> bool:
+    from udpkit.server import udp
+
+    return getattr(udp._fastpath, "LinePoller", None) is not None
+
+
 TCP_PATHS = [
     pytest.param(
         "fast",
         id="fast",
+        marks=pytest.mark.skipif(
+            not _tcp_poller_built(), reason="udpkit._fastpath.LinePoller not built"
+        ),
+    ),
+    pytest.param(
+        "reader",
+        id="reader",
         marks=pytest.mark.skipif(
             not _tcp_fast_path_built(), reason="udpkit._fastpath.LineReader not built"
         ),
@@ -78,13 +91,18 @@ TCP_PATHS = [
 
 @pytest.fixture(params=TCP_PATHS)
 def tcp_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a TCP server test with the C line reader and with the pure-Python path.
+    """Run a TCP server test on each path: ``fast`` (the default: the C poller reads
+    connections, the C line reader splits lines), ``reader`` (the event loop reads,
+    the C line reader splits, as after the poller hands a connection back) and
+    ``pure`` (Python only).
 
-    Under ``UDPKIT_NO_FASTPATH=1`` both params run the pure path, as for UDP.
+    Under ``UDPKIT_NO_FASTPATH=1`` every param runs the pure path, as for UDP.
     """
     path: str = request.param
     if path == "pure":
         monkeypatch.setenv("UDPKIT_NO_FASTPATH", "1")
+    elif path == "reader":
+        monkeypatch.setenv("UDPKIT_NO_TCP_POLLER", "1")
     return path
 
 

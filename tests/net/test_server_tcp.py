@@ -225,7 +225,7 @@ async def test_many_concurrent_connections(server: Server, loopback: str, count:
 
 def expect_fast(tcp_path: str) -> bool:
     forced_pure = os.environ.get("UDPKIT_NO_FASTPATH", "") not in ("", "0")
-    return tcp_path == "fast" and udp_module._fastpath is not None and not forced_pure
+    return tcp_path != "pure" and udp_module._fastpath is not None and not forced_pure
 
 
 async def test_the_path_asked_for_serves_and_is_announced(
@@ -239,9 +239,15 @@ async def test_the_path_asked_for_serves_and_is_announced(
         assert await read_line(reader) == b"Hello, x!\n"
         (connection,) = server._connections
         assert (connection._reader is not None) is expect_fast(tcp_path)
+        polled = expect_fast(tcp_path) and tcp_path == "fast"
+        assert connection._polled is polled
         writer.close()
     announced = [r.getMessage() for r in caplog.records if "TCP fast path" in r.getMessage()]
-    if expect_fast(tcp_path):
+    if polled:
+        assert announced == [
+            "TCP fast path: connections read from one epoll set, lines split in C (C extension)"
+        ]
+    elif expect_fast(tcp_path):
         assert announced == ["TCP fast path: line splitting in C (C extension)"]
     else:
         assert announced == ["TCP fast path unavailable (UDPKIT_NO_FASTPATH is set): pure Python"]

@@ -29,10 +29,12 @@ from udpkit.server.limits import ensure_open_files
 from udpkit.server.logs import server_log
 from udpkit.server.tcp import (
     TCP_FAST_PATH_NAME,
+    TCP_POLLER_NAME,
     ConnectionRegistry,
     TcpConnection,
     TcpSettings,
     tcp_fast_path,
+    tcp_line_poller,
 )
 from udpkit.server.udp import FAST_PATH_NAME, UdpEndpoint
 
@@ -111,7 +113,10 @@ class Server:
                 enabled=config.fast_path,
                 access_log=config.access_log,
             )
-            if line_reader is not None:
+            line_poller = tcp_line_poller() if line_reader is not None else None
+            if line_poller is not None:
+                server_log.info("TCP fast path: %s", TCP_POLLER_NAME)
+            elif line_reader is not None:
                 server_log.info("TCP fast path: %s", TCP_FAST_PATH_NAME)
             else:
                 server_log.info("TCP fast path unavailable (%s): pure Python", refusal)
@@ -131,6 +136,7 @@ class Server:
                     latency=self.latency,
                     proxy=make_proxy_policy(config),
                     line_reader=line_reader,
+                    line_poller=line_poller,
                 )
             )
         loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ and answer alike.  ``fast_path=False`` or ``UDPKIT_NO_FASTPATH=1`` turn it off.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,31 @@ class LineReader(Protocol):
 
     def unusual(self) -> tuple[int, bytes, int, object]: ...
 
+    @property
+    def last_request(self) -> float: ...
+
+    @property
+    def line_started(self) -> float: ...
+
+
+class LinePoller(Protocol):
+    """``udpkit._fastpath.LinePoller``: connections read from one epoll set in C."""
+
+    def add(
+        self, reader: LineReader, fd: int, owner: TcpConnection, last_request: float,
+        line_started: float, /,
+    ) -> None: ...
+
+    def remove(self, reader: LineReader, /) -> bool: ...
+
+    def poll(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
 
 LineReaderType = Callable[
     [
@@ -70,8 +96,12 @@ LineReaderType = Callable[
 # What LineReader.feed returns: bits when all complete lines were handled, or -status.
 LINES_TAKEN, PARTIAL_LEFT = 2, 1
 LINES_EXIT, LINES_OVERSIZE, LINES_RESULT, LINES_ERROR = 1, 2, 3, 4
+LinePollerType = Callable[[Counters, Callable[[float], None] | None], LinePoller]
+# Why LinePoller hands a connection back (see _from_poller).
+HAND_CLOSED, HAND_BLOCKED, HAND_UNUSUAL, HAND_FAILED = 1, 2, 3, 4
 
 TCP_FAST_PATH_NAME = "line splitting in C (C extension)"
+TCP_POLLER_NAME = "connections read from one epoll set, lines split in C (C extension)"
 
 _monotonic = time.monotonic
 
@@ -89,6 +119,15 @@ def tcp_fast_path(
     if reader is None:
         return None, "C extension too old (no LineReader): rebuild it"
     return reader, ""
+
+
+def tcp_line_poller() -> LinePollerType | None:
+    """The C poller type that reads fast-path connections, or ``None`` (extension too
+    old, or ``UDPKIT_NO_TCP_POLLER=1``, a switch for benchmarks and tests)."""
+    if os.environ.get("UDPKIT_NO_TCP_POLLER", "") not in ("", "0"):
+        return None
+    poller: LinePollerType | None = getattr(_udp_glue._fastpath, "LinePoller", None)
+    return poller
 
 
 @dataclass(slots=True, kw_only=True)
@@ -111,6 +150,9 @@ class TcpSettings:
     """PROXY protocol on: which peers must send the header first."""
     line_reader: LineReaderType | None = None
     """The C fast path for line framing (see :func:`tcp_fast_path`), or ``None``."""
+    line_poller: LinePollerType | None = None
+    """With ``line_reader``: the C poller that reads connections in the simple state
+    (see :func:`tcp_line_poller`), or ``None``: the event loop reads every connection."""
 
 
 class ConnectionRegistry:
@@ -121,6 +163,18 @@ class ConnectionRegistry:
         self.connections: set[TcpConnection] = set()
         self._per_source: dict[object, int] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        # The one C poller of these connections (see TcpConnection._poll), watched by the loop.
+        self.poller: LinePoller | None = None
+        if settings.line_poller is not None:
+            observe = None if settings.latency is None else settings.latency.observe
+            poller = settings.line_poller(settings.counters, observe)
+            asyncio.get_running_loop().add_reader(poller.fileno(), poller.poll)
+            self.poller = poller
+
+    def unpoll(self, reader: LineReader) -> None:
+        """Stop polling a connection (one that is closing, or taking reading back)."""
+        if self.poller is not None:
+            self.poller.remove(reader)
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -181,6 +235,10 @@ class ConnectionRegistry:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        poller, self.poller = self.poller, None
+        if poller is not None:
+            asyncio.get_running_loop().remove_reader(poller.fileno())
+            poller.close()
 
 
 class TcpConnection(asyncio.Protocol):
@@ -218,6 +276,7 @@ class TcpConnection(asyncio.Protocol):
         # The C line reader, once admitted, if this connection may use it.
         self._reader: LineReader | None = None
         self._feed_lines: Callable[[bytes], int] | None = None
+        self._polled = False  # the registry's LinePoller reads this connection, not the transport
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -233,6 +292,9 @@ class TcpConnection(asyncio.Protocol):
             self.registry.hold(self)
             return
         self._admit()
+        if self._reader is not None:
+            # Not now: uvloop starts reading after connection_made returns, paused or not.
+            asyncio.get_running_loop().call_soon(self._poll)
 
     def _admit(self) -> None:
         """Apply the access lists and caps to ``self.peer``; welcome it or refuse it."""
@@ -289,6 +351,7 @@ class TcpConnection(asyncio.Protocol):
             self._line_started = None
         elif self._line_started is None:
             self._line_started = now
+        self._poll()
 
     def _receive(self, data: bytes, now: float, *, handled: bool) -> None:
         """The pure-Python path: frame ``data``, handle each message in order.
@@ -358,6 +421,75 @@ class TcpConnection(asyncio.Protocol):
         if self.framing.too_long:
             self._too_long()
 
+    # -- the C poller ---------------------------------------------------------
+
+    def _poll(self) -> None:
+        """Let the registry's C poller read this connection while it is in the simple
+        state: C line reader, nothing queued or waiting to be written, reading not
+        paused for any reason.  It hands the connection back (:meth:`_from_poller`)
+        at the first thing that is not a plain read, handle and send."""
+        reader = self._reader
+        transport = self.transport
+        poller = self.registry.poller
+        if (
+            reader is None
+            or poller is None
+            or self._polled
+            or self._closing
+            or self._queue
+            or self._reading_paused_by
+            or transport is None
+            or transport.get_write_buffer_size()
+        ):
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return
+        self._pause_reading("poller")
+        line_started = -1.0 if self._line_started is None else self._line_started
+        poller.add(reader, sock.fileno(), self, self._last_request, line_started)
+        self._polled = True
+
+    def _take_poller_times(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        if reader.last_request >= 0:
+            self._last_request = reader.last_request
+        self._line_started = None if reader.line_started < 0 else reader.line_started
+
+    def _unpoll(self, *, resume: bool) -> None:
+        """Take reading back from the poller (``resume``: hand it to the transport)."""
+        if not self._polled:
+            return
+        assert self._reader is not None
+        self._polled = False
+        self.registry.unpoll(self._reader)
+        self._take_poller_times()
+        if resume:
+            self._resume_reading("poller")
+        else:
+            self._reading_paused_by.discard("poller")
+
+    def _from_poller(self, kind: int, unsent: bytes) -> None:
+        """The poller let go of this connection (see ``LinePoller.add``): finish what it
+        could not, then read through the transport again."""
+        self._polled = False
+        self._take_poller_times()
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():  # closed while a handler ran: its replies cannot go out
+            return
+        if unsent:
+            transport.write(unsent)
+        if kind == HAND_UNUSUAL:
+            self._arrived = now = _monotonic()
+            self._receive_unusual(now)
+        elif kind == HAND_FAILED:  # reported as unraisable by the poller
+            self._closing = True
+            transport.abort()
+            return
+        self._resume_reading("poller")
+
     def _too_long(self) -> None:
         counters = self.counters
         counters.received += 1
@@ -398,6 +530,7 @@ class TcpConnection(asyncio.Protocol):
         return True  # keep the write side open until the replies are out
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._unpoll(resume=False)
         self._closing = True
         if self._drainer is not None:
             self._drainer.cancel()
@@ -425,6 +558,8 @@ class TcpConnection(asyncio.Protocol):
         """Close the connection if it is past a timeout (called by the registry's sweep)."""
         if self.transport is None or self.transport.is_closing():
             return
+        if self._polled:
+            self._take_poller_times()
         settings = self.settings
         counters = self.counters
         if self._write_stalled is not None:
@@ -443,6 +578,7 @@ class TcpConnection(asyncio.Protocol):
         assert self.peer is not None
         assert self.transport is not None
         log_abuse(reason, self.peer, time.monotonic())
+        self._unpoll(resume=False)
         self._closing = True
         self.transport.abort()
 
@@ -450,10 +586,12 @@ class TcpConnection(asyncio.Protocol):
 
     def stop_reading(self) -> None:
         """Take no new requests; the ones received are still answered."""
+        self._unpoll(resume=False)
         self._pause_reading("shutdown")
         self._close_after_replies()
 
     def abort(self) -> None:
+        self._unpoll(resume=False)
         if self.transport is not None:
             self.transport.abort()
 
@@ -547,6 +685,7 @@ class TcpConnection(asyncio.Protocol):
     def _close_after_replies(self) -> None:
         if self._closing:
             return
+        self._unpoll(resume=False)
         self._closing = True
         self._pause_reading("closing")
         if self._queue:

@@ -1,0 +1,419 @@
+"""Tier (c): ``udpkit._fastpath.LinePoller``, the C reader of TCP connections.
+
+First the C object alone, on socketpairs and without an event loop: what it
+reads, answers and counts, and each way it hands a connection back to its
+owner.  Then the server on real loopback connections, on asyncio's loop and
+on uvloop: a connection goes to the poller once admitted, comes back to the
+transport when a send blocks, an async reply is pending or a timeout fires,
+and goes to the poller again once it is simple again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+
+from tests.net.helpers import wait_for_counters
+from udpkit.core.counters import Counters
+from udpkit.core.framing import LineFraming
+from udpkit.core.handler import Peer, Reply
+from udpkit.server import Server, ServerConfig, tcp, udp
+from udpkit.server.tcp import (
+    HAND_BLOCKED,
+    HAND_CLOSED,
+    HAND_FAILED,
+    HAND_UNUSUAL,
+    LINES_EXIT,
+    TcpConnection,
+)
+
+LINE_POLLER = getattr(udp._fastpath, "LinePoller", None)
+pytestmark = pytest.mark.skipif(LINE_POLLER is None, reason="udpkit._fastpath not built")
+PEER = Peer(("127.0.0.1", 4321), "tcp")
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+
+
+def greet(request: bytes, peer: Peer) -> bytes:
+    return b"Hello, " + request + b"!"
+
+
+class Owner:
+    """Stands in for the TcpConnection: records what the poller hands back."""
+
+    def __init__(self) -> None:
+        self.handed: list[tuple[int, bytes]] = []
+
+    def _from_poller(self, kind: int, unsent: bytes) -> None:
+        self.handed.append((kind, unsent))
+
+
+class Rig:
+    """One LinePoller, one connection on a socketpair: ``peer`` is the client's end."""
+
+    def __init__(self, handler: Any = greet, max_line: int = 100, observe: Any = None) -> None:
+        self.server, self.peer = socket.socketpair()
+        self.server.setblocking(False)
+        self.counters = Counters()
+        self.framing = LineFraming(max_line)
+        self.writes: list[bytes] = []
+        assert udp._fastpath is not None
+        self.reader = udp._fastpath.LineReader(
+            handler, PEER, self.counters, self.framing, self.writes.append, observe
+        )
+        assert LINE_POLLER is not None
+        self.poller = LINE_POLLER(self.counters, observe)
+        self.owner = Owner()
+        self.poller.add(self.reader, self.server.fileno(), self.owner, -1.0, -1.0)
+
+    def send_and_poll(self, data: bytes) -> None:
+        self.peer.sendall(data)
+        self.poller.poll()
+
+    def received(self) -> bytes:
+        self.peer.setblocking(False)
+        chunks = []
+        while True:
+            try:
+                chunk = self.peer.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self.poller.close()
+        self.server.close()
+        self.peer.close()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    made = Rig()
+    yield made
+    made.close()
+
+
+def test_lines_are_answered_from_the_socket_and_counted(rig: Rig) -> None:
+    rig.send_and_poll(b"Michael\r\n\nTracy\nSar")
+    assert rig.received() == b"Hello, Michael!\nerror: empty request\nHello, Tracy!\n"
+    snapshot = rig.counters.snapshot()
+    assert (snapshot.received, snapshot.replied, snapshot.dropped_empty) == (3, 2, 1)
+    assert rig.framing.partial == b"Sar"
+    assert rig.reader.last_request > 0
+    assert rig.reader.line_started == rig.reader.last_request  # the unfinished "Sar"
+    rig.send_and_poll(b"ah\n")
+    assert rig.received() == b"Hello, Sarah!\n"
+    assert (rig.framing.partial, rig.reader.line_started) == (b"", -1.0)
+    assert rig.owner.handed == []  # nothing unusual: still polled
+    assert rig.reader.polled
+    assert rig.poller.count() == 1
+    assert rig.writes == []  # the poller sends itself; the transport's write is not used
+
+
+def test_a_line_still_unfinished_keeps_the_time_it_started(rig: Rig) -> None:
+    rig.send_and_poll(b"slo")
+    started = rig.reader.line_started
+    assert started > 0
+    assert rig.reader.last_request == -1.0
+    rig.send_and_poll(b"w")
+    assert rig.reader.line_started == started  # a slowloris cannot reset its clock
+    assert rig.received() == b""
+
+
+def test_the_peer_closing_hands_the_connection_back_unread(rig: Rig) -> None:
+    rig.peer.shutdown(socket.SHUT_WR)
+    rig.poller.poll()
+    assert rig.owner.handed == [(HAND_CLOSED, b"")]
+    assert not rig.reader.polled
+    assert rig.poller.count() == 0
+    rig.poller.poll()  # no longer in the epoll set: nothing more happens
+    assert rig.owner.handed == [(HAND_CLOSED, b"")]
+
+
+def test_a_line_for_python_hands_back_after_the_replies_before_it(rig: Rig) -> None:
+    rig.send_and_poll(b"a\nexit\nb\n")
+    assert rig.received() == b"Hello, a!\n"
+    assert rig.owner.handed == [(HAND_UNUSUAL, b"")]
+    status, rest, handled, _ = rig.reader.unusual()
+    assert (status, rest, handled) == (LINES_EXIT, b"b\n", 1)
+
+
+def test_a_send_the_socket_cannot_take_hands_back_the_rest() -> None:
+    rig = Rig(max_line=10)
+    try:
+        rig.server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        rig.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        lines = [b"n%05d" % i for i in range(3000)]  # ~54 kB of replies to one recv
+        rig.send_and_poll(b"\n".join(lines) + b"\n")
+        assert len(rig.owner.handed) == 1
+        kind, unsent = rig.owner.handed[0]
+        assert kind == HAND_BLOCKED
+        assert unsent
+        expected = b"".join(greet(line, PEER) + b"\n" for line in lines)
+        assert rig.received() + unsent == expected  # nothing lost, nothing twice
+        assert rig.counters.snapshot().replied == 3000
+    finally:
+        rig.close()
+
+
+def test_a_python_error_in_between_hands_back_and_is_reported(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported: list[Any] = []
+    monkeypatch.setattr("sys.unraisablehook", reported.append)
+    rig.framing.partial = "not bytes"  # type: ignore[assignment]
+    rig.send_and_poll(b"a\n")
+    assert rig.owner.handed == [(HAND_FAILED, b"")]
+    assert [type(r.exc_value) for r in reported] == [TypeError]
+    assert not rig.reader.polled
+
+
+def test_latency_is_observed_once_per_reply() -> None:
+    seen: list[float] = []
+    rig = Rig(observe=seen.append)
+    try:
+        rig.send_and_poll(b"a\n\nb\n")
+        assert len(seen) == 2
+        assert all(0 <= elapsed < 5 for elapsed in seen)
+    finally:
+        rig.close()
+
+
+def test_add_and_remove_refuse_what_would_corrupt_the_set(rig: Rig) -> None:
+    with pytest.raises(ValueError, match="polled already"):
+        rig.poller.add(rig.reader, rig.server.fileno(), rig.owner, -1.0, -1.0)
+    with pytest.raises(RuntimeError, match="LinePoller"):
+        rig.reader.feed(b"x\n")  # one reader of a connection at a time
+    assert rig.poller.remove(rig.reader) is True
+    assert rig.poller.remove(rig.reader) is False
+    assert LINE_POLLER is not None
+    other = LINE_POLLER(Counters())
+    with pytest.raises(ValueError, match="other counters"):
+        other.add(rig.reader, rig.server.fileno(), rig.owner, -1.0, -1.0)
+    other.close()
+    assert rig.owner.handed == []  # remove() does not call the owner back
+    rig.poller.close()
+    assert rig.poller.fileno() == -1
+    with pytest.raises(ValueError, match="closed"):
+        rig.poller.add(rig.reader, rig.server.fileno(), rig.owner, -1.0, -1.0)
+
+
+def test_a_handler_that_lets_go_of_its_own_connection_is_not_read_again() -> None:
+    """A handler may make Python stop polling a connection mid-chunk (here its own):
+    the poller sends nothing more on it and gives the replies so far to the owner."""
+    holder: dict[str, Any] = {}
+
+    def handler(request: bytes, peer: Peer) -> bytes:
+        holder["poller"].remove(holder["reader"])
+        return b"bye " + request
+
+    rig = Rig(handler=handler)
+    try:
+        holder.update(poller=rig.poller, reader=rig.reader)
+        rig.send_and_poll(b"a\nb\n")
+        assert rig.received() == b""
+        assert rig.owner.handed == [(HAND_BLOCKED, b"bye a\nbye b\n")]  # the chunk in hand
+        assert rig.poller.count() == 0
+        rig.send_and_poll(b"c\n")
+        assert len(rig.owner.handed) == 1  # not read again
+    finally:
+        rig.close()
+
+
+# -- in the server, on both event loops ---------------------------------------------
+
+LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
+
+
+@pytest.fixture(params=LOOPS)
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """Run a scenario to the end on asyncio's own loop, then on uvloop (as deployed
+    with ``udpkit[fast]``): the two start and pause reading differently."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    if request.param == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+
+    def run_scenario(scenario: Coroutine[Any, Any, None]) -> None:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(asyncio.wait_for(scenario, 20))
+
+    return run_scenario
+
+
+def only_connection(server: Server) -> TcpConnection:
+    (connection,) = server._connections
+    return connection
+
+
+async def until(condition: Any, timeout: float = 3.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def read_line(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(3):
+        return await reader.readline()
+
+
+def test_an_admitted_connection_is_read_by_the_poller(run: Runner) -> None:
+    run(_an_admitted_connection_is_read_by_the_poller())
+
+
+async def _an_admitted_connection_is_read_by_the_poller() -> None:
+    async with Server(ServerConfig(host="127.0.0.1", port=0, udp=False)) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await read_line(reader) == b"Welcome!\n"
+        writer.write(b"Mic")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"hael\n")
+        assert await read_line(reader) == b"Hello, Michael!\n"
+        connection = only_connection(server)
+        assert connection._polled
+        assert server._registry is not None
+        assert server._registry.poller is not None
+        assert server._registry.poller.count() == 1
+        assert not connection.transport.is_reading()  # type: ignore[union-attr]
+        writer.write(b"exit\n")
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""
+        writer.close()
+        await until(lambda: not server._connections)
+        assert server._registry.poller.count() == 0
+        stats = server.stats()["tcp"]
+        assert (stats.received, stats.replied, stats.connections_closed) == (1, 1, 1)
+
+
+def test_a_blocked_send_goes_through_the_transport_then_back_to_the_poller(run: Runner) -> None:
+    run(_a_blocked_send_goes_through_the_transport_then_back_to_the_poller())
+
+
+async def _a_blocked_send_goes_through_the_transport_then_back_to_the_poller() -> None:
+    # More replies than the server's socket (tcp_wmem at most 4 MiB here) and the
+    # client's can hold while the client reads nothing.
+    count = 600_000
+    async with Server(ServerConfig(host="127.0.0.1", port=0, udp=False)) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        assert await read_line(reader) == b"Welcome!\n"
+        connection = only_connection(server)
+        await until(lambda: connection._polled)
+        writer.write(b"".join(b"n%d\n" % i for i in range(count)))  # and read nothing yet
+        await until(lambda: not connection._polled, timeout=10)
+        assert connection.transport.get_write_buffer_size() > 0  # type: ignore[union-attr]
+        expected = b"".join(b"Hello, n%d!\n" % i for i in range(count))
+        async with asyncio.timeout(10):
+            assert await reader.readexactly(len(expected)) == expected
+        writer.write(b"again\n")
+        assert await read_line(reader) == b"Hello, again!\n"
+        await until(lambda: connection._polled)  # simple again: polled again
+        writer.close()
+        stats = await wait_for_counters(server, "tcp", count + 1)
+        assert (stats.replied, stats.send_errors) == (count + 1, 0)
+
+
+def test_an_async_reply_takes_the_connection_back_until_it_is_written(run: Runner) -> None:
+    run(_an_async_reply_takes_the_connection_back_until_it_is_written())
+
+
+async def _an_async_reply_takes_the_connection_back_until_it_is_written() -> None:
+    async def slow(request: bytes, peer: Peer) -> Reply:
+        await asyncio.sleep(0.05)
+        return b"slow " + request
+
+    def handler(request: bytes, peer: Peer) -> object:
+        return slow(request, peer) if request.startswith(b"s") else b"fast " + request
+
+    config = ServerConfig(app=handler, host="127.0.0.1", port=0, udp=False)  # type: ignore[arg-type]
+    async with Server(config) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await read_line(reader)
+        connection = only_connection(server)
+        await until(lambda: connection._polled)
+        writer.write(b"a\ns1\nb\n")
+        assert [await read_line(reader) for _ in range(3)] == [
+            b"fast a\n", b"slow s1\n", b"fast b\n"]
+        writer.write(b"c\n")
+        assert await read_line(reader) == b"fast c\n"
+        await until(lambda: connection._polled)
+        writer.close()
+
+
+def test_timeouts_close_polled_connections(run: Runner) -> None:
+    run(_timeouts_close_polled_connections())
+
+
+async def _timeouts_close_polled_connections() -> None:
+    config = ServerConfig(host="127.0.0.1", port=0, udp=False, tcp_idle_timeout=0.6,
+                          tcp_line_timeout=0.6)
+    async with Server(config) as server:
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for reader in (idle_reader, slow_reader):
+            await read_line(reader)
+        await until(lambda: len(server._connections) == 2
+                    and all(c._polled for c in server._connections))
+        idle_writer.write(b"one\n")
+        assert await read_line(idle_reader) == b"Hello, one!\n"
+        for _ in range(3):  # a line that never ends, a byte at a time
+            slow_writer.write(b"x")
+            await asyncio.sleep(0.05)
+        async with asyncio.timeout(3):
+            assert await idle_reader.read() == b""
+            assert await slow_reader.read() == b""
+        for writer in (idle_writer, slow_writer):
+            writer.close()
+        await until(lambda: not server._connections)
+        stats = server.stats()["tcp"]
+        assert (stats.closed_idle, stats.closed_slow) == (1, 1)
+        assert server._registry is not None
+        assert server._registry.poller is not None
+        assert server._registry.poller.count() == 0
+
+
+def test_shutdown_closes_polled_connections_and_the_poller(run: Runner) -> None:
+    run(_shutdown_closes_polled_connections_and_the_poller())
+
+
+async def _shutdown_closes_polled_connections_and_the_poller() -> None:
+    server = Server(ServerConfig(host="127.0.0.1", port=0, udp=False))
+    await server.startup()
+    readers = []
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await read_line(reader)
+        writer.write(b"half a li")
+        readers.append((reader, writer))
+    registry = server._registry
+    assert registry is not None
+    assert registry.poller is not None
+    poller = registry.poller
+    await until(lambda: poller.count() == 5 and all(
+        c.framing.partial == b"half a li" for c in server._connections))  # type: ignore[attr-defined]
+    await server.shutdown()
+    assert poller.fileno() == -1
+    assert poller.count() == 0
+    for reader, writer in readers:
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""
+        writer.close()
+
+
+def test_the_poller_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UDPKIT_NO_TCP_POLLER", "1")
+    assert tcp.tcp_line_poller() is None
+    monkeypatch.setenv("UDPKIT_NO_TCP_POLLER", "0")
+    assert tcp.tcp_line_poller() is LINE_POLLER
