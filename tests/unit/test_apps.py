@@ -20,6 +20,7 @@ PEER = Peer(("127.0.0.1", 5000), "udp")
         (b"\xff\xfe", b"Hello, \xff\xfe!"),
         (b"a\nb", b"Hello, a\nb!"),
         (b"\n", b"Hello, !\n"),
+        (b"100% %s %b", b"Hello, 100% %s %b!"),
     ],
 )
 def test_greeting_is_the_tutorials_byte_for_byte(request_bytes: bytes, reply: bytes) -> None:

@@ -20,5 +20,10 @@ def greet(name: bytes) -> bytes:
 
 
 def greeting(request: bytes, peer: Peer) -> bytes:
-    """The ``greeting`` app (the default): greet whoever sent ``request``."""
-    return greet(request)
+    """The ``greeting`` app (the default): greet whoever sent ``request``.
+
+    :func:`greet` written out: this runs once per request, and one Python call
+    less is measurable at 300,000 requests a second."""
+    if request.endswith(b"\n"):
+        return greet(request)
+    return b"Hello, %b!" % request
