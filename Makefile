@@ -39,7 +39,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python benchmarks/bench_suite.py --rounds 3
+	$(BIN)/python benchmarks/bench_suite.py --rounds 5
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -72,7 +72,9 @@ UDP_PEERS = [
 ]
 TCP_PEERS = [
     Peer("uvloop Protocol", [PY, str(PEERS), "tcp-uvloop", "--port", "{port}"]),
-    Peer("udpkit serve (C fast path)", [*UDPKIT, "--no-udp", "--port", "{port}"]),
+    Peer("udpkit serve (C fast path: poller)", [*UDPKIT, "--no-udp", "--port", "{port}"]),
+    Peer("udpkit serve (C line reader, no poller)", [*UDPKIT, "--no-udp", "--port", "{port}"],
+         env={"UDPKIT_NO_TCP_POLLER": "1"}),
     Peer("udpkit serve (pure Python)", [*UDPKIT, "--no-udp", "--no-fast-path", "--port", "{port}"]),
     Peer("asyncio Protocol", [PY, str(PEERS), "tcp-asyncio", "--port", "{port}"]),
     Peer("asyncio streams", [PY, str(PEERS), "tcp-streams", "--port", "{port}"]),

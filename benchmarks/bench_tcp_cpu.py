@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Server CPU time per TCP reply line: udpkit serve against the uvloop Protocol peer.
+"""Server CPU time per TCP reply line: udpkit serve (with and without its C poller)
+against the uvloop Protocol peer.
 
 Lines per second on a shared 2-core machine move with whatever else runs on
 the server's core; the CPU time the server spends per reply line moves much
@@ -24,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_suite as suite
 
-PEERS = [suite.TCP_PEERS[0], suite.TCP_PEERS[1]]  # uvloop Protocol, udpkit serve (C fast path)
+# uvloop Protocol, udpkit serve (C poller), udpkit serve (C line reader, no poller)
+PEERS = suite.TCP_PEERS[:3]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -59,11 +61,12 @@ def main() -> None:
                    statistics.median(u for _, u in runs[(name, pipeline)]))
             for name in (peer.name for peer in PEERS)
         }
-        (ref_rps, ref_us), (rps, us) = medians[PEERS[0].name], medians[PEERS[1].name]
-        print(f"16 x {pipeline}: uvloop {ref_rps:,.0f} lines/s {ref_us:.2f} us/line; "
-              f"udpkit {rps:,.0f} lines/s {us:.2f} us/line; udpkit/uvloop lines/s "
-              f"{rps / ref_rps:.2f}, CPU per line {us / ref_us:.2f}")
-
+        ref_rps, ref_us = medians[PEERS[0].name]
+        print(f"16 x {pipeline}: {PEERS[0].name} {ref_rps:,.0f} lines/s {ref_us:.2f} us/line")
+        for peer in PEERS[1:]:
+            rps, us = medians[peer.name]
+            print(f"  {peer.name}: {rps:,.0f} lines/s {us:.2f} us/line; x uvloop: lines/s "
+                  f"{rps / ref_rps:.2f}, CPU per line {us / ref_us:.2f}")
 
 if __name__ == "__main__":
     main()

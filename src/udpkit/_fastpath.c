@@ -28,6 +28,10 @@
  * Anything unusual (an awaitable or other non-bytes result, an exception,
  * `exit`, a line over the limit) stops it at that line and goes back to
  * Python, which handles it as the pure path does.
+ *
+ * LinePoller reads those connections too: one epoll set for all, one event
+ * loop callback per wake-up, recv/split/send per ready connection, and the
+ * connection handed back to Python at the first thing that is not plain.
  */
 
 #define PY_SSIZE_T_CLEAN

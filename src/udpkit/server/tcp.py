@@ -17,6 +17,16 @@ never rate limited, no access log).  Whatever is unusual (an awaitable or
 non-bytes result, an exception, ``exit``, a line over the limit) comes back
 to the Python code here at the line where it happened, so both paths count
 and answer alike.  ``fast_path=False`` or ``UDPKIT_NO_FASTPATH=1`` turn it off.
+
+With the line reader, ``udpkit._fastpath.LinePoller`` also does the reading:
+a connection in the simple state is taken off its transport (reading paused,
+the socket stays the transport's) and read, answered and written from one C
+epoll set, one event-loop callback for all ready connections.  At the first
+thing that is not a plain read, handle and send, the poller hands it back
+(:meth:`TcpConnection._from_poller`) and the code above deals with it; a
+connection that is simple again goes back to the poller (:meth:`_poll`).
+Closing paths take it off the poller first (:meth:`_unpoll`), so the poller
+never touches a socket the transport has closed.
 """
 
 from __future__ import annotations
