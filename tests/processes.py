@@ -59,18 +59,19 @@ def _pump(stream: object, lines: queue.Queue[str | None]) -> None:
 
 @contextmanager
 def serve(*args: str, startup_timeout: float = 15.0, open_files: int | None = None,
-          measured: bool = True) -> Iterator[ServeProcess]:
+          measured: bool = True, env: dict[str, str] | None = None) -> Iterator[ServeProcess]:
     """Start `udpkit serve --port 0 ARGS`, wait for its bind lines, kill it at the end.
 
     ``open_files`` caps the server's RLIMIT_NOFILE (soft and hard) before it starts.
     ``measured=False`` runs the server without coverage tracing, at production speed,
     for tests whose assertion depends on the server keeping up (floods).
+    ``env``: more environment variables for the server.
     """
     def cap() -> None:
         if open_files is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
-    env = _env()
+    env = {**_env(), **(env or {})}
     if not measured:
         env.pop("COVERAGE_PROCESS_CONFIG", None)
         env.pop("COVERAGE_PROCESS_START", None)
