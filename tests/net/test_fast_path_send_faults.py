@@ -31,8 +31,9 @@ SHIM = r"""
 static long calls, eagain, partial;
 
 int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
-    static int (*real)(int, struct mmsghdr *, unsigned int, int);
-    if (real == NULL) real = (int (*)(int, struct mmsghdr *, unsigned int, int))dlsym(RTLD_NEXT, "sendmmsg");
+    typedef int (*sendmmsg_t)(int, struct mmsghdr *, unsigned int, int);
+    static sendmmsg_t real;
+    if (real == NULL) real = (sendmmsg_t)dlsym(RTLD_NEXT, "sendmmsg");
     calls++;
     if (calls % 3 == 0) {
         eagain++;
