@@ -293,6 +293,32 @@ async def test_every_outcome_in_one_segment_is_answered_and_counted_exactly(
             stats.dropped_empty, stats.dropped_oversize) == (10, 5, 1, 2, 1, 1)
 
 
+async def test_latency_is_observed_once_per_reply_queued_behind_async_ones_too() -> None:
+    """Sync replies that wait behind an async one are written later, from the queue;
+    they are replies all the same and their latency counts (until they are written)."""
+
+    async def later(request: bytes) -> Reply:
+        await asyncio.sleep(0.05)
+        return b"later " + request
+
+    def handler(request: bytes, peer: Peer) -> object:
+        return later(request) if request == b"slow" else b"now " + request
+
+    config = ServerConfig(app=handler, host="127.0.0.1", port=0, udp=False,  # type: ignore[arg-type]
+                          metrics=("127.0.0.1", 0))
+    async with Server(config) as server:
+        reader, writer = await connect("127.0.0.1", server.port)
+        await read_line(reader)
+        writer.write(b"a\nslow\nb\nc\n")
+        assert [await read_line(reader) for _ in range(4)] == [
+            b"now a\n", b"later slow\n", b"now b\n", b"now c\n"]
+        writer.close()
+        stats = await wait_for_counters(server, "tcp", 4)
+        assert server.latency is not None
+        assert (stats.replied, sum(server.latency.counts)) == (4, 4)
+        assert server.latency.total >= 3 * 0.045  # slow, and b and c that waited behind it
+
+
 async def test_latency_is_observed_once_per_reply() -> None:
     config = ServerConfig(host="127.0.0.1", port=0, udp=False, metrics=("127.0.0.1", 0))
     async with Server(config) as server:

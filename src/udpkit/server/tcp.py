@@ -267,7 +267,7 @@ class TcpConnection(asyncio.Protocol):
         self.source_key: object = None
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
-        # In request order: a Future (async handler), (wire, is_reply) or _CLOSE.
+        # In request order: a Future (async handler), (wire, is_reply, arrived) or _CLOSE.
         self._queue: deque[object] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self._closing = False
@@ -664,7 +664,7 @@ class TcpConnection(asyncio.Protocol):
     def _write(self, wire: bytes, *, is_reply: bool) -> None:
         """Write now, or behind pending async replies; count a reply once written."""
         if self._queue:
-            self._queue.append((wire, is_reply))
+            self._queue.append((wire, is_reply, self._arrived))
         elif self.transport is not None:
             if self._batch is not None:
                 self._batch.append(wire)
@@ -733,7 +733,9 @@ class TcpConnection(asyncio.Protocol):
                     is_reply = True
             else:
                 assert isinstance(item, tuple)
-                wire, is_reply = item
+                wire, is_reply, arrived = item
+                if is_reply and self.settings.latency is not None:
+                    self.settings.latency.observe(time.monotonic() - arrived)
             queue.popleft()
             if wire is not None:
                 self.transport.write(wire)
