@@ -1362,7 +1362,7 @@ LinePoller_poll(LinePoller *self, PyObject *Py_UNUSED(ignored))
             Py_DECREF(owner);
             continue;
         }
-        if (kind == HAND_FAILED) PyErr_WriteUnraisable((PyObject *)reader);
+        if (kind == HAND_FAILED && PyErr_Occurred()) PyErr_WriteUnraisable((PyObject *)reader);
         if (reader->polled) Py_DECREF(poller_release(self, reader));
         handed[handbacks] = owner;
         kinds[handbacks] = kind;
