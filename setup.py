@@ -18,8 +18,12 @@ if sys.platform == "linux" and os.environ.get("UDPKIT_NO_EXTENSION", "") in ("",
     ext_modules.append(
         Extension(
             "udpkit._fastpath",
-            sources=["src/udpkit/_fastpath.c"],
-            extra_compile_args=["-O2", "-fno-strict-aliasing"],
+            sources=[
+                f"src/fastpath/{name}.c"
+                for name in ("module", "common", "udp", "tcp_lines", "tcp_poller")
+            ],
+            depends=["src/fastpath/fastpath.h"],
+            extra_compile_args=["-O2", "-fno-strict-aliasing", "-fvisibility=hidden"],
             optional=True,
         )
     )

@@ -1,0 +1,666 @@
+/* FastPath: the UDP server's receive/handle/send loop (see module.c). */
+
+#include "fastpath.h"
+
+#include <stdlib.h>
+
+#ifndef SO_RXQ_OVFL
+#define SO_RXQ_OVFL 40
+#endif
+
+#define VLEN 64           /* datagrams per recvmmsg/sendmmsg */
+#define MAX_PER_READ 256  /* datagrams per read() call, like the Python path */
+#define CACHE_SLOTS 256   /* remembered senders (direct-mapped) */
+#define CONTROL_SPACE CMSG_SPACE(sizeof(uint32_t))
+
+enum { SERVE_ALWAYS = 0, CHECK_EACH = 1, DENY_ALWAYS = 2 };
+
+enum {
+    C_RECEIVED,
+    C_REPLIED,
+    C_NO_REPLY,
+    C_EMPTY,
+    C_OVERSIZE,
+    C_TRUNCATED,
+    C_DENIED,
+    C_RATE_LIMITED,
+    C_AMPLIFICATION,
+    C_SEND_ERRORS,
+    C_KERNEL_DROPS,
+    C_COUNT
+};
+
+static const char *counter_names[C_COUNT] = {
+    "received",         "replied",          "no_reply",
+    "dropped_empty",    "dropped_oversize", "dropped_truncated",
+    "dropped_denied",   "dropped_rate_limited", "dropped_amplification",
+    "send_errors",      "kernel_drops",
+};
+
+typedef struct {
+    socklen_t namelen;                /* 0: empty slot */
+    struct sockaddr_in6 name;         /* large enough for sockaddr_in too */
+    PyObject *peer;                   /* udpkit.core.handler.Peer */
+    int verdict;
+    long credit;                      /* rate-limit tokens granted, not yet spent */
+} PeerSlot;
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    Py_ssize_t max_request;
+    Py_ssize_t bufsize;
+    double max_amplification;         /* <= 0: off */
+    int ancillary;
+    uint32_t kernel_drops_seen;
+    PyObject *handler;
+    PyObject *endpoint;
+    PyObject *counters;
+    PyObject *admission_check;        /* admission.check or NULL */
+    PyObject *constant_verdict;       /* admission.constant_verdict or NULL */
+    PyObject *admission_take;         /* admission.take or NULL */
+    PyObject *take_want;              /* the grant asked for at once (a Python int) */
+    PyObject *latency_observe;        /* latency.observe or NULL */
+    PyObject *peer_type;
+    PyObject *udp;                    /* "udp" */
+    PyObject *counter_keys[C_COUNT];
+    long long delta[C_COUNT];
+    char *buffers;                    /* VLEN * bufsize */
+    struct mmsghdr rmsgs[VLEN];
+    struct iovec riov[VLEN];
+    struct sockaddr_in6 rnames[VLEN];
+    char control[VLEN][CONTROL_SPACE];
+    struct mmsghdr smsgs[VLEN];
+    struct iovec siov[VLEN];
+    PyObject *sreply[VLEN];           /* owned */
+    PyObject *speer[VLEN];            /* owned */
+    int nsend;
+    PeerSlot cache[CACHE_SLOTS];
+} FastPath;
+
+/* Interned method names of the endpoint (set at module init). */
+static PyObject *str_handle_result, *str_handler_failed, *str_log_abuse, *str_enqueue,
+    *str_send_failed, *str_receive_failed, *str_denied, *str_rate_limited,
+    *str_amplification, *str_serve;
+
+static PyObject *
+endpoint_call(FastPath *self, PyObject *name, PyObject *a, PyObject *b, PyObject *c, PyObject *d,
+              size_t nargs)
+{
+    PyObject *args[5] = {self->endpoint, a, b, c, d};
+    return PyObject_VectorcallMethod(name, args, nargs + 1, NULL);
+}
+
+static void
+endpoint_call_quietly(FastPath *self, PyObject *name, PyObject *a, PyObject *b, PyObject *c,
+                      size_t nargs)
+{
+    PyObject *result = endpoint_call(self, name, a, b, c, NULL, nargs);
+    if (result == NULL) {
+        PyErr_WriteUnraisable(self->endpoint);
+    } else {
+        Py_DECREF(result);
+    }
+}
+
+/* -- counters ------------------------------------------------------------ */
+
+static int
+flush_counters(FastPath *self)
+{
+    int status = 0;
+    for (int i = 0; i < C_COUNT; i++) {
+        if (self->delta[i] == 0) continue;
+        PyObject *key = self->counter_keys[i];
+        PyObject *old = PyObject_GetAttr(self->counters, key);
+        if (old == NULL) { status = -1; break; }
+        PyObject *add = PyLong_FromLongLong(self->delta[i]);
+        PyObject *sum = add ? PyNumber_Add(old, add) : NULL;
+        Py_DECREF(old);
+        Py_XDECREF(add);
+        if (sum == NULL || PyObject_SetAttr(self->counters, key, sum) < 0) {
+            Py_XDECREF(sum);
+            status = -1;
+            break;
+        }
+        Py_DECREF(sum);
+        self->delta[i] = 0;
+    }
+    return status;
+}
+
+/* -- senders --------------------------------------------------------------- */
+
+static uint32_t
+hash_name(const unsigned char *p, socklen_t len)
+{
+    uint32_t h = 2166136261u;
+    for (socklen_t i = 0; i < len; i++) h = (h ^ p[i]) * 16777619u;
+    return h ^ (h >> 15);
+}
+
+static PyObject *
+make_address(const struct sockaddr_in6 *name)
+{
+    char text[INET6_ADDRSTRLEN];
+    if (name->sin6_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)name;
+        if (inet_ntop(AF_INET, &a->sin_addr, text, sizeof(text)) == NULL) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return Py_BuildValue("(si)", text, (int)ntohs(a->sin_port));
+    }
+    if (name->sin6_family == AF_INET6) {
+        if (inet_ntop(AF_INET6, &name->sin6_addr, text, sizeof(text)) == NULL) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return Py_BuildValue("(siII)", text, (int)ntohs(name->sin6_port),
+                             (unsigned int)ntohl(name->sin6_flowinfo),
+                             (unsigned int)name->sin6_scope_id);
+    }
+    PyErr_SetString(PyExc_OSError, "unexpected address family");
+    return NULL;
+}
+
+/* The cached Peer for a sender (borrowed), building it on a miss. */
+static PeerSlot *
+lookup_peer(FastPath *self, const struct sockaddr_in6 *name, socklen_t namelen)
+{
+    if (namelen > sizeof(struct sockaddr_in6)) namelen = sizeof(struct sockaddr_in6);
+    PeerSlot *slot = &self->cache[hash_name((const unsigned char *)name, namelen) % CACHE_SLOTS];
+    if (slot->peer != NULL && slot->namelen == namelen &&
+        memcmp(&slot->name, name, namelen) == 0) {
+        return slot;
+    }
+
+    PyObject *address = make_address(name);
+    if (address == NULL) return NULL;
+    PyObject *args[2] = {address, self->udp};
+    PyObject *peer = PyObject_Vectorcall(self->peer_type, args, 2, NULL);
+    Py_DECREF(address);
+    if (peer == NULL) return NULL;
+    int verdict = SERVE_ALWAYS;
+    if (self->admission_check != NULL) {
+        verdict = CHECK_EACH;
+        if (self->constant_verdict != NULL) {
+            PyObject *host = PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0);
+            PyObject *fixed = PyObject_CallOneArg(self->constant_verdict, host);
+            if (fixed == NULL) {
+                Py_DECREF(peer);
+                return NULL;
+            }
+            if (fixed != Py_None) {
+                int serve = PyObject_RichCompareBool(fixed, str_serve, Py_EQ);
+                int deny = PyObject_RichCompareBool(fixed, str_denied, Py_EQ);
+                if (serve > 0) verdict = SERVE_ALWAYS;
+                else if (deny > 0) verdict = DENY_ALWAYS;
+                PyErr_Clear();
+            }
+            Py_DECREF(fixed);
+        }
+    }
+    Py_CLEAR(slot->peer);
+    slot->peer = peer;
+    slot->namelen = namelen;
+    memset(&slot->name, 0, sizeof(slot->name));
+    memcpy(&slot->name, name, namelen);
+    slot->verdict = verdict;
+    slot->credit = 0;
+    return slot;
+}
+
+/* -- send ------------------------------------------------------------------ */
+
+static void
+queue_reply(FastPath *self, PyObject *reply, PyObject *peer, const struct sockaddr_in6 *name,
+            socklen_t namelen)
+{
+    int i = self->nsend++;
+    self->sreply[i] = reply;  /* reference stolen */
+    Py_INCREF(peer);
+    self->speer[i] = peer;
+    self->siov[i].iov_base = PyBytes_AS_STRING(reply);
+    self->siov[i].iov_len = (size_t)PyBytes_GET_SIZE(reply);
+    struct msghdr *h = &self->smsgs[i].msg_hdr;
+    h->msg_name = (void *)name;  /* the receive slot's address, untouched until the next recv */
+    h->msg_namelen = namelen;
+    h->msg_iov = &self->siov[i];
+    h->msg_iovlen = 1;
+    h->msg_control = NULL;
+    h->msg_controllen = 0;
+    h->msg_flags = 0;
+}
+
+static void
+observe_latency(FastPath *self, int count, double arrived)
+{
+    if (self->latency_observe == NULL || count <= 0) return;
+    PyObject *elapsed = PyFloat_FromDouble(monotonic_now() - arrived);
+    if (elapsed == NULL) {
+        PyErr_WriteUnraisable(self->endpoint);
+        return;
+    }
+    for (int i = 0; i < count; i++) call_quietly(self->latency_observe, &elapsed, 1);
+    Py_DECREF(elapsed);
+}
+
+/* Send the batched replies; what the socket cannot take now goes to Python's queue. */
+static void
+flush_sends(FastPath *self, double arrived)
+{
+    int n = self->nsend, i = 0;
+    while (i < n) {
+        int sent = sendmmsg(self->fd, &self->smsgs[i], (unsigned int)(n - i), MSG_DONTWAIT);
+        if (sent > 0) {
+            self->delta[C_REPLIED] += sent;
+            observe_latency(self, sent, arrived);
+            i += sent;
+            continue;
+        }
+        if (sent < 0 && errno == EINTR) continue;
+        if (sent == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+            for (; i < n; i++) {
+                PyObject *address = PyTuple_GET_ITEM(self->speer[i], 0);
+                endpoint_call_quietly(self, str_enqueue, self->sreply[i], address, NULL, 2);
+            }
+            break;
+        }
+        /* This one reply failed (e.g. EMSGSIZE): count it, go on with the rest. */
+        int err = errno;
+        self->delta[C_SEND_ERRORS] += 1;
+        PyObject *code = PyLong_FromLong(err);
+        if (code != NULL) {
+            endpoint_call_quietly(self, str_send_failed, PyTuple_GET_ITEM(self->speer[i], 0),
+                                  code, NULL, 2);
+            Py_DECREF(code);
+        } else {
+            PyErr_WriteUnraisable(self->endpoint);
+        }
+        i++;
+    }
+    for (int k = 0; k < n; k++) {
+        Py_CLEAR(self->sreply[k]);
+        Py_CLEAR(self->speer[k]);
+    }
+    self->nsend = 0;
+}
+
+/* -- receive --------------------------------------------------------------- */
+
+static void
+count_kernel_drops(FastPath *self, struct msghdr *h)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL &&
+            c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+            uint32_t total;
+            memcpy(&total, CMSG_DATA(c), sizeof(total));
+            self->delta[C_KERNEL_DROPS] += (uint32_t)(total - self->kernel_drops_seen);
+            self->kernel_drops_seen = total;
+        }
+    }
+}
+
+/* Handle one datagram that passed the size checks.  Returns -1 only on a
+ * BaseException that is not an Exception (KeyboardInterrupt, SystemExit). */
+static int
+handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t size,
+                PyObject *now_obj, int index)
+{
+    PyObject *peer = slot->peer;
+    Py_INCREF(peer);  /* the slot may be replaced while Python code runs */
+    int verdict = slot->verdict;
+    if (verdict != SERVE_ALWAYS) {
+        PyObject *reason = NULL;
+        if (verdict == DENY_ALWAYS) {
+            reason = str_denied;
+            Py_INCREF(reason);
+        } else if (slot->credit > 0) {  /* a token from this sender's last grant */
+            slot->credit -= 1;
+            reason = Py_NewRef(Py_None);
+        } else if (self->admission_take != NULL) {
+            /* Ask the bucket for a grant of several tokens: one call into Python
+             * per grant, not per datagram.  0 granted: rate limited. */
+            PyObject *args[3] = {PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0), now_obj,
+                                 self->take_want};
+            PyObject *granted = PyObject_Vectorcall(self->admission_take, args, 3, NULL);
+            if (granted == NULL) goto python_error;
+            long count = PyLong_AsLong(granted);
+            Py_DECREF(granted);
+            if (count == -1 && PyErr_Occurred()) goto python_error;
+            if (count > 0) {
+                slot->credit = count - 1;
+                reason = Py_NewRef(Py_None);
+            } else {
+                reason = Py_NewRef(str_rate_limited);
+            }
+        } else {
+            PyObject *args[2] = {PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0), now_obj};
+            reason = PyObject_Vectorcall(self->admission_check, args, 2, NULL);
+            if (reason == NULL) goto python_error;
+        }
+        if (reason != Py_None) {
+            int denied = PyObject_RichCompareBool(reason, str_denied, Py_EQ);
+            self->delta[denied > 0 ? C_DENIED : C_RATE_LIMITED] += 1;
+            PyErr_Clear();
+            endpoint_call_quietly(self, str_log_abuse, reason, peer, now_obj, 3);
+            Py_DECREF(reason);
+            Py_DECREF(peer);
+            return 0;
+        }
+        Py_DECREF(reason);
+    }
+
+    PyObject *request = PyBytes_FromStringAndSize(data, size);
+    if (request == NULL) goto python_error;
+    PyObject *args[2] = {request, peer};
+    PyObject *result = PyObject_Vectorcall(self->handler, args, 2, NULL);
+    if (result == NULL) {
+        Py_DECREF(request);
+        goto python_error;
+    }
+    if (PyBytes_CheckExact(result)) {
+        if (self->max_amplification > 0 &&
+            (double)PyBytes_GET_SIZE(result) > self->max_amplification * (double)size) {
+            self->delta[C_AMPLIFICATION] += 1;
+            endpoint_call_quietly(self, str_log_abuse, str_amplification, peer, now_obj, 3);
+            Py_DECREF(result);
+        } else {
+            queue_reply(self, result, peer, &self->rnames[index],
+                        self->rmsgs[index].msg_hdr.msg_namelen);
+        }
+    } else if (result == Py_None) {
+        self->delta[C_NO_REPLY] += 1;
+        Py_DECREF(result);
+    } else {
+        /* An awaitable, a bytes-like object or a wrong type: the Python path decides. */
+        PyObject *r = endpoint_call(self, str_handle_result, result, request, peer, now_obj, 4);
+        Py_DECREF(result);
+        if (r == NULL) {
+            Py_DECREF(request);
+            goto python_error;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(request);
+    Py_DECREF(peer);
+    return 0;
+
+python_error:
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        Py_DECREF(peer);
+        return -1;
+    }
+    {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL && value != NULL) PyException_SetTraceback(value, traceback);
+        if (value != NULL) {
+            endpoint_call_quietly(self, str_handler_failed, peer, value, NULL, 2);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+    }
+    Py_DECREF(peer);
+    return 0;
+}
+
+static PyObject *
+FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
+{
+    double now = monotonic_now();
+    PyObject *now_obj = PyFloat_FromDouble(now);
+    if (now_obj == NULL) return NULL;
+    int total = 0, failed = 0;
+
+    while (total < MAX_PER_READ) {
+        for (int i = 0; i < VLEN; i++) {
+            struct msghdr *h = &self->rmsgs[i].msg_hdr;
+            h->msg_namelen = sizeof(struct sockaddr_in6);
+            h->msg_controllen = self->ancillary ? CONTROL_SPACE : 0;
+            h->msg_flags = 0;
+        }
+        int want = MAX_PER_READ - total < VLEN ? MAX_PER_READ - total : VLEN;
+        int got = recvmmsg(self->fd, self->rmsgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+            /* e.g. an error queued on the socket: report, keep serving (counts as one). */
+            PyObject *code = PyLong_FromLong(errno);
+            if (code != NULL) {
+                endpoint_call_quietly(self, str_receive_failed, code, NULL, NULL, 1);
+                Py_DECREF(code);
+            }
+            total += 1;
+            continue;
+        }
+        for (int i = 0; i < got; i++) {
+            struct msghdr *h = &self->rmsgs[i].msg_hdr;
+            Py_ssize_t size = (Py_ssize_t)self->rmsgs[i].msg_len;
+            self->delta[C_RECEIVED] += 1;
+            if (self->ancillary && h->msg_controllen > 0) count_kernel_drops(self, h);
+            if (h->msg_flags & MSG_TRUNC) {
+                self->delta[C_TRUNCATED] += 1;
+                continue;
+            }
+            if (size == 0) {
+                self->delta[C_EMPTY] += 1;
+                continue;
+            }
+            if (size > self->max_request) {
+                self->delta[C_OVERSIZE] += 1;
+                continue;
+            }
+            PeerSlot *slot = lookup_peer(self, &self->rnames[i], h->msg_namelen);
+            if (slot == NULL) {
+                /* Cannot happen for an IP socket; keep the counts exact anyway. */
+                PyErr_Clear();
+                self->delta[C_SEND_ERRORS] += 1;
+                continue;
+            }
+            if (handle_datagram(self, slot, (const char *)h->msg_iov->iov_base, size, now_obj, i) < 0) {
+                failed = 1;
+                break;
+            }
+        }
+        if (self->nsend) {
+            if (failed) {
+                PyObject *type, *value, *traceback;
+                PyErr_Fetch(&type, &value, &traceback);
+                flush_sends(self, now);
+                PyErr_Restore(type, value, traceback);
+            } else {
+                flush_sends(self, now);
+            }
+        }
+        total += got;
+        if (failed || got < want) break;  /* the queue is (nearly) empty: back to the loop */
+    }
+    Py_DECREF(now_obj);
+    if (failed) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (flush_counters(self) < 0) PyErr_Clear();
+        PyErr_Restore(type, value, traceback);
+        return NULL;
+    }
+    if (flush_counters(self) < 0) return NULL;
+    return PyLong_FromLong(total);
+}
+
+/* -- type ------------------------------------------------------------------ */
+
+static int
+FastPath_init(FastPath *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"fd", "handler", "endpoint", "counters", "peer_type",
+                               "max_request", "recv_buffer", "ancillary", "admission_check",
+                               "constant_verdict", "max_amplification", "latency_observe",
+                               "admission_take", NULL};
+    int fd, ancillary;
+    Py_ssize_t max_request, bufsize;
+    PyObject *handler, *endpoint, *counters, *peer_type, *check, *constant, *amplification,
+        *observe, *take = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOnnpOOOO|O:FastPath", keywords, &fd,
+                                     &handler, &endpoint, &counters, &peer_type, &max_request,
+                                     &bufsize, &ancillary, &check, &constant, &amplification,
+                                     &observe, &take)) {
+        return -1;
+    }
+    if (bufsize < 1 || bufsize > 65536 || max_request < 1) {
+        PyErr_SetString(PyExc_ValueError, "recv_buffer must be 1..65536, max_request >= 1");
+        return -1;
+    }
+    if (self->buffers != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FastPath is already initialised");
+        return -1;
+    }
+    double limit = 0.0;
+    if (amplification != Py_None) {
+        limit = PyFloat_AsDouble(amplification);
+        if (limit == -1.0 && PyErr_Occurred()) return -1;
+    }
+    self->buffers = PyMem_Malloc((size_t)bufsize * VLEN);
+    if (self->buffers == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < C_COUNT; i++) {
+        self->counter_keys[i] = PyUnicode_InternFromString(counter_names[i]);
+        if (self->counter_keys[i] == NULL) return -1;
+    }
+    self->udp = PyUnicode_InternFromString("udp");
+    if (self->udp == NULL) return -1;
+    self->fd = fd;
+    self->max_request = max_request;
+    self->bufsize = bufsize;
+    self->ancillary = ancillary;
+    self->max_amplification = limit;
+    self->handler = Py_NewRef(handler);
+    self->endpoint = Py_NewRef(endpoint);
+    self->counters = Py_NewRef(counters);
+    self->peer_type = Py_NewRef(peer_type);
+    self->admission_check = check == Py_None ? NULL : Py_NewRef(check);
+    self->constant_verdict = constant == Py_None ? NULL : Py_NewRef(constant);
+    self->latency_observe = observe == Py_None ? NULL : Py_NewRef(observe);
+    self->admission_take = take == Py_None ? NULL : Py_NewRef(take);
+    self->take_want = PyLong_FromLong(16);
+    if (self->take_want == NULL) return -1;
+    for (int i = 0; i < VLEN; i++) {
+        self->riov[i].iov_base = self->buffers + (size_t)i * (size_t)bufsize;
+        self->riov[i].iov_len = (size_t)bufsize;
+        struct msghdr *h = &self->rmsgs[i].msg_hdr;
+        h->msg_name = &self->rnames[i];
+        h->msg_namelen = sizeof(struct sockaddr_in6);
+        h->msg_iov = &self->riov[i];
+        h->msg_iovlen = 1;
+        h->msg_control = self->control[i];
+        h->msg_controllen = CONTROL_SPACE;
+    }
+    return 0;
+}
+
+static int
+FastPath_traverse(FastPath *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->handler);
+    Py_VISIT(self->endpoint);
+    Py_VISIT(self->counters);
+    Py_VISIT(self->peer_type);
+    Py_VISIT(self->admission_check);
+    Py_VISIT(self->constant_verdict);
+    Py_VISIT(self->admission_take);
+    Py_VISIT(self->latency_observe);
+    for (int i = 0; i < CACHE_SLOTS; i++) Py_VISIT(self->cache[i].peer);
+    return 0;
+}
+
+static int
+FastPath_clear(FastPath *self)
+{
+    Py_CLEAR(self->handler);
+    Py_CLEAR(self->endpoint);
+    Py_CLEAR(self->counters);
+    Py_CLEAR(self->peer_type);
+    Py_CLEAR(self->admission_check);
+    Py_CLEAR(self->constant_verdict);
+    Py_CLEAR(self->admission_take);
+    Py_CLEAR(self->take_want);
+    Py_CLEAR(self->latency_observe);
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        Py_CLEAR(self->cache[i].peer);
+        self->cache[i].namelen = 0;
+    }
+    for (int i = 0; i < self->nsend; i++) {
+        Py_CLEAR(self->sreply[i]);
+        Py_CLEAR(self->speer[i]);
+    }
+    self->nsend = 0;
+    return 0;
+}
+
+static void
+FastPath_dealloc(FastPath *self)
+{
+    PyObject_GC_UnTrack(self);
+    FastPath_clear(self);
+    for (int i = 0; i < C_COUNT; i++) Py_CLEAR(self->counter_keys[i]);
+    Py_CLEAR(self->udp);
+    PyMem_Free(self->buffers);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+FastPath_forget_peers(FastPath *self, PyObject *Py_UNUSED(ignored))
+{
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        Py_CLEAR(self->cache[i].peer);
+        self->cache[i].namelen = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef FastPath_methods[] = {
+    {"read", (PyCFunction)FastPath_read, METH_NOARGS,
+     "read() -> int\n\nHandle up to 256 datagrams now waiting on the socket; return how many "
+     "were read (256 means there may be more)."},
+    {"forget_peers", (PyCFunction)FastPath_forget_peers, METH_NOARGS,
+     "Drop the remembered senders (and their admission verdicts)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "udpkit._fastpath.FastPath",
+    .tp_doc = "recvmmsg -> checks -> handler -> sendmmsg on one non-blocking UDP socket.",
+    .tp_basicsize = sizeof(FastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastPath_init,
+    .tp_dealloc = (destructor)FastPath_dealloc,
+    .tp_traverse = (traverseproc)FastPath_traverse,
+    .tp_clear = (inquiry)FastPath_clear,
+    .tp_methods = FastPath_methods,
+};
+
+int
+fastpath_add_udp(PyObject *module)
+{
+#define INTERN(var, text) \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
+    INTERN(str_handle_result, "_handle_result");
+    INTERN(str_handler_failed, "_handler_failed");
+    INTERN(str_log_abuse, "_log_abuse");
+    INTERN(str_enqueue, "_enqueue");
+    INTERN(str_send_failed, "_send_failed");
+    INTERN(str_receive_failed, "_receive_failed");
+    INTERN(str_denied, "denied");
+    INTERN(str_rate_limited, "rate_limited");
+    INTERN(str_amplification, "amplification");
+    INTERN(str_serve, "serve");
+#undef INTERN
+    if (PyType_Ready(&FastPathType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "FastPath", (PyObject *)&FastPathType) < 0) return -1;
+    return PyModule_AddIntConstant(module, "BATCH", MAX_PER_READ);
+}
