@@ -96,6 +96,22 @@ async def test_every_dropped_request_is_counted_lost() -> None:
     assert (result.duplicates, result.late, result.wrong) == (0, 0, 0)
 
 
+async def test_tcp_requests_never_answered_give_their_place_back_at_their_timeout() -> None:
+    """Regression: a TCP connection's place was freed only by a reply line, so requests
+    the server never answered (3, 13, 23...) filled every pipelining place in turn
+    and the closed loop stopped sending for good (this run of 200 never ended)."""
+    config = ServerConfig(host="127.0.0.1", port=0, app=_drops_every_tenth, udp=False)
+    async with Server(config) as running:
+        async with asyncio.timeout(20):
+            result = await run_async(
+                quick("127.0.0.1", running.port, transport="tcp", connections=2, depth=4,
+                      requests=200, duration=None, warmup=0.0, timeout=0.2)
+            )
+    assert result.sent == 200
+    assert (result.lost, result.received) == (20, 180)
+    assert (result.duplicates, result.late, result.wrong) == (0, 0, 0)
+
+
 class _MischievousPeer(asyncio.DatagramProtocol):
     """Answers ``n<seq>`` like the greeting server, except by ``seq % 7``:
     1 twice, 2 with garbage, 3 too late (after the client's timeout)."""

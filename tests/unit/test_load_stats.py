@@ -87,6 +87,24 @@ def test_loss_duplicates_reordering_late_and_wrong_are_told_apart() -> None:
     assert summary.loss == pytest.approx(0.5)
 
 
+def test_receive_and_expire_name_the_requests_they_settle() -> None:
+    """What a generator needs to give each request's pipelining place back: the
+    sequence numbers answered (not late, duplicate or wrong replies) and timed out."""
+    core = make_core(timeout=1.0)
+    payloads = core.issue(6, now=0.0)
+    assert core.issued == 6
+    answered: list[int] = []
+    core.receive([reply_to(payloads[2]), reply_to(payloads[0]), reply_to(payloads[2]),
+                  b"junk"], now=0.1, answered=answered)
+    assert answered == [2, 0]
+    expired: list[int] = []
+    core.receive([reply_to(payloads[5])], now=0.5, answered=answered)
+    assert core.expire(now=1.0, expired_seqs=expired) == 3
+    assert (answered, sorted(expired)) == ([2, 0, 5], [1, 3, 4])
+    core.receive([reply_to(payloads[1])], now=1.5, answered=answered)  # late
+    assert answered == [2, 0, 5]
+
+
 def test_regex_rule_matches_by_captured_number() -> None:
     core = make_core(expect=r"^ok {seq}$", template="req {seq}")
     payloads = core.issue(3, now=0.0)

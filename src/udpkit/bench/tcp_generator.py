@@ -5,8 +5,11 @@ sans-IO :class:`~udpkit.core.load_stats.LoadCore`; this module only connects,
 writes and feeds received lines in.  A first line ``Welcome!`` (udpkit's TCP
 greeting) is skipped; every other line is a reply, matched by content.
 
-Closed loop: each connection keeps ``depth`` requests in flight, a reply line
-frees one place.  Open loop: due requests go to the connections in turn.
+Closed loop: each connection keeps ``depth`` requests in flight; a place is
+freed when the core matches a reply to one of its requests or times one out,
+so a request the server never answers, or answers late, costs its place only
+until its timeout, and junk or duplicate lines free nothing.  Open loop: due
+requests go to the connections in turn.
 """
 
 from __future__ import annotations
@@ -43,8 +46,7 @@ class _Connection(asyncio.Protocol):
             if lines[0] == _WELCOME:
                 lines = lines[1:]
         if lines:
-            self.in_flight = max(0, self.in_flight - len(lines))
-            self.generator.on_replies(self, lines)
+            self.generator.on_replies(lines)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -54,7 +56,6 @@ class _Connection(asyncio.Protocol):
     def send(self, payloads: list[bytes]) -> None:
         if self.transport is None or not payloads:
             return
-        self.in_flight += len(payloads)
         self.transport.write(b"\n".join(payloads) + b"\n")
 
 
@@ -78,6 +79,8 @@ class TcpGenerator:
         self._loop = asyncio.get_running_loop()
         self._open: list[_Connection] = []
         self._turn = 0
+        self._owner: dict[int, _Connection] = {}  # sequence number in flight -> its connection
+        self._freed: list[int] = []  # scratch: sequence numbers answered or timed out
         self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._done: asyncio.Future[None] = self._loop.create_future()
 
@@ -115,11 +118,11 @@ class TcpGenerator:
 
     # -- callbacks -------------------------------------------------------------
 
-    def on_replies(self, connection: _Connection, lines: list[bytes]) -> None:
+    def on_replies(self, lines: list[bytes]) -> None:
         now = self._loop.time()
-        self.core.receive(lines, now)
-        if self.schedule is None:
-            self._refill(connection, now)
+        freed = self._freed
+        self.core.receive(lines, now, freed)
+        self._free(now)
         self._pump(now)
 
     def on_lost(self, connection: _Connection) -> None:
@@ -135,23 +138,52 @@ class TcpGenerator:
 
     # -- glue ------------------------------------------------------------------
 
+    def _free(self, now: float) -> None:
+        """Give back the places of the requests in ``self._freed``; refill (closed loop)."""
+        freed = self._freed
+        if not freed:
+            return
+        owner = self._owner
+        touched: set[_Connection] = set()
+        for seq in freed:
+            connection = owner.pop(seq, None)
+            if connection is not None:
+                connection.in_flight -= 1
+                touched.add(connection)
+        freed.clear()
+        if self.schedule is None:
+            for connection in touched:
+                self._refill(connection, now)
+
+    def _send(self, connection: _Connection, payloads: list[bytes], first_seq: int) -> None:
+        if not payloads:
+            return
+        owner = self._owner
+        for seq in range(first_seq, first_seq + len(payloads)):
+            owner[seq] = connection
+        connection.in_flight += len(payloads)
+        connection.send(payloads)
+
     def _refill(self, connection: _Connection, now: float) -> None:
         want = self.depth - connection.in_flight
         if want > 0 and not connection.lost:
-            connection.send(self.core.issue(want, now))
+            payloads = self.core.issue(want, now)
+            self._send(connection, payloads, self.core.issued - len(payloads))
 
     def _pump(self, now: float) -> None:
         core = self.core
-        core.expire(now)
+        core.expire(now, self._freed)
+        self._free(now)
         if self.schedule is not None and self._open:
             intended = self.schedule.due(now)
             payloads = core.issue_scheduled(intended, now) if intended else []
             if payloads:
+                first = core.issued - len(payloads)
                 share = max(1, -(-len(payloads) // len(self._open)))
                 for start in range(0, len(payloads), share):
                     connection = self._open[self._turn % len(self._open)]
                     self._turn += 1
-                    connection.send(payloads[start : start + share])
+                    self._send(connection, payloads[start : start + share], first + start)
         if core.finished(now):
             if not self._done.done():
                 self._done.set_result(None)

@@ -196,6 +196,11 @@ class LoadCore:
     # -- state ---------------------------------------------------------------
 
     @property
+    def issued(self) -> int:
+        """How many requests were issued so far: the next one's sequence number."""
+        return self._next_seq
+
+    @property
     def in_flight(self) -> int:
         """Requests sent and neither answered nor expired (warm-up ones included)."""
         return len(self._pending)
@@ -277,8 +282,13 @@ class LoadCore:
 
     # -- receiving -------------------------------------------------------------
 
-    def receive(self, replies: Iterable[bytes], now: float) -> int:
-        """Account for replies received at ``now``; returns how many answered a request."""
+    def receive(
+        self, replies: Iterable[bytes], now: float, answered: list[int] | None = None
+    ) -> int:
+        """Account for replies received at ``now``; returns how many answered a request.
+
+        ``answered``: if given, the sequence number of each request answered is
+        appended (not those of late, duplicate or wrong replies)."""
         self._roll(now)
         pending = self._pending
         status = self._status
@@ -301,6 +311,8 @@ class LoadCore:
             seq, origin = entry
             status[seq] = _ANSWERED
             accepted += 1
+            if answered is not None:
+                answered.append(seq)
             if seq < max_answered:
                 reordered += 1
             else:
@@ -336,8 +348,10 @@ class LoadCore:
 
     # -- time ------------------------------------------------------------------
 
-    def expire(self, now: float) -> int:
-        """Count every request whose timeout has passed as lost; returns how many."""
+    def expire(self, now: float, expired_seqs: list[int] | None = None) -> int:
+        """Count every request whose timeout has passed as lost; returns how many.
+
+        ``expired_seqs``: if given, the sequence number of each is appended."""
         expiry = self._expiry
         pending = self._pending
         status = self._status
@@ -352,6 +366,8 @@ class LoadCore:
                 seq = entry[0]
                 status[seq] = _LOST
                 expired += 1
+                if expired_seqs is not None:
+                    expired_seqs.append(seq)
                 if first is not None and seq >= first:
                     measured += 1
         if measured:
