@@ -43,7 +43,14 @@ void call_quietly(PyObject *callable, PyObject *const *args, size_t nargs);
  * Python must see (-status below); unusual() says the rest. */
 #define LINES_TAKEN 2
 #define PARTIAL_LEFT 1
-enum { LINES_DONE = 0, LINES_EXIT = 1, LINES_OVERSIZE = 2, LINES_RESULT = 3, LINES_ERROR = 4 };
+enum {
+    LINES_DONE = 0,
+    LINES_EXIT = 1,
+    LINES_OVERSIZE = 2,
+    LINES_RESULT = 3,
+    LINES_ERROR = 4,
+    LINES_LIMITED = 5
+};
 #define LINES_FAILED (-100) /* a Python error is set */
 
 /* The framed replies of one call: on the stack until they outgrow it. */
@@ -78,6 +85,12 @@ typedef struct {
     PyObject *owner;        /* the TcpConnection, told when the poller hands it back */
     double last_request;    /* monotonic time of the last complete line, or -1 */
     double line_started;    /* when the unfinished line began, or -1 */
+    /* A source under a rate limit: admission.take, its host, the grant size, and
+     * the tokens left of the last grant.  take is NULL for a source never limited. */
+    PyObject *take;
+    PyObject *host;
+    PyObject *take_want;
+    long credit;
 } LineReader;
 
 /* What the lines of one received chunk added to the counters. */

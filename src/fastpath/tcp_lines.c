@@ -7,6 +7,24 @@ static PyObject *str_received, *str_replied, *str_no_reply, *str_dropped_empty, 
 
 static const char ERR_EMPTY_LINE[] = "error: empty request\n";
 
+/* Ask admission.take for a grant of tokens for this connection's source: one
+ * call into Python per grant, not per line.  Returns the tokens granted (0:
+ * rate limited), or -1 with a Python error set. */
+static long
+take_tokens(LineReader *self)
+{
+    PyObject *now = PyFloat_FromDouble(monotonic_now());
+    if (now == NULL) return -1;
+    PyObject *args[3] = {self->host, now, self->take_want};
+    PyObject *granted = PyObject_Vectorcall(self->take, args, 3, NULL);
+    Py_DECREF(now);
+    if (granted == NULL) return -1;
+    long count = PyLong_AsLong(granted);
+    Py_DECREF(granted);
+    if (count == -1 && PyErr_Occurred()) return -1;
+    return count < 0 ? 0 : count;
+}
+
 int
 replies_put(Replies *out, const char *bytes, Py_ssize_t size)
 {
@@ -104,6 +122,26 @@ split_lines(LineReader *self, const char *buf, Py_ssize_t size, PyObject *source
             status = LINES_EXIT;
             pos = end + 1;
             break;
+        }
+        if (length > 0 && self->take != NULL) {
+            if (self->credit > 0) {
+                self->credit--;  /* a token from this connection's last grant */
+            } else {
+                long granted = take_tokens(self);
+                if (granted < 0) {  /* admission.take raised: like a handler that raised */
+                    lines++;
+                    counts->received++;
+                    pos = end + 1;
+                    status = LINES_ERROR;
+                    extra = take_exception();
+                    break;
+                }
+                if (granted == 0) {
+                    status = LINES_LIMITED;  /* Python answers this line, and the rest */
+                    break;
+                }
+                self->credit = granted - 1;
+            }
         }
         lines++;
         counts->received++;
@@ -277,12 +315,27 @@ LineReader_unusual(LineReader *self, PyObject *Py_UNUSED(ignored))
 static int
 LineReader_init(LineReader *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"handler", "peer", "counters", "framing", "write", "observe", NULL};
-    PyObject *handler, *peer, *counters, *framing, *write, *observe = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|O:LineReader", keywords, &handler,
-                                     &peer, &counters, &framing, &write, &observe)) {
+    static char *keywords[] = {"handler", "peer",    "counters", "framing",
+                               "write",   "observe", "take",     NULL};
+    PyObject *handler, *peer, *counters, *framing, *write, *observe = Py_None, *take = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|OO:LineReader", keywords, &handler,
+                                     &peer, &counters, &framing, &write, &observe, &take)) {
         return -1;
     }
+    PyObject *host = NULL;
+    if (take != Py_None) {  /* the peer's host, for admission.take */
+        PyObject *address = PyTuple_Check(peer) && PyTuple_GET_SIZE(peer) > 0
+                                ? PyTuple_GET_ITEM(peer, 0)
+                                : NULL;
+        if (address == NULL || !PyTuple_Check(address) || PyTuple_GET_SIZE(address) < 1) {
+            PyErr_SetString(PyExc_TypeError, "peer must be a Peer ((host, port, ...), transport)");
+            return -1;
+        }
+        host = PyTuple_GET_ITEM(address, 0);
+    }
+    PyObject *want = PyLong_FromLong(16);
+    if (want == NULL) return -1;
+    Py_XSETREF(self->take_want, want);
     PyObject *limit = PyObject_GetAttr(framing, str_max_line);
     if (limit == NULL) return -1;
     Py_ssize_t max_line = PyLong_AsSsize_t(limit);
@@ -295,6 +348,9 @@ LineReader_init(LineReader *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->write, Py_NewRef(write));
     Py_XSETREF(self->observe, observe == Py_None ? NULL : Py_NewRef(observe));
     self->max_line = max_line;
+    Py_XSETREF(self->take, take == Py_None ? NULL : Py_NewRef(take));
+    Py_XSETREF(self->host, host == NULL ? NULL : Py_NewRef(host));
+    self->credit = 0;
     self->fd = -1;
     self->last_request = self->line_started = -1.0;
     return 0;
@@ -312,6 +368,9 @@ LineReader_traverse(LineReader *self, visitproc visit, void *arg)
     Py_VISIT(self->rest);
     Py_VISIT(self->extra);
     Py_VISIT(self->owner);
+    Py_VISIT(self->take);
+    Py_VISIT(self->take_want);
+    Py_VISIT(self->host);
     return 0;
 }
 
@@ -327,6 +386,9 @@ LineReader_clear(LineReader *self)
     Py_CLEAR(self->rest);
     Py_CLEAR(self->extra);
     Py_CLEAR(self->owner);
+    Py_CLEAR(self->take);
+    Py_CLEAR(self->take_want);
+    Py_CLEAR(self->host);
     return 0;
 }
 
@@ -348,12 +410,15 @@ static PyMethodDef LineReader_methods[] = {
      "2 if there was one or more | 1 if an unfinished line is left in framing.partial;\n"
      "or -status when it stopped at a line for Python (see unusual()): -1 an `exit`\n"
      "line, -2 a line over framing.max_line, -3 a result neither bytes nor None,\n"
-     "-4 the handler raised.  The replies before that line are written."},
+     "-4 the handler raised (or, with take, admission.take did), -5 a line of a\n"
+     "source over its rate limit (take granted no token).  The replies before that\n"
+     "line are written."},
     {"unusual", (PyCFunction)LineReader_unusual, METH_NOARGS,
      "unusual() -> (status, rest, handled, extra)\n\n"
-     "Where the last feed() stopped: rest, the bytes after that line (framing.partial\n"
-     "is left empty); handled, the requests taken (the stopping line included for 3\n"
-     "and 4); extra, the handler's result (3) or exception (4)."},
+     "Where the last feed() stopped: rest, the bytes after that line (for 5, from\n"
+     "that line on; framing.partial is left empty); handled, the requests taken (the\n"
+     "stopping line included for 3 and 4); extra, the handler's result (3) or\n"
+     "exception (4)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -370,8 +435,9 @@ static PyMemberDef LineReader_members[] = {
 PyTypeObject LineReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "udpkit._fastpath.LineReader",
-    .tp_doc = "LineReader(handler, peer, counters, framing, write, observe=None): one TCP "
-              "connection's line framing and sync handler calls in C.",
+    .tp_doc = "LineReader(handler, peer, counters, framing, write, observe=None, take=None): "
+              "one TCP connection's line framing and sync handler calls in C.  take: "
+              "admission.take for a source under a rate limit (tokens in grants of 16).",
     .tp_basicsize = sizeof(LineReader),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

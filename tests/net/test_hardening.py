@@ -148,6 +148,24 @@ async def test_tcp_rate_limit_answers_an_error_line() -> None:
     assert lines == [b"Hello, a!\n", b"Hello, b!\n", b"error: rate limited\n"]
 
 
+async def test_tcp_rate_limit_holds_exactly_on_every_path(tcp_path: str) -> None:
+    """A limited source stays on the C path (tokens taken in grants of 16) and the
+    limit is the same as on the pure path: the burst, to the request."""
+    config = ServerConfig(port=0, rate_limit=1, rate_burst=20, limit_exempt=())
+    async with Server(config) as server:
+        reader, writer = await connect(server.port)
+        await reader.readline()
+        (connection,) = server._connections
+        assert (connection._reader is not None) is (tcp_path != "pure")
+        writer.write(b"".join(b"n%d\n" % i for i in range(100)))
+        lines = [await reader.readline() for _ in range(100)]
+        writer.close()
+        stats = server.stats()["tcp"]
+    assert lines[:20] == [b"Hello, n%d!\n" % i for i in range(20)]
+    assert lines[20:] == [b"error: rate limited\n"] * 80
+    assert (stats.received, stats.replied, stats.dropped_rate_limited) == (100, 20, 80)
+
+
 @pytest.mark.usefixtures("tcp_path")
 async def test_idle_timeout_is_reset_only_by_complete_lines() -> None:
     config = ServerConfig(port=0, tcp_idle_timeout=0.3, tcp_line_timeout=5)

@@ -170,7 +170,7 @@ def test_line_reader_alone_counts_and_keeps_the_partial_line() -> None:
     framing = LineFraming(MAX_LINE)
     written: list[bytes] = []
     peer = Peer(("127.0.0.1", 1), "tcp")
-    reader = LINE_READER(handler, peer, counters, framing, written.append, None)  # type: ignore[arg-type]
+    reader = LINE_READER(handler, peer, counters, framing, written.append, None, None)  # type: ignore[arg-type]
     assert reader.feed(b"hi\r\n\nn\nx") == tcp.LINES_TAKEN | tcp.PARTIAL_LEFT
     assert framing.partial == b"x"
     assert reader.feed(b"y\n") == tcp.LINES_TAKEN
@@ -186,6 +186,34 @@ def test_line_reader_alone_counts_and_keeps_the_partial_line() -> None:
     assert reader.feed(b"x" * (MAX_LINE + 2)) == -tcp.LINES_OVERSIZE
     assert reader.unusual()[:3] == (tcp.LINES_OVERSIZE, b"", 0)
     assert framing.partial == b""
+
+
+@needs_reader
+def test_a_limited_source_takes_tokens_in_grants_and_stops_at_the_line_without_one() -> None:
+    """Empty lines and ``exit`` take no token (as on the pure path); a grant of 2
+    serves two lines; a grant of 0 leaves that line, and the rest, to Python."""
+    assert LINE_READER is not None
+    grants = [2, 0]
+    asked: list[tuple[str, float, int]] = []
+
+    def take(host: str, now: float, want: int) -> int:
+        asked.append((host, now, want))
+        return grants.pop(0)
+
+    counters = Counters()
+    framing = LineFraming(MAX_LINE)
+    written: list[bytes] = []
+    peer = Peer(("192.0.2.7", 1), "tcp")
+    reader = LINE_READER(handler, peer, counters, framing, written.append, None, take)  # type: ignore[arg-type]
+    assert reader.feed(b"\nhi\nho\nhe\nhu\n") == -tcp.LINES_LIMITED
+    assert written == [b"error: empty request\n<hi>\n<ho>\n"]
+    assert [(host, want) for host, _, want in asked] == [("192.0.2.7", 16), ("192.0.2.7", 16)]
+    assert reader.unusual()[:3] == (tcp.LINES_LIMITED, b"he\nhu\n", 3)
+    snapshot = counters.snapshot()
+    assert (snapshot.received, snapshot.replied, snapshot.dropped_empty) == (3, 2, 1)
+    grants.append(0)
+    assert reader.feed(b"exit\n") == -tcp.LINES_EXIT  # no token asked for
+    assert len(asked) == 2
 
 
 @needs_reader

@@ -12,8 +12,10 @@ idle, line or write timeout (one timer for all, not one per connection).
 
 Line framing has a fast path: ``udpkit._fastpath.LineReader`` splits a
 received chunk, calls the sync handler per line and writes the replies in C,
-while a connection is in the simple state (no async reply pending, source
-never rate limited, no access log).  Whatever is unusual (an awaitable or
+while a connection is in the simple state (no async reply pending, no access
+log).  A source under a rate limit takes its tokens in C too, in grants of
+16 from ``Admission.take``; a line that gets none goes to Python, which
+answers it and the rest of its chunk as the pure path does.  Whatever is unusual (an awaitable or
 non-bytes result, an exception, ``exit``, a line over the limit) comes back
 to the Python code here at the line where it happened, so both paths count
 and answer alike.  ``fast_path=False`` or ``UDPKIT_NO_FASTPATH=1`` turn it off.
@@ -99,13 +101,14 @@ LineReaderType = Callable[
         Counters,
         LineFraming,
         Callable[[bytes], object],
-        Callable[[float], None] | None,
+        Callable[[float], None] | None,  # latency.observe
+        Callable[[str, float, int], int] | None,  # admission.take, for a limited source
     ],
     LineReader,
 ]
 # What LineReader.feed returns: bits when all complete lines were handled, or -status.
 LINES_TAKEN, PARTIAL_LEFT = 2, 1
-LINES_EXIT, LINES_OVERSIZE, LINES_RESULT, LINES_ERROR = 1, 2, 3, 4
+LINES_EXIT, LINES_OVERSIZE, LINES_RESULT, LINES_ERROR, LINES_LIMITED = 1, 2, 3, 4, 5
 LinePollerType = Callable[[Counters, Callable[[float], None] | None], LinePoller]
 # Why LinePoller hands a connection back (see _from_poller).
 HAND_CLOSED, HAND_BLOCKED, HAND_UNUSUAL, HAND_FAILED = 1, 2, 3, 4
@@ -326,15 +329,18 @@ class TcpConnection(asyncio.Protocol):
             return
         settings = self.settings
         admission = settings.admission
-        if admission is None or admission.constant_verdict(self.peer.host) == "serve":
+        limited = admission is not None and admission.constant_verdict(self.peer.host) is None
+        if not limited:
             self._admitted = self.peer  # never rate limited: no check per request
-            framing = self.framing
-            if settings.line_reader is not None and isinstance(framing, LineFraming):
-                observe = None if settings.latency is None else settings.latency.observe
-                self._reader = settings.line_reader(
-                    self.handler, self.peer, self.counters, framing, transport.write, observe
-                )
-                self._feed_lines = self._reader.feed
+        framing = self.framing
+        if settings.line_reader is not None and isinstance(framing, LineFraming):
+            # A limited source's lines take tokens in C, in grants (admission.take).
+            take = admission.take if limited and admission is not None else None
+            observe = None if settings.latency is None else settings.latency.observe
+            self._reader = settings.line_reader(
+                self.handler, self.peer, self.counters, framing, transport.write, observe, take
+            )
+            self._feed_lines = self._reader.feed
         transport.set_write_buffer_limits(high=self.settings.write_buffer)
         transport.write(self.framing.welcome)
 
@@ -408,6 +414,9 @@ class TcpConnection(asyncio.Protocol):
             if status == LINES_OVERSIZE:
                 self.framing.too_long = True
                 break
+            if status == LINES_LIMITED:  # over the rate limit: this chunk's rest as the pure path
+                self._receive(rest, now, handled=handled)
+                return
             if status == LINES_ERROR:
                 if not isinstance(extra, Exception):
                     raise extra  # type: ignore[misc]  # KeyboardInterrupt, SystemExit
