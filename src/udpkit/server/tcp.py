@@ -13,12 +13,13 @@ idle, line or write timeout (one timer for all, not one per connection).
 Line framing has a fast path: ``udpkit._fastpath.LineReader`` splits a
 received chunk, calls the sync handler per line and writes the replies in C,
 while a connection is in the simple state (no async reply pending, no access
-log).  A source under a rate limit takes its tokens in C too, in grants of
-16 from ``Admission.take``; a line that gets none goes to Python, which
-answers it and the rest of its chunk as the pure path does.  Whatever is unusual (an awaitable or
-non-bytes result, an exception, ``exit``, a line over the limit) comes back
-to the Python code here at the line where it happened, so both paths count
-and answer alike.  ``fast_path=False`` or ``UDPKIT_NO_FASTPATH=1`` turn it off.
+log).  Whatever is unusual (an awaitable or non-bytes result, an exception,
+``exit``, a line over the limit) comes back to the Python code here at the
+line where it happened, so both paths count and answer alike.  A source
+under a rate limit takes its tokens in C too, in grants of 16 from
+``Admission.take``; a line that gets none comes back the same way, and
+Python answers it and the rest of its chunk as the pure path does.
+``fast_path=False`` or ``UDPKIT_NO_FASTPATH=1`` turn it off.
 
 With the line reader, ``udpkit._fastpath.LinePoller`` also does the reading:
 a connection in the simple state is taken off its transport (reading paused,
