@@ -1,13 +1,14 @@
 """What the abuse limits cost: `udpkit serve` with every limit off, with the
 defaults (limits on, loopback exempt), and with the rate limiter evaluated on
-every datagram (`--limit-exempt none` and a limit too high to bite).
+every request (`--limit-exempt none` and a limit too high to bite).
 
-The C closed-loop `udp_loadgen` (64 in flight) drives each layout in turn,
-alternating, for ROUNDS rounds; prints the medians and the ratio to all-off.
+The C closed-loop `udp_loadgen` (64 in flight), or with `--transport tcp` the
+C `tcp_loadgen` (16 connections, 16 lines in flight each), drives each layout
+in turn, for ROUNDS rounds; prints the medians and the ratio to all-off.
 Loopback only; each server is stopped with SIGTERM.
 
     make -C benchmarks/c
-    .venv/bin/python benchmarks/bench_hardening.py --rounds 3
+    .venv/bin/python benchmarks/bench_hardening.py --rounds 3 [--transport tcp]
 """
 
 from __future__ import annotations
@@ -22,18 +23,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOADGEN = ROOT / "benchmarks" / "c" / "build" / "udp_loadgen"
+BUILD = ROOT / "benchmarks" / "c" / "build"
+LOAD = {
+    "udp": ["udp_loadgen", "--concurrency", "64"],
+    "tcp": ["tcp_loadgen", "--connections", "16", "--pipeline", "16"],
+}
 LAYOUTS = {
     "all limits off": ["--rate-limit", "off", "--max-amplification", "off",
                        "--limit-exempt", "none"],
     "defaults (limits on, loopback exempt)": [],
-    "rate limiter on every datagram": ["--limit-exempt", "none", "--rate-limit", "100000000"],
+    "rate limiter on every request": ["--limit-exempt", "none", "--rate-limit", "100000000"],
 }
 
 
-def run_once(flags: list[str], duration: float) -> float:
+def run_once(flags: list[str], duration: float, transport: str) -> float:
+    other = "--no-tcp" if transport == "udp" else "--no-udp"
     server = subprocess.Popen([sys.executable, "-m", "udpkit", "serve", "--port", "0",
-                               "--no-tcp", *flags], stderr=subprocess.PIPE, text=True)
+                               other, *flags], stderr=subprocess.PIPE, text=True)
     try:
         assert server.stderr is not None
         port = ""
@@ -41,12 +47,13 @@ def run_once(flags: list[str], duration: float) -> float:
             line = server.stderr.readline()
             if not line:
                 raise RuntimeError("udpkit serve did not start")
-            if match := re.search(r"Bind UDP on 127\.0\.0\.1:(\d+)", line):
+            if match := re.search(r"Bind (?:UDP|TCP) on 127\.0\.0\.1:(\d+)", line):
                 port = match.group(1)
-        out = subprocess.run([str(LOADGEN), "--host", "127.0.0.1", "--port", port,
-                              "--concurrency", "64", "--duration", str(duration),
-                              "--warmup", "1"], capture_output=True, text=True,
-                             timeout=duration + 30, check=True).stdout
+        program, *load = LOAD[transport]
+        out = subprocess.run([str(BUILD / program), "--host", "127.0.0.1", "--port", port,
+                              *load, "--duration", str(duration), "--warmup", "1"],
+                             capture_output=True, text=True, timeout=duration + 30,
+                             check=True).stdout
         return float(json.loads(out.strip().splitlines()[-1])["rps"])
     finally:
         server.send_signal(signal.SIGTERM)
@@ -57,13 +64,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--transport", choices=sorted(LOAD), default="udp")
     args = parser.parse_args()
-    if not LOADGEN.exists():
-        sys.exit(f"{LOADGEN} is missing: run `make -C benchmarks/c` first")
+    program = BUILD / LOAD[args.transport][0]
+    if not program.exists():
+        sys.exit(f"{program} is missing: run `make -C benchmarks/c` first")
     results: dict[str, list[float]] = {name: [] for name in LAYOUTS}
     for _ in range(args.rounds):
         for name, flags in LAYOUTS.items():
-            results[name].append(run_once(flags, args.duration))
+            results[name].append(run_once(flags, args.duration, args.transport))
     base = statistics.median(results["all limits off"])
     for name, values in results.items():
         median = statistics.median(values)
