@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 from udpkit.core.counters import CounterSnapshot
 from udpkit.server import Server
+from udpkit.server import udp as udp_module
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -44,3 +46,11 @@ async def wait_for_counters(server: Server, transport: str, received: int,
             if snapshot.received >= received and snapshot.accounted == snapshot.received:
                 return snapshot
             await asyncio.sleep(0.005)
+
+
+def expect_fast(tcp_path: str) -> bool:
+    """Whether a TCP server test on ``tcp_path`` runs on the C line reader: not on
+    ``pure``, nor where the extension is missing or ``UDPKIT_NO_FASTPATH=1`` (the
+    second run of ``make test``, which runs every param on the pure path)."""
+    forced_pure = os.environ.get("UDPKIT_NO_FASTPATH", "") not in ("", "0")
+    return tcp_path != "pure" and udp_module._fastpath is not None and not forced_pure

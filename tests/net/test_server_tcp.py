@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import struct
 
 import pytest
 
-from tests.net.helpers import wait_for_counters
+from tests.net.helpers import expect_fast, wait_for_counters
 from udpkit.core.handler import Peer, Reply
 from udpkit.server import Server, ServerConfig
-from udpkit.server import udp as udp_module
 
 pytestmark = pytest.mark.usefixtures("tcp_path")
 
@@ -221,11 +219,6 @@ async def test_many_concurrent_connections(server: Server, loopback: str, count:
 
     replies = await asyncio.gather(*(one(i) for i in range(count)))
     assert replies == [b"Hello, n%d!\n" % i for i in range(count)]
-
-
-def expect_fast(tcp_path: str) -> bool:
-    forced_pure = os.environ.get("UDPKIT_NO_FASTPATH", "") not in ("", "0")
-    return tcp_path != "pure" and udp_module._fastpath is not None and not forced_pure
 
 
 async def test_the_path_asked_for_serves_and_is_announced(
