@@ -70,6 +70,9 @@ class LineReader(Protocol):
     def unusual(self) -> tuple[int, bytes, int, object]: ...
 
     @property
+    def polled(self) -> int: ...
+
+    @property
     def last_request(self) -> float: ...
 
     @property
@@ -290,7 +293,6 @@ class TcpConnection(asyncio.Protocol):
         # The C line reader, once admitted, if this connection may use it.
         self._reader: LineReader | None = None
         self._feed_lines: Callable[[bytes], int] | None = None
-        self._polled = False  # the registry's LinePoller reads this connection, not the transport
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -443,6 +445,12 @@ class TcpConnection(asyncio.Protocol):
 
     # -- the C poller ---------------------------------------------------------
 
+    @property
+    def _polled(self) -> bool:
+        """Whether the registry's LinePoller reads this connection, not the transport."""
+        reader = self._reader
+        return reader is not None and bool(reader.polled)
+
     def _poll(self) -> None:
         """Let the registry's C poller read this connection while it is in the simple
         state: C line reader, nothing queued or waiting to be written, reading not
@@ -468,7 +476,6 @@ class TcpConnection(asyncio.Protocol):
         self._pause_reading("poller")
         line_started = -1.0 if self._line_started is None else self._line_started
         poller.add(reader, sock.fileno(), self, self._last_request, line_started)
-        self._polled = True
 
     def _take_poller_times(self) -> None:
         reader = self._reader
@@ -482,7 +489,6 @@ class TcpConnection(asyncio.Protocol):
         if not self._polled:
             return
         assert self._reader is not None
-        self._polled = False
         self.registry.unpoll(self._reader)
         self._take_poller_times()
         if resume:
@@ -493,7 +499,6 @@ class TcpConnection(asyncio.Protocol):
     def _from_poller(self, kind: int, unsent: bytes) -> None:
         """The poller let go of this connection (see ``LinePoller.add``): finish what it
         could not, then read through the transport again."""
-        self._polled = False
         self._take_poller_times()
         transport = self.transport
         assert transport is not None
