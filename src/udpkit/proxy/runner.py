@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
 import socket
 import sys
 from types import TracebackType
@@ -28,8 +27,7 @@ from udpkit.proxy.stats import Counters, ProxyStats
 from udpkit.proxy.tcp import TcpRelay
 from udpkit.proxy.udp import UdpRelay, proxy_log
 from udpkit.server.binding import bind
-
-_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from udpkit.signals import StopSignals
 
 
 class Proxy:
@@ -184,19 +182,23 @@ class Proxy:
         self._should_exit.set()
 
     async def serve(self, *, install_signals: bool = True) -> None:
-        """Start, relay until asked to stop (SIGINT/SIGTERM), shut down."""
-        await self.startup()
-        loop = asyncio.get_running_loop()
-        if install_signals:
-            for signum in _HANDLED_SIGNALS:
-                loop.add_signal_handler(signum, self.request_exit)
-        try:
-            await self.main_loop()
-        finally:
-            await self.shutdown()
-            if install_signals:
-                for signum in _HANDLED_SIGNALS:
-                    loop.remove_signal_handler(signum)
+        """Start, relay until asked to stop (SIGINT/SIGTERM), shut down.
+
+        The signal handlers go in before start-up: a signal right after the
+        ``Proxy ... on ...`` line still ends in a clean shutdown and the summary.
+        """
+        stop = self._stop
+        with StopSignals(stop, stop, install=install_signals):
+            await self.startup()
+            try:
+                await self.main_loop()
+            finally:
+                await self.shutdown()
+
+    def _stop(self, signal_name: str) -> None:
+        # Shutdown is bounded already (relays get 2 s), so a second signal asks the same.
+        proxy_log.info("Received %s, shutting down...", signal_name)
+        self.request_exit()
 
     async def __aenter__(self) -> Proxy:
         await self.startup()

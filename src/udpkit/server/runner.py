@@ -9,7 +9,6 @@ one-line summary of the counters; a second signal skips the waiting.
 from __future__ import annotations
 
 import asyncio
-import signal
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -37,12 +36,10 @@ from udpkit.server.tcp import (
     tcp_line_poller,
 )
 from udpkit.server.udp import FAST_PATH_NAME, UdpEndpoint
+from udpkit.signals import StopSignals
 
 if TYPE_CHECKING:
     from udpkit.server.metrics import MetricsServer
-
-_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
 
 class Server:
     """A running udpkit server; use ``async with Server(config) as server``."""
@@ -64,7 +61,6 @@ class Server:
         self.metrics_port: int | None = None
         self._should_exit = asyncio.Event()
         self._force_exit = asyncio.Event()
-        self._signals_seen = 0
 
     # -- public state ---------------------------------------------------------
 
@@ -249,18 +245,13 @@ class Server:
         Signal handlers go in before the sockets are bound, so a SIGTERM that
         arrives right after the ``Bind ...`` lines still drains gracefully.
         """
-        if install_signals:
-            self._install_signal_handlers()
-        try:
+        with StopSignals(self._stop_gracefully, self._stop_now, install=install_signals):
             await self.startup()
             try:
                 await self.main_loop()
             finally:
                 await self.shutdown()
                 server_log.info("%s", self.summary())
-        finally:
-            if install_signals:
-                self._remove_signal_handlers()
 
     def request_exit(self) -> None:
         """Ask for a graceful stop (what the first SIGINT/SIGTERM does)."""
@@ -271,24 +262,13 @@ class Server:
         self._should_exit.set()
         self._force_exit.set()
 
-    def _on_signal(self, signum: int) -> None:
-        self._signals_seen += 1
-        if self._signals_seen == 1:
-            server_log.info("Received %s, shutting down gracefully...", signal.Signals(signum).name)
-            self.request_exit()
-        else:
-            server_log.info("Received %s again, exiting now.", signal.Signals(signum).name)
-            self.force_exit()
+    def _stop_gracefully(self, signal_name: str) -> None:
+        server_log.info("Received %s, shutting down gracefully...", signal_name)
+        self.request_exit()
 
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in _HANDLED_SIGNALS:
-            loop.add_signal_handler(signum, self._on_signal, signum)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in _HANDLED_SIGNALS:
-            loop.remove_signal_handler(signum)
+    def _stop_now(self, signal_name: str) -> None:
+        server_log.info("Received %s again, exiting now.", signal_name)
+        self.force_exit()
 
     # -- async context manager --------------------------------------------------
 

@@ -69,6 +69,7 @@ from udpkit.server.runner import (
     make_proxy_policy,
     record_address,
 )
+from udpkit.signals import StopSignals
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -391,7 +392,6 @@ class Supervisor:
         self._metrics: MetricsServer | None = None
         self._worker_config: ServerConfig | None = None
         self._stopping = False
-        self._signals_seen = 0
         self._kill_timer: asyncio.TimerHandle | None = None
         self._all_done: asyncio.Event | None = None
 
@@ -658,41 +658,25 @@ class Supervisor:
 
     async def serve(self, *, install_signals: bool = True) -> int:
         """Start the workers, supervise them until a signal, return the exit code."""
-        loop = asyncio.get_running_loop()
-        if install_signals:  # before start-up: a signal right after "Bind" must drain too
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, self._on_signal, signum)
-        try:
+        with StopSignals(self._stop_gracefully, self._stop_now, install=install_signals):
             await self.startup()
-        except BaseException:
-            self._remove_signal_handlers(install_signals)
-            raise
-        try:
-            await self.main_loop()
-        finally:
-            self._remove_signal_handlers(install_signals)
-            self._close()
-            server_log.info("Workers: %d started, %d restarts", self.workers + self.restarts,
-                            self.restarts)
-            server_log.info("%s", self.summary())
+            try:
+                await self.main_loop()
+            finally:
+                self._close()
+                server_log.info("Workers: %d started, %d restarts",
+                                self.workers + self.restarts, self.restarts)
+                server_log.info("%s", self.summary())
         return self.exit_code
 
-    def _remove_signal_handlers(self, installed: bool) -> None:
-        if installed:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+    def _stop_gracefully(self, signal_name: str) -> None:
+        server_log.info("Received %s, stopping %d workers gracefully...", signal_name,
+                        len(self._slots))
+        self.request_exit()
 
-    def _on_signal(self, signum: int) -> None:
-        self._signals_seen += 1
-        name = signal.Signals(signum).name
-        if self._signals_seen == 1:
-            server_log.info("Received %s, stopping %d workers gracefully...", name,
-                            len(self._slots))
-            self.request_exit()
-        else:
-            server_log.info("Received %s again, killing the workers.", name)
-            self.force_exit()
+    def _stop_now(self, signal_name: str) -> None:
+        server_log.info("Received %s again, killing the workers.", signal_name)
+        self.force_exit()
 
     # -- async context manager (tests, library use) -------------------------------
 

@@ -1,0 +1,58 @@
+"""SIGINT and SIGTERM for a long-running service: the server, the proxy, the
+worker supervisor.
+
+Rule: the handlers go in before start-up, so a signal that arrives right
+after the service said it is bound still stops it gracefully (the default
+action would kill it with nothing drained and no summary); the first signal
+asks for a graceful stop, every later one for an immediate one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """``with StopSignals(graceful, immediate):`` around start-up, serving and shutdown.
+
+    ``graceful(name)`` is called for the first SIGINT/SIGTERM, ``immediate(name)``
+    for each one after it (``name``: ``"SIGTERM"``...).  ``install=False``
+    leaves the process's signal handling alone (tests, library use).
+    """
+
+    def __init__(
+        self,
+        graceful: Callable[[str], None],
+        immediate: Callable[[str], None],
+        *,
+        install: bool = True,
+    ) -> None:
+        self._graceful = graceful
+        self._immediate = immediate
+        self._install = install
+        self.seen = 0
+
+    def __enter__(self) -> StopSignals:
+        if self._install:
+            loop = asyncio.get_running_loop()
+            for signum in HANDLED_SIGNALS:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._install:
+            loop = asyncio.get_running_loop()
+            for signum in HANDLED_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self.seen += 1
+        name = signal.Signals(signum).name
+        if self.seen == 1:
+            self._graceful(name)
+        else:
+            self._immediate(name)
