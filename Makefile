@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv lint typecheck clean
+.PHONY: demo test bench bench-compare venv lint typecheck clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ bench: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_suite.py --rounds 5
+
+# Before and after a change, side by side in one run: this tree against BASELINE (a git
+# revision, default HEAD, i.e. the uncommitted changes).  `make bench-compare BASELINE=main~3`
+bench-compare: $(STAMP)
+	$(MAKE) -C benchmarks/c
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/bench_compare.py --baseline $(or $(BASELINE),HEAD) --rounds 5
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
