@@ -92,6 +92,13 @@ class GilbertElliott:
         return bad * self.loss_bad + (1 - bad) * self.loss_good
 
 
+MAX_DELAY = 600.0
+"""Longest delay, jitter, reorder gap or slow close (s): a test that needs more is asking
+for a black hole, and every delayed datagram is memory held until then."""
+MIN_RATE = 1.0
+"""Slowest bandwidth (bytes/s) other than 0 (unlimited); below it waits overflow."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Impairments:
     """What one direction of the link does to traffic.  All off by default.
@@ -138,6 +145,13 @@ class Impairments:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise UsageError(f"{name} must be a finite number >= 0 (got {value!r})")
+        for name in ("delay", "jitter", "reorder_gap", "slow_close"):
+            if getattr(self, name) > MAX_DELAY:
+                raise UsageError(f"{name} must be at most {MAX_DELAY:g} s "
+                                 f"(got {getattr(self, name)!r})")
+        if 0 < self.rate < MIN_RATE:
+            raise UsageError(f"rate must be 0 (unlimited) or at least {MIN_RATE:g} byte/s "
+                             f"(got {self.rate!r})")
         for name in ("rate_burst", "queue_limit"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:

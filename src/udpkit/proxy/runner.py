@@ -20,8 +20,9 @@ from typing import TextIO
 from udpkit.core.errors import UsageError
 from udpkit.core.handler import Address, format_address
 from udpkit.core.impairment import LinkPolicy, LinkSettings, seeded_rng
+from udpkit.http_server import HttpEndpoint
 from udpkit.proxy.config import ProxyConfig
-from udpkit.proxy.control import MAX_HEAD, handle_connection
+from udpkit.proxy.control import CONTROL_LIMITS, router
 from udpkit.proxy.delay_line import DelayLine
 from udpkit.proxy.stats import Counters, ProxyStats
 from udpkit.proxy.tcp import TcpRelay
@@ -48,7 +49,7 @@ class Proxy:
         self._udp: UdpRelay | None = None
         self._delay_line: DelayLine | None = None
         self._tcp_servers: list[asyncio.Server] = []
-        self._control: asyncio.Server | None = None
+        self._control: HttpEndpoint | None = None
         self._relays: set[asyncio.Task[None]] = set()
         self._should_exit = asyncio.Event()
 
@@ -94,13 +95,10 @@ class Proxy:
         self.port = sockets.port
         try:
             if config.control_port is not None:
-                self._control = await asyncio.start_server(
-                    lambda r, w: handle_connection(r, w, self, on_error=_log_bug),
-                    config.control_host,
-                    config.control_port,
-                    limit=MAX_HEAD,
-                )
-                self.control_port = self._control.sockets[0].getsockname()[1]
+                self._control = HttpEndpoint(router(self), name="the control API",
+                                             limits=CONTROL_LIMITS, on_error=_log_bug)
+                self.control_port = await self._control.start(config.control_host,
+                                                              config.control_port)
             self._delay_line = DelayLine(loop)
             if sockets.udp:
                 self._udp = UdpRelay(
@@ -169,12 +167,14 @@ class Proxy:
             await asyncio.wait(list(self._relays), timeout=2.0)
         if self._delay_line is not None:
             self._delay_line.close()
-        for server in (*self._tcp_servers, *([self._control] if self._control else [])):
+        for server in self._tcp_servers:
             try:
                 async with asyncio.timeout(1.0):
                     await server.wait_closed()
             except TimeoutError:
                 pass
+        if self._control is not None:
+            await self._control.wait_closed()
         self._tcp_servers.clear()
         self._control = None
 

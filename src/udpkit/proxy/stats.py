@@ -16,6 +16,7 @@ class Counters:
     """Mutable counters of the proxy's I/O glue (plain ints)."""
 
     __slots__ = (
+        "delay_queue_full",
         "send_errors_down",
         "send_errors_up",
         "sessions_evicted",
@@ -39,6 +40,7 @@ class Counters:
         self.tcp_closed = 0
         self.tcp_rejected = 0
         self.tcp_upstream_failures = 0
+        self.delay_queue_full = 0
 
     def snapshot(self) -> GlueStats:
         return GlueStats(**{name: getattr(self, name) for name in self.__slots__})
@@ -69,6 +71,9 @@ class GlueStats:
     """TCP clients refused because ``max_connections`` were open."""
     tcp_upstream_failures: int = 0
     """TCP clients reset because the upstream connection could not be opened."""
+    delay_queue_full: int = 0
+    """Datagrams dropped because the delay queue already held its limit of bytes
+    (``DELAY_QUEUE_BYTES``: long delays at a high rate)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,7 +186,10 @@ class UdpRelay:
     ) -> None:
         decision = policy.decide(data, now)
         for delivery in decision.deliveries:
-            self.delay_line.schedule(delivery.at, functools.partial(send, delivery.data))
+            data = delivery.data
+            if not self.delay_line.schedule(delivery.at, functools.partial(send, data),
+                                            len(data)):
+                self.counters.delay_queue_full += 1
         if decision.deliveries:
             self.delay_line.run_due(now)
 

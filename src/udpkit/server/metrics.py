@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from udpkit.core.counters import OUTCOMES, CounterSnapshot
-from udpkit.core.errors import UsageError
 from udpkit.core.handler import format_address
 from udpkit.core.histogram import LatencyHistogram
+from udpkit.core.http_request import RequestHead, Response, error
+from udpkit.http_server import HttpEndpoint, HttpLimits
 from udpkit.server.logs import server_log
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector as _Collector
 else:
     _Collector = object
+
+METRICS_LIMITS = HttpLimits(max_body=0, request_timeout=5.0, max_connections=16)
+"""A scrape is one small GET: no body, a few seconds, a handful at once."""
 
 _TCP_ONLY = (
     "connections_opened",
@@ -100,27 +104,42 @@ def _bound(bound: float) -> str:
 
 
 class MetricsServer:
-    """``/metrics`` on ``host:port``, served from a background thread."""
+    """``GET /metrics`` on ``host:port``, served from the event loop (:mod:`udpkit.http_server`:
+    bounded connections and time, so idle scrapers cost neither threads nor descriptors)."""
 
-    def __init__(self, host: str, port: int, collector: ServerCollector) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
+    def __init__(
+        self, host: str, port: int, collector: ServerCollector,
+        *, limits: HttpLimits = METRICS_LIMITS,
+    ) -> None:
+        from prometheus_client import CollectorRegistry
 
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector)
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
-        self.port = int(self._server.server_port)
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(collector)
+        self.endpoint = HttpEndpoint(self._route, name="metrics", limits=limits,
+                                     on_error=_log_bug)
+        self.port = self.endpoint.listen(host, port)
+
+    def _route(self, request: RequestHead, body: bytes) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if request.path != "/metrics":
+            return error(404, f"no such endpoint {request.path!r}; try GET /metrics")
+        if request.method != "GET":
+            return error(405, f"{request.method} is not allowed on /metrics (allowed: GET)",
+                         ("Allow", "GET"))
+        return Response(200, generate_latest(self._registry), content_type=CONTENT_TYPE_LATEST)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self.endpoint.close()
+
+
+def _log_bug(exc: BaseException) -> None:
+    server_log.error("metrics endpoint: internal error", exc_info=exc)
 
 
 def serve_metrics(host: str, port: int, collector: ServerCollector) -> MetricsServer:
-    """Start a :class:`MetricsServer`, say where, or raise :class:`UsageError`."""
-    try:
-        server = MetricsServer(host, port, collector)
-    except OSError as exc:
-        raise UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+    """Start a :class:`MetricsServer` on the running loop, say where, or raise
+    :class:`UsageError`."""
+    server = MetricsServer(host, port, collector)
     server_log.info("Serving metrics on http://%s/metrics", format_address((host, server.port)))
     return server
