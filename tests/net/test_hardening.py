@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 
+from tests.conftest import HAS_IPV6
 from tests.net.helpers import RawUdp, expect_fast, wait_for_counters
 from udpkit.server import Server, ServerConfig
 
@@ -76,6 +77,45 @@ async def test_deny_list_drops_udp_and_refuses_tcp() -> None:
         udp = await wait_for_counters(server, "udp", 1)
         assert udp.dropped_denied == 1
         assert server.stats()["tcp"].connections_denied == 1
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6")
+@pytest.mark.usefixtures("udp_path")
+@pytest.mark.usefixtures("tcp_path")
+async def test_a_mapped_deny_entry_holds_on_a_dual_stack_server() -> None:
+    """Regression (issue 16, item 10): on ``--host ::`` an IPv4 client is seen as
+    ``::ffff:127.0.0.5``; ``--deny ::ffff:127.0.0.5`` let it through, and the logs
+    printed it as ``[::ffff:127.0.0.5]`` (``test_logs_show_a_mapped_peer_as_ipv4``)."""
+    config = ServerConfig(host="::", port=0, deny=("::ffff:127.0.0.5",), limit_exempt=())
+    async with Server(config) as server:
+        denied = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        allowed = RawUdp(HOST)
+        try:
+            denied.bind(("127.0.0.5", 0))
+            denied.sendto(b"x", (HOST, server.port))
+            await allowed.send(b"y", (HOST, server.port))
+            assert await allowed.recv() == b"Hello, y!"
+            udp = await wait_for_counters(server, "udp", 2)
+        finally:
+            denied.close()
+            allowed.close()
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.bind(("127.0.0.5", 0))
+        tcp.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(tcp, (HOST, server.port))
+            reader, writer = await asyncio.open_connection(sock=tcp)
+            assert await read_all(reader) == b""  # refused at once, no welcome
+            writer.close()
+        finally:
+            tcp.close()
+        for _ in range(100):
+            if server.stats()["tcp"].connections_denied:
+                break
+            await asyncio.sleep(0.01)
+        assert server.stats()["tcp"].connections_denied == 1
+    assert udp.dropped_denied == 1
+    assert udp.replied == 1
 
 
 @pytest.mark.usefixtures("udp_path")

@@ -172,3 +172,47 @@ def test_admission_take() -> None:
     assert admission.take("127.0.0.1", 0.0, 16) == 16
     assert admission.take("198.51.100.1", 0.0, 16) == 3
     assert admission.take("198.51.100.1", 0.0, 16) == 0
+
+
+def test_an_ipv4_mapped_network_matches_the_ipv4_peer_it_names() -> None:
+    """Regression (issue 16, item 10): ``--deny ::ffff:127.0.0.5`` had no effect on
+    ``--host ::``: peers were unmapped to IPv4, configured networks were not."""
+    classifier = SourceClassifier(deny=parse_networks(["::ffff:127.0.0.5", "::ffff:10.0.0.0/104"]))
+    assert classifier.classify("::ffff:127.0.0.5")[1] is False
+    assert classifier.classify("127.0.0.5")[1] is False
+    assert classifier.classify("10.1.2.3")[1] is False
+    assert classifier.classify("127.0.0.6")[1] is True
+    everyone = SourceClassifier(deny=parse_networks(["::/0"]))
+    assert everyone.classify("192.0.2.1")[1] is False  # ::/0 holds every mapped IPv4 peer
+    assert parse_networks(["::ffff:127.0.0.5"]) == parse_networks(["127.0.0.5"])
+
+
+def test_nat64_clients_are_keyed_by_their_ipv4_address() -> None:
+    """Regression (issue 16, item 15): every NAT64 client shared one /64 bucket."""
+    classifier = SourceClassifier()
+    a, b = classifier.classify("64:ff9b::192.0.2.1"), classifier.classify("64:ff9b::192.0.2.2")
+    assert a[0] != b[0]
+    assert a[0] == classifier.classify("192.0.2.1")[0]
+    assert classifier.classify("64:ff9b:1::c000:201")[0] == a[0]  # the local-use prefix
+    denied = SourceClassifier(deny=parse_networks(["192.0.2.1"]))
+    assert denied.classify("64:ff9b::192.0.2.1")[1] is False  # the embedded client is denied
+    whole = SourceClassifier(deny=parse_networks(["64:ff9b::/96"]))
+    assert whole.classify("64:ff9b::192.0.2.1")[1] is False  # and so is the whole prefix
+    assert whole.classify("192.0.2.1")[1] is True
+
+
+def test_link_local_neighbours_each_get_a_bucket() -> None:
+    """Regression (issue 16, item 15): every link-local peer shared ``fe80::/64``."""
+    classifier = SourceClassifier()
+    keys = {classifier.classify(host)[0]
+            for host in ("fe80::1%eth0", "fe80::2%eth0", "fe80::1%eth1")}
+    assert len(keys) == 3
+    assert classifier.classify("2001:db8::1")[0] == classifier.classify("2001:db8::2")[0]
+
+
+def test_logs_show_a_mapped_peer_as_ipv4() -> None:
+    from udpkit.core.handler import Peer, format_address
+
+    assert format_address(("::ffff:127.0.0.1", 5)) == "127.0.0.1:5"
+    assert str(Peer(("::ffff:10.0.0.1", 7, 0, 0), "udp")) == "10.0.0.1:7"
+    assert format_address(("::1", 5)) == "[::1]:5"

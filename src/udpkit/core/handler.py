@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Literal, NamedTuple, TypeAlias
 
+from udpkit.core.sources import canonical_host
+
 Address: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 """A socket address as the standard library gives it (IPv4 or IPv6)."""
 
@@ -43,6 +45,7 @@ Handler: TypeAlias = Callable[[bytes, Peer], Reply | Awaitable[Reply]]
 
 
 def format_address(address: Address | tuple[str, int]) -> str:
-    """``127.0.0.1:9999`` or ``[::1]:9999``."""
-    host, port = address[0], address[1]
+    """``127.0.0.1:9999`` or ``[::1]:9999``; an IPv4 peer of a dual-stack socket
+    (``::ffff:127.0.0.1``) as the IPv4 address it is (see :mod:`udpkit.core.sources`)."""
+    host, port = canonical_host(address[0]), address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
