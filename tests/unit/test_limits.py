@@ -216,3 +216,20 @@ def test_logs_show_a_mapped_peer_as_ipv4() -> None:
     assert format_address(("::ffff:127.0.0.1", 5)) == "127.0.0.1:5"
     assert str(Peer(("::ffff:10.0.0.1", 7, 0, 0), "udp")) == "10.0.0.1:7"
     assert format_address(("::1", 5)) == "[::1]:5"
+
+
+def test_handler_error_lines_report_how_many_were_left_out(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The line after a suppressed spell says how many handler errors it hid."""
+    from udpkit.core.handler import Peer
+    from udpkit.server import dispatch
+
+    clock = iter([0.0] * 8 + [2.0])
+    monkeypatch.setattr(dispatch, "_handler_log_limiter", LogLimiter(per_second=1, burst=5))
+    monkeypatch.setattr(dispatch, "_clock", lambda: next(clock))
+    peer = Peer(("192.0.2.1", 5), "udp")
+    for _ in range(9):
+        dispatch.log_handler_error(peer, dispatch.HandlerError("bad reply"))
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == ["bad reply"] * 5 + ["bad reply (3 more handler errors not logged)"]

@@ -1,16 +1,23 @@
 """Calling the handler, the same way for every transport.
 
 Rule: a handler's result is bytes, ``None``, or an awaitable of either; any
-other type, and any exception, is the handler's error: logged with its
-traceback, counted, and the server goes on.
+other type, and any exception, is the handler's error: counted, logged with its
+traceback, and the server goes on.  The log is rate-limited as abuse lines are
+(a burst, then about one a second): a handler that always raises must not turn
+every request into kilobytes of log, and the next line says how many were left out.
 """
 
 from __future__ import annotations
 
 import inspect
+import time
 
 from udpkit.core.handler import Peer, Reply
+from udpkit.core.loglimit import LogLimiter
 from udpkit.server.logs import server_log
+
+_handler_log_limiter = LogLimiter(per_second=1.0, burst=5)
+_clock = time.monotonic
 
 
 class HandlerError(Exception):
@@ -33,7 +40,12 @@ def is_awaitable(result: object) -> bool:
 
 
 def log_handler_error(peer: Peer, exc: BaseException) -> None:
+    """Log a handler's error (the caller counted it), unless too many came just now."""
+    left_out = _handler_log_limiter.admit("handler", _clock())
+    if left_out is None:
+        return
+    more = f" ({left_out} more handler errors not logged)" if left_out else ""
     if isinstance(exc, HandlerError):
-        server_log.error("%s", exc)
+        server_log.error("%s%s", exc, more)
     else:
-        server_log.error("handler failed for request from %s", peer, exc_info=exc)
+        server_log.error("handler failed for request from %s%s", peer, more, exc_info=exc)
