@@ -21,6 +21,7 @@ from udpkit.core.histogram import LatencyHistogram
 from udpkit.core.proxy_protocol import ProxyPolicy
 from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier, parse_networks
+from udpkit.server.accept import TcpListener, listen_tcp
 from udpkit.server.binding import BoundSockets, bind
 from udpkit.server.config import ServerConfig
 from udpkit.server.event_loops import run_with_loop
@@ -54,7 +55,7 @@ class Server:
         self._sockets: BoundSockets | None = None
         self.admission = make_admission(config)
         self._udp: list[UdpEndpoint] = []
-        self._tcp_servers: list[asyncio.Server] = []
+        self._tcp_servers: list[TcpListener] = []
         self._registry: ConnectionRegistry | None = None
         self.latency = LatencyHistogram() if config.metrics is not None else None
         self._metrics: MetricsServer | None = None
@@ -135,7 +136,6 @@ class Server:
                     line_poller=line_poller,
                 )
             )
-        loop = asyncio.get_running_loop()
         for sock in self._sockets.udp:
             endpoint = UdpEndpoint(
                 sock,
@@ -156,9 +156,7 @@ class Server:
             self._udp.append(endpoint)
             self._announce("UDP", sock.getsockname())
         for sock in self._sockets.tcp:
-            server = await loop.create_server(
-                self._new_connection, sock=sock, backlog=config.tcp_backlog
-            )
+            server = await listen_tcp(self._new_connection, sock, backlog=config.tcp_backlog)
             self._tcp_servers.append(server)
             self._announce("TCP", sock.getsockname())
         if config.metrics is not None:
