@@ -9,6 +9,7 @@ import pytest
 
 from tests.net.test_hardening import read_all
 from tests.unit.test_proxy_protocol import tlv, v1, v2
+from udpkit.core.errors import UsageError
 from udpkit.core.handler import Peer
 from udpkit.server import Server, ServerConfig
 
@@ -34,7 +35,8 @@ async def exchange(host: str, port: int, *chunks: bytes) -> list[bytes]:
 
 
 def config(**overrides: object) -> ServerConfig:
-    settings: dict[str, object] = {"app": who, "port": 0, "udp": False, "proxy_protocol": True}
+    settings: dict[str, object] = {"app": who, "port": 0, "udp": False, "proxy_protocol": True,
+                                   "proxy_trusted": ("loopback",)}
     settings.update(overrides)
     return ServerConfig(**settings)  # type: ignore[arg-type]
 
@@ -113,3 +115,17 @@ async def test_without_proxy_protocol_a_header_is_an_ordinary_request() -> None:
         lines = await exchange("127.0.0.1", server.port,
                                v1("TCP4", "192.0.2.7", "127.0.0.1", 1, 9999))
     assert lines[1].startswith(b"127.0.0.1:")
+
+
+def test_proxy_protocol_without_trusted_networks_refuses_to_start() -> None:
+    """Regression (issue 16, item 14): with no ``--proxy-trusted`` every client could
+    name its own source in a PROXY header and slip past limits and per-source caps."""
+    with pytest.raises(UsageError, match="--proxy-trusted"):
+        config(proxy_trusted=())
+
+
+async def test_proxy_trusted_any_lets_every_peer_send_the_header() -> None:
+    async with Server(config(proxy_trusted=("any",))) as server:
+        lines = await exchange("127.0.0.1", server.port,
+                               v1("TCP4", "192.0.2.7", "198.51.100.1", 40000, 9999) + b"a\n")
+    assert lines == [b"Welcome!", b"192.0.2.7:40000"]

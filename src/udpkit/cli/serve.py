@@ -96,7 +96,8 @@ def _optional_float(value: str, name: str) -> float | None:
               help="TCP: expect a PROXY protocol v1/v2 header from --proxy-trusted peers.")
 @click.option("--proxy-trusted", multiple=True, metavar="CIDR",
               help="Load balancers allowed to send the PROXY header (repeat or "
-                   "comma-separate) [default: every peer must send it].")
+                   "comma-separate); required with --proxy-protocol ('any': every peer "
+                   "must send it, and so may choose its source).")
 @click.option("--loop", type=click.Choice(["auto", "asyncio", "uvloop"]),
               default="auto", show_default=True,
               help="Event loop; 'auto' takes uvloop when installed (udpkit[fast]).")

@@ -30,6 +30,10 @@ LOOPBACK: tuple[Network, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
+ANY: tuple[Network, ...] = (
+    ipaddress.ip_network("0.0.0.0/0"),
+    ipaddress.ip_network("::/0"),
+)
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _NAT64: tuple[ipaddress.IPv6Network, ...] = (
     ipaddress.IPv6Network("64:ff9b::/96"),
@@ -60,7 +64,8 @@ def canonical_host(host: str) -> str:
 
 
 def parse_networks(specs: Iterable[str]) -> tuple[Network, ...]:
-    """Parse CIDR strings (``10.0.0.0/8``, ``::1``); raise :class:`UsageError`."""
+    """Parse CIDR strings (``10.0.0.0/8``, ``::1``, or the words ``loopback`` and ``any``);
+    raise :class:`UsageError`."""
     networks: list[Network] = []
     for spec in specs:
         for part in spec.split(","):
@@ -69,6 +74,9 @@ def parse_networks(specs: Iterable[str]) -> tuple[Network, ...]:
                 continue
             if part == "loopback":
                 networks.extend(LOOPBACK)
+                continue
+            if part == "any":
+                networks.extend(ANY)
                 continue
             try:
                 networks.extend(canonical_networks(ipaddress.ip_network(part, strict=False)))

@@ -70,7 +70,9 @@ class ServerConfig:
     proxy_trusted: tuple[str, ...] = ()
     """Networks (CIDR) of the load balancers that send the PROXY header; connections
     from elsewhere are served as direct clients and any header they send is not
-    honoured.  Empty: every connection must start with the header."""
+    honoured.  Required with ``proxy_protocol``: ``("any",)`` makes every connection
+    start with the header, which lets any client choose the source address its
+    limits and access lists see, so it must be asked for by name."""
 
     # -- abuse limits (see README, "Limits and their defaults") ----------------
     rate_limit: float | None = 1000.0
@@ -118,6 +120,11 @@ class ServerConfig:
             raise UsageError(f"loop must be 'auto', 'asyncio' or 'uvloop' (got {self.loop!r})")
         if self.udp_send_queue < 0 or self.tcp_pipeline < 1 or self.tcp_backlog < 1:
             raise UsageError("queue sizes must be positive")
+        if self.proxy_protocol and not self.proxy_trusted:
+            raise UsageError(
+                "the PROXY protocol needs --proxy-trusted CIDR, the load balancers that send "
+                "the header (--proxy-trusted any lets every client choose its own source)"
+            )
         if self.graceful_timeout < 0:
             raise UsageError("graceful_timeout must be >= 0")
         if self.rate_limit is not None and self.rate_limit <= 0:
