@@ -1,5 +1,5 @@
 """SIGINT and SIGTERM for a long-running service: the server, the proxy, the
-worker supervisor.
+worker supervisor (all through :meth:`udpkit.service.Service.serve`).
 
 Rule: the handlers go in before start-up, so a signal that arrives right
 after the service said it is bound still stops it gracefully (the default
