@@ -67,6 +67,11 @@ class Service(abc.ABC):
         self._force_exit.set()
 
     @property
+    def exit_requested(self) -> bool:
+        """Whether :meth:`request_exit` (or :meth:`force_exit`) was called."""
+        return self._should_exit.is_set()
+
+    @property
     def forced(self) -> bool:
         """Whether :meth:`force_exit` was called."""
         return self._force_exit.is_set()

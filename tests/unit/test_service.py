@@ -13,6 +13,8 @@ import asyncio
 import os
 import signal
 
+import pytest
+
 from udpkit.service import Service
 
 
@@ -83,3 +85,24 @@ async def test_async_with_is_startup_then_shutdown() -> None:
     async with Recorder() as service:
         assert service.steps == ["startup"]
     assert service.steps == ["startup", "shutdown"]
+
+
+async def test_without_loop_signal_handlers_signals_still_stop_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where ``loop.add_signal_handler`` is missing (not Unix), ``signal.signal``
+    hands the signals to the loop: the same graceful, then forced, stop."""
+    loop = asyncio.get_running_loop()
+
+    def not_implemented(*args: object) -> None:
+        raise NotImplementedError
+
+    monkeypatch.setattr(loop, "add_signal_handler", not_implemented)
+    monkeypatch.setattr(loop, "remove_signal_handler", not_implemented)
+    before = signal.getsignal(signal.SIGTERM)
+    service = Recorder(signal_at_startup=1, signal_at_shutdown=1)
+    assert await service.serve() == 0
+    assert service.steps == [
+        "startup", "SIGTERM", "shutdown", "SIGINT again", "forced", "stopped",
+    ]
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back

@@ -162,10 +162,6 @@ class Supervisor(Service):
         with self._state:
             return sum(w.report.open_connections for w in self._slots.values() if w.report)
 
-    @property
-    def _stopping(self) -> bool:
-        return self._should_exit.is_set()
-
     def _totals(self) -> ReportTotals:
         totals = ReportTotals()
         with self._state:
@@ -197,7 +193,7 @@ class Supervisor(Service):
             for slot in range(1, self.workers + 1):
                 self._start_worker(slot)
             await self._wait_ready()
-            if self._stopping:
+            if self.exit_requested:
                 return
             for transport, socks in (("UDP", placeholder.udp), ("TCP", placeholder.tcp)):
                 for sock in socks:
@@ -221,7 +217,7 @@ class Supervisor(Service):
     async def _wait_ready(self) -> None:
         pending = [worker.ready for worker in self._slots.values()]
         done, not_done = await asyncio.wait(pending, timeout=_READY_TIMEOUT)
-        if self._stopping:
+        if self.exit_requested:
             return  # a signal came during start-up: serve() waits for the workers to go
         if not_done:
             raise UsageError(f"workers did not start within {_READY_TIMEOUT:g} s")
@@ -243,7 +239,7 @@ class Supervisor(Service):
 
     def _start_worker(self, slot: int) -> None:
         self._pending.pop(slot, None)
-        if self._stopping:
+        if self.exit_requested:
             return
         assert self._worker_config is not None
         loop = asyncio.get_running_loop()
@@ -279,7 +275,7 @@ class Supervisor(Service):
         elif isinstance(message, Ready):
             if not worker.ready.done():
                 worker.ready.set_result(None)
-            if self.restarts and not self._stopping:
+            if self.restarts and not self.exit_requested:
                 server_log.info("Worker %d restarted (pid %s)", worker.slot, message.pid)
         elif isinstance(message, StartFailed) and not worker.ready.done():
             worker.ready.set_result(message.reason)
@@ -316,7 +312,7 @@ class Supervisor(Service):
             worker.ready.set_result(f"worker {worker.slot} exited at start-up ({_how(code)})")
             if not self.addresses:
                 return  # start-up fails as a whole (see _wait_ready)
-        if self._stopping:
+        if self.exit_requested:
             server_log.debug("Worker %d (pid %s) %s", worker.slot, worker.pid, _how(code))
         else:
             delay = self.policy.delay(worker.slot, loop.time())
@@ -348,7 +344,7 @@ class Supervisor(Service):
             worker.process.close()
 
     def _check_done(self) -> None:
-        if self._stopping and not self._slots:
+        if self.exit_requested and not self._slots:
             self._all_done.set()
 
     async def main_loop(self) -> None:
@@ -365,7 +361,7 @@ class Supervisor(Service):
 
     def request_exit(self) -> None:
         """Stop restarting, tell every worker to drain (SIGTERM)."""
-        if self._stopping:
+        if self.exit_requested:
             return
         super().request_exit()
         for timer in self._pending.values():
