@@ -1,10 +1,12 @@
 """SIGINT and SIGTERM for a long-running service: the server, the proxy, the
-worker supervisor.
+worker supervisor (all through :meth:`udpkit.service.Service.serve`).
 
 Rule: the handlers go in before start-up, so a signal that arrives right
 after the service said it is bound still stops it gracefully (the default
 action would kill it with nothing drained and no summary); the first signal
-asks for a graceful stop, every later one for an immediate one.
+asks for a graceful stop, every later one for an immediate one.  Where the
+event loop cannot watch signals (``add_signal_handler`` is Unix only), a plain
+``signal.signal`` handler hands each one to the loop instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -35,19 +39,30 @@ class StopSignals:
         self._immediate = immediate
         self._install = install
         self.seen = 0
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
         if self._install:
             loop = asyncio.get_running_loop()
             for signum in HANDLED_SIGNALS:
-                loop.add_signal_handler(signum, self._on_signal, signum)
+                try:
+                    loop.add_signal_handler(signum, self._on_signal, signum)
+                except NotImplementedError:  # not Unix: no signal handling in the loop
+
+                    def handler(number: int, frame: FrameType | None) -> None:
+                        loop.call_soon_threadsafe(self._on_signal, number)
+
+                    self._previous[signum] = signal.signal(signum, handler)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._install:
             loop = asyncio.get_running_loop()
             for signum in HANDLED_SIGNALS:
-                loop.remove_signal_handler(signum)
+                if signum in self._previous:
+                    signal.signal(signum, self._previous.pop(signum))
+                else:
+                    loop.remove_signal_handler(signum)
 
     def _on_signal(self, signum: int) -> None:
         self.seen += 1

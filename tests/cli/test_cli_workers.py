@@ -8,6 +8,9 @@ import queue
 import re
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 import urllib.request
 
@@ -212,3 +215,36 @@ def test_a_bad_app_fails_before_any_worker_starts() -> None:
     result = run_udpkit("serve", "--port", "0", "--workers", "2", "no_such_module:app")
     assert result.returncode == 2
     assert b"Traceback" not in result.stderr
+
+
+WITHOUT_FCNTL = textwrap.dedent(
+    """
+    import sys
+    # As on a platform without them: importing either fails.
+    sys.modules["fcntl"] = sys.modules["resource"] = None
+    import udpkit.cli, udpkit.server, udpkit.server.supervisor
+    sys.argv = ["udpkit", *sys.argv[1:]]
+    udpkit.cli.main()
+    """
+)
+
+
+def run_without_fcntl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", WITHOUT_FCNTL, *args], capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def test_without_fcntl_everything_imports_and_serve_help_works() -> None:
+    """Regression: ``import fcntl`` at the top of the workers module made every
+    ``udpkit`` command fail at import on a platform without it."""
+    result = run_without_fcntl("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--workers" in result.stdout
+
+
+def test_without_fcntl_workers_say_not_supported_in_one_line() -> None:
+    result = run_without_fcntl("serve", "--port", "0", "--workers", "2")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "--workers" in line]
+    assert "--workers is not supported on this platform: it needs flock (fcntl)" in line

@@ -13,7 +13,7 @@ from udpkit.core.handler import Peer
 from udpkit.core.restarts import RestartPolicy
 from udpkit.server import ServerConfig
 from udpkit.server.binding import ReusePortUnsupported, bind
-from udpkit.server.workers import PortInUse, PortLock, Supervisor, reserve_port
+from udpkit.server.supervisor import PortInUse, PortLock, Supervisor, reserve_port
 
 
 def test_reuse_port_sockets_share_the_port_and_others_are_refused() -> None:

@@ -13,7 +13,7 @@ from udpkit.core.errors import UsageError
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
 from udpkit.server.logs import configure
-from udpkit.server.workers import available_cpus, serve_workers
+from udpkit.server.supervisor import available_cpus, serve_workers
 
 _defaults = ServerConfig()
 

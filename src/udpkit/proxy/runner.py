@@ -1,10 +1,12 @@
 """The proxy's life cycle: bind, relay, control, stop, summarise.
 
 Rule: settings live in :class:`~udpkit.proxy.config.ProxyConfig`; this module
-owns only the running state.  One :class:`~udpkit.core.impairment.LinkPolicy`
+owns only the running state, and :class:`~udpkit.service.Service` the order of
+the steps and the signals.  One :class:`~udpkit.core.impairment.LinkPolicy`
 per direction decides for every UDP session and TCP connection (one link, one
-seeded stream of decisions).  The first SIGINT/SIGTERM stops it; the summary
-(settings, seed and counters) is a JSON object.
+seeded stream of decisions).  The first SIGINT/SIGTERM stops it (relays get
+2 s to finish); a second one stops waiting for them.  The summary (settings,
+seed and counters) is a JSON object.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 import random
 import socket
 import sys
-from types import TracebackType
 from typing import TextIO
 
 from udpkit.core.errors import UsageError
@@ -28,13 +29,17 @@ from udpkit.proxy.stats import Counters, ProxyStats
 from udpkit.proxy.tcp import TcpRelay
 from udpkit.proxy.udp import UdpRelay, proxy_log
 from udpkit.server.binding import bind
-from udpkit.signals import StopSignals
+from udpkit.service import Service
+
+_RELAY_DRAIN_TIMEOUT = 2.0
+"""Seconds a shutdown waits for the cancelled TCP relays to finish."""
 
 
-class Proxy:
+class Proxy(Service):
     """A running impairment proxy; ``async with Proxy(config) as proxy: proxy.port``."""
 
     def __init__(self, config: ProxyConfig) -> None:
+        super().__init__()
         self.config = config
         self.seed: int = (
             config.seed if config.seed is not None else random.SystemRandom().randrange(2**32)
@@ -51,7 +56,6 @@ class Proxy:
         self._tcp_servers: list[asyncio.Server] = []
         self._control: HttpEndpoint | None = None
         self._relays: set[asyncio.Task[None]] = set()
-        self._should_exit = asyncio.Event()
 
     # -- settings and counters ------------------------------------------------
 
@@ -151,9 +155,6 @@ class Proxy:
                 writer.transport.abort()
             self.counters.tcp_closed += 1
 
-    async def main_loop(self) -> None:
-        await self._should_exit.wait()
-
     async def shutdown(self) -> None:
         for server in self._tcp_servers:
             server.close()
@@ -164,53 +165,18 @@ class Proxy:
         for task in list(self._relays):
             task.cancel()
         if self._relays:
-            await asyncio.wait(list(self._relays), timeout=2.0)
+            await self.wait_or_force(asyncio.wait(list(self._relays)), _RELAY_DRAIN_TIMEOUT)
         if self._delay_line is not None:
             self._delay_line.close()
         for server in self._tcp_servers:
-            try:
-                async with asyncio.timeout(1.0):
-                    await server.wait_closed()
-            except TimeoutError:
-                pass
+            await self.wait_or_force(server.wait_closed(), 1.0)
         if self._control is not None:
-            await self._control.wait_closed()
+            await self.wait_or_force(self._control.wait_closed(), 1.0)
         self._tcp_servers.clear()
         self._control = None
 
-    def request_exit(self) -> None:
-        self._should_exit.set()
-
-    async def serve(self, *, install_signals: bool = True) -> None:
-        """Start, relay until asked to stop (SIGINT/SIGTERM), shut down.
-
-        The signal handlers go in before start-up: a signal right after the
-        ``Proxy ... on ...`` line still ends in a clean shutdown and the summary.
-        """
-        stop = self._stop
-        with StopSignals(stop, stop, install=install_signals):
-            await self.startup()
-            try:
-                await self.main_loop()
-            finally:
-                await self.shutdown()
-
-    def _stop(self, signal_name: str) -> None:
-        # Shutdown is bounded already (relays get 2 s), so a second signal asks the same.
+    def signal_received(self, signal_name: str, *, again: bool) -> None:
         proxy_log.info("Received %s, shutting down...", signal_name)
-        self.request_exit()
-
-    async def __aenter__(self) -> Proxy:
-        await self.startup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.shutdown()
 
 
 async def _resolve(host: str, port: int) -> tuple[Address, socket.AddressFamily]:

@@ -2,7 +2,8 @@
 
 ``config`` holds the settings, ``binding`` opens the sockets, ``udp`` and
 ``tcp`` feed requests to the handler and send replies, ``runner`` owns the
-life cycle (startup, serving, graceful shutdown, signals).
+running server (its life cycle is :class:`udpkit.service.Service`'s), and
+``supervisor`` runs several of them on one port (``serve --workers``).
 """
 
 from udpkit.server.config import ServerConfig

@@ -8,7 +8,7 @@ host name binds every address it resolves to; ``::`` is dual stack.
 ``reuse_port=True`` (the workers of ``serve --workers``) sets ``SO_REUSEPORT``
 on both transports, so sockets of the same user may share the port and the
 kernel spreads datagrams and connections over them (socket(7)).  Only the
-supervisor in :mod:`udpkit.server.workers` asks for it, after checking that
+supervisor in :mod:`udpkit.server.supervisor` asks for it, after checking that
 the port is free.
 """
 
@@ -20,7 +20,10 @@ from dataclasses import dataclass
 
 from udpkit.core.errors import UsageError
 
-_PORT_ZERO_TRIES = 50
+_SHARED_PORT_TRIES = 50
+"""With ``port=0``: how many ports to let the kernel pick (for the first socket)
+before giving up, when the picked port is taken for one of the later sockets
+(the other transport, another address of the host)."""
 
 
 class ReusePortUnsupported(UsageError):
@@ -121,7 +124,7 @@ def bind(
     saying which address and transport failed.
     """
     targets = resolve(host, port)
-    tries = _PORT_ZERO_TRIES if port == 0 else 1
+    tries = _SHARED_PORT_TRIES if port == 0 else 1
     for attempt in range(tries):
         bound = BoundSockets(udp=[], tcp=[], port=port)
         try:

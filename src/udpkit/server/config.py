@@ -52,6 +52,10 @@ class ServerConfig:
     """Seconds a shutdown waits for in-flight requests before closing anyway."""
     metrics: tuple[str, int] | None = None
     """Serve Prometheus metrics on this (host, port); port 0 picks one."""
+    record_latency: bool = False
+    """Keep a histogram of request latencies even without ``metrics`` (always kept
+    with it).  Set by the supervisor of ``serve --workers`` for its workers, which
+    report the histogram to the supervisor's ``/metrics``."""
     fast_path: bool = True
     """Serve UDP with the C extension (``recvmmsg``/``sendmmsg``), and split TCP lines
     and call the handler per line in C, when it is built and the handler is sync;

@@ -1,7 +1,8 @@
-"""The server's life cycle: startup, serving, graceful shutdown, signals.
+"""The server's life cycle: startup, serving, graceful shutdown.
 
 Rule: settings live in :class:`~udpkit.server.config.ServerConfig`; this
-module owns only the running state.  The first SIGINT/SIGTERM stops taking new
+module owns only the running state, and :class:`~udpkit.service.Service` the
+order of the steps and the signals.  The first SIGINT/SIGTERM stops taking new
 work, answers what was already received, closes TCP connections and prints a
 one-line summary of the counters; a second signal skips the waiting.
 """
@@ -9,7 +10,6 @@ one-line summary of the counters; a second signal skips the waiting.
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from udpkit.apps import load_app
@@ -37,15 +37,16 @@ from udpkit.server.tcp import (
     tcp_line_poller,
 )
 from udpkit.server.udp import FAST_PATH_NAME, UdpEndpoint
-from udpkit.signals import StopSignals
+from udpkit.service import Service
 
 if TYPE_CHECKING:
     from udpkit.server.metrics import MetricsServer
 
-class Server:
+class Server(Service):
     """A running udpkit server; use ``async with Server(config) as server``."""
 
     def __init__(self, config: ServerConfig) -> None:
+        super().__init__()
         self.config = config
         self.handler: Handler = load_app(config.app) if isinstance(config.app, str) else config.app
         self.udp_counters = Counters()
@@ -57,11 +58,11 @@ class Server:
         self._udp: list[UdpEndpoint] = []
         self._tcp_servers: list[TcpListener] = []
         self._registry: ConnectionRegistry | None = None
-        self.latency = LatencyHistogram() if config.metrics is not None else None
+        self.latency = (
+            LatencyHistogram() if config.metrics is not None or config.record_latency else None
+        )
         self._metrics: MetricsServer | None = None
         self.metrics_port: int | None = None
-        self._should_exit = asyncio.Event()
-        self._force_exit = asyncio.Event()
 
     # -- public state ---------------------------------------------------------
 
@@ -193,9 +194,6 @@ class Server:
         framing = make_framing(config.tcp_framing, max_line=config.max_request)
         return TcpConnection(self._registry.settings, framing, self._registry)
 
-    async def main_loop(self) -> None:
-        await self._should_exit.wait()
-
     async def shutdown(self) -> None:
         """Stop taking work, answer what was received, close everything."""
         for server in self._tcp_servers:
@@ -205,7 +203,7 @@ class Server:
         for connection in list(self._connections):
             connection.stop_reading()
         try:
-            await self._wait_or_force(self._drained(), self.config.graceful_timeout)
+            await self.wait_or_force(self._drained(), self.config.graceful_timeout)
         finally:
             for connection in list(self._connections):
                 connection.abort()
@@ -217,7 +215,7 @@ class Server:
                 self._metrics.close()
                 self._metrics = None
             for server in self._tcp_servers:
-                await self._wait_or_force(server.wait_closed(), 1.0)
+                await self.wait_or_force(server.wait_closed(), 1.0)
             self._udp.clear()
             self._tcp_servers.clear()
 
@@ -228,59 +226,14 @@ class Server:
         if pending:
             await asyncio.wait(pending)
 
-    async def _wait_or_force(self, work: object, timeout: float) -> None:
-        task = asyncio.ensure_future(work)  # type: ignore[call-overload]
-        force = asyncio.ensure_future(self._force_exit.wait())
-        try:
-            await asyncio.wait([task, force], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pending in (task, force):
-                pending.cancel()
+    def stopped(self) -> None:
+        server_log.info("%s", self.summary())
 
-    async def serve(self, *, install_signals: bool = True) -> None:
-        """Start, serve until asked to stop, shut down and log the summary.
-
-        Signal handlers go in before the sockets are bound, so a SIGTERM that
-        arrives right after the ``Bind ...`` lines still drains gracefully.
-        """
-        with StopSignals(self._stop_gracefully, self._stop_now, install=install_signals):
-            await self.startup()
-            try:
-                await self.main_loop()
-            finally:
-                await self.shutdown()
-                server_log.info("%s", self.summary())
-
-    def request_exit(self) -> None:
-        """Ask for a graceful stop (what the first SIGINT/SIGTERM does)."""
-        self._should_exit.set()
-
-    def force_exit(self) -> None:
-        """Stop waiting for in-flight work (what a second signal does)."""
-        self._should_exit.set()
-        self._force_exit.set()
-
-    def _stop_gracefully(self, signal_name: str) -> None:
-        server_log.info("Received %s, shutting down gracefully...", signal_name)
-        self.request_exit()
-
-    def _stop_now(self, signal_name: str) -> None:
-        server_log.info("Received %s again, exiting now.", signal_name)
-        self.force_exit()
-
-    # -- async context manager --------------------------------------------------
-
-    async def __aenter__(self) -> Server:
-        await self.startup()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.shutdown()
+    def signal_received(self, signal_name: str, *, again: bool) -> None:
+        if again:
+            server_log.info("Received %s again, exiting now.", signal_name)
+        else:
+            server_log.info("Received %s, shutting down gracefully...", signal_name)
 
 
 def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool) -> str:

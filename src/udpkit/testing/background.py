@@ -35,7 +35,6 @@ class BackgroundProxy:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="udpkit-proxy", daemon=True)
-        self._stop: asyncio.Event | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -49,8 +48,8 @@ class BackgroundProxy:
         return self
 
     def close(self) -> None:
-        if self._thread.is_alive() and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive() and self._proxy is not None:
+            self._loop.call_soon_threadsafe(self._proxy.request_exit)
             self._thread.join(_START_TIMEOUT)
         if not self._loop.is_closed() and not self._thread.is_alive():
             self._loop.close()
@@ -74,7 +73,6 @@ class BackgroundProxy:
             self._ready.set()
 
     async def _main(self) -> None:
-        self._stop = asyncio.Event()
         proxy = Proxy(self.config)
         try:
             await proxy.startup()
@@ -84,7 +82,7 @@ class BackgroundProxy:
         self._proxy = proxy
         self._ready.set()
         try:
-            await self._stop.wait()
+            await proxy.main_loop()
         finally:
             await proxy.shutdown()
 
