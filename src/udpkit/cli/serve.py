@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from udpkit.apps import BUILTIN, DEFAULT_APP
 from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import UsageError
 from udpkit.server import ServerConfig
@@ -42,8 +43,10 @@ def _optional_float(value: str, name: str) -> float | None:
     return number
 
 
-@click.command()
-@click.argument("app", default="greeting", required=False)
+@click.command(
+    help=f"Serve APP ({', '.join(BUILTIN)} or module:attr) over UDP and TCP on one port."
+)
+@click.argument("app", default=DEFAULT_APP, required=False)
 @click.option("--host", default=_defaults.host, show_default=True,
               help="Address or host name to bind ('::' for IPv6 and IPv4).")
 @click.option("--port", default=_defaults.port, show_default=True, type=click.IntRange(0, 65535),
@@ -143,7 +146,6 @@ def serve(
     log_level: str,
     log_format: str,
 ) -> None:
-    """Serve APP (greeting, echo or module:attr) over UDP and TCP on one port."""
     configure(getattr(logging, log_level.upper()), fmt=log_format)
     sys.path.insert(0, os.path.abspath(app_dir))
     try:
