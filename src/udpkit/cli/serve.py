@@ -10,7 +10,7 @@ import click
 
 from udpkit.apps import BUILTIN, DEFAULT_APP
 from udpkit.core.addresses import parse_host_port
-from udpkit.core.errors import UsageError
+from udpkit.core.errors import AppLoadError, UsageError
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
 from udpkit.server.logs import configure
@@ -187,5 +187,8 @@ def serve(
                 sys.exit(code)
             return
         run_server(config)
+    except AppLoadError as exc:
+        click.echo(f"udpkit serve: {exc}", err=True)
+        sys.exit(2)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
