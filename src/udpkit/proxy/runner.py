@@ -23,7 +23,7 @@ from udpkit.core.impairment import LinkPolicy, LinkSettings, seeded_rng
 from udpkit.proxy.config import ProxyConfig
 from udpkit.proxy.control import MAX_HEAD, handle_connection
 from udpkit.proxy.delay_line import DelayLine
-from udpkit.proxy.stats import Counters, ProxyStats
+from udpkit.proxy.stats import GlueCounters, ProxyStats
 from udpkit.proxy.tcp import TcpRelay
 from udpkit.proxy.udp import UdpRelay, proxy_log
 from udpkit.server.binding import bind
@@ -41,7 +41,7 @@ class Proxy:
         self._settings = config.impairments
         self.up = LinkPolicy(self._settings.up, rng=seeded_rng(self.seed, "up"))
         self.down = LinkPolicy(self._settings.down, rng=seeded_rng(self.seed, "down"))
-        self.counters = Counters()
+        self.counters = GlueCounters()
         self.port: int = config.port
         self.control_port: int | None = None
         self.upstream: Address | None = None
