@@ -69,15 +69,34 @@ class ReplyRule:
 
         The slow path of a load test, for replies that matched nothing in
         flight: tells a duplicate or late reply (it answers a number) from a
-        wrong one.  Tries every number written in the reply.
+        wrong one.  A numbered rule reads the number; any other rule tries
+        every number written in the reply.
         """
+        if self.numbered:
+            seq = self.seq_of_untrusted(reply)
+            return seq if seq is not None and seq < sent else None
         for seq in _candidate_numbers(reply):
             if seq < sent and self.matches(template.render(seq), reply):
                 return seq
         return None
 
     def check(self, template: PayloadTemplate) -> None:
-        """Refuse a load test whose replies this rule cannot tell apart."""
+        """Refuse a load test whose replies this rule cannot tell apart.
+
+        A numbered rule always can; an exact rule can when the reply to each
+        request names its number; a predicate cannot (nothing to look up).
+        """
+        if self.numbered:
+            return
+        if self.exact:
+            for seq in _PROBE_NUMBERS:
+                reply = self.expected(template.render(seq))
+                if self.find_seq_untrusted(reply, template, seq + 1) != seq:
+                    raise UsageError(
+                        f"payload template {template.template!r} cannot be matched: the reply "
+                        f"to request {seq} does not name it"
+                    )
+            return
         raise UsageError(
             f"--expect {self.name or type(self).__name__!r} cannot tell which request a reply "
             "answers (give an app whose reply is known, or a regular expression containing "
@@ -100,15 +119,6 @@ class ExpectReply(ReplyRule):
     def expected(self, request: bytes) -> bytes:
         return self.reply_for(request)
 
-    def check(self, template: PayloadTemplate) -> None:
-        for seq in _PROBE_NUMBERS:
-            reply = self.reply_for(template.render(seq))
-            if self.find_seq_untrusted(reply, template, seq + 1) != seq:
-                raise UsageError(
-                    f"payload template {template.template!r} cannot be matched: the reply to "
-                    f"request {seq} does not name it"
-                )
-
 
 class NumberedReply(ReplyRule):
     """The reply answers the request whose number ``{seq}`` captures (``re.search``).
@@ -121,9 +131,7 @@ class NumberedReply(ReplyRule):
 
     def __init__(self, pattern: str) -> None:
         if pattern.count("{seq}") != 1:
-            raise UsageError(
-                f"reply pattern {pattern!r} must contain {{seq}} exactly once"
-            )
+            raise UsageError(f"reply pattern {pattern!r} must contain {{seq}} exactly once")
         before, after = pattern.split("{seq}")
         try:
             self.pattern = re.compile((before + "(?P<seq>[0-9]+)" + after).encode())
@@ -141,13 +149,6 @@ class NumberedReply(ReplyRule):
         """The reply names a number written in the request."""
         seq = self.seq_of_untrusted(reply)
         return seq is not None and any(int(run) == seq for run in _DIGITS.findall(request))
-
-    def find_seq_untrusted(self, reply: bytes, template: PayloadTemplate, sent: int) -> int | None:
-        seq = self.seq_of_untrusted(reply)
-        return seq if seq is not None and seq < sent else None
-
-    def check(self, template: PayloadTemplate) -> None:
-        return None
 
 
 class Predicate(ReplyRule):
