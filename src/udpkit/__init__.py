@@ -8,11 +8,12 @@ The library needs only the standard library::
         print(client.request(b"Michael"))   # b'Hello, Michael!'
 """
 
-from udpkit.apps import echo, greet, greeting, load_app
+from udpkit.apps import App, echo, greet, greeting, load_app
 from udpkit.bench import bench
 from udpkit.client import AsyncClient, Client
 from udpkit.core.counters import CounterSnapshot
 from udpkit.core.errors import (
+    AppLoadError,
     BadInput,
     ConnectionClosed,
     LocalProtocolError,
@@ -26,7 +27,7 @@ from udpkit.core.errors import (
 )
 from udpkit.core.exchange import Answered, ClientStats
 from udpkit.core.handler import Address, Handler, Peer
-from udpkit.core.matching import ExpectReply, Matcher, Predicate
+from udpkit.core.matching import ExpectReply, NumberedReply, Predicate, ReplyRule
 from udpkit.core.retry import RetryPolicy
 from udpkit.server import Server, ServerConfig, serve
 
@@ -35,6 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Address",
     "Answered",
+    "App",
+    "AppLoadError",
     "AsyncClient",
     "BadInput",
     "Client",
@@ -44,10 +47,11 @@ __all__ = [
     "ExpectReply",
     "Handler",
     "LocalProtocolError",
-    "Matcher",
+    "NumberedReply",
     "Peer",
     "Predicate",
     "RemoteProtocolError",
+    "ReplyRule",
     "RequestFailed",
     "RequestRefused",
     "RequestTimeout",

@@ -11,10 +11,10 @@ import random
 import pytest
 
 from tests.binomial import assert_binomial
+from udpkit.apps import REPLY_RULES
 from udpkit.apps.greeting import greet
 from udpkit.core.exchange import Answered, DatagramClientCore, Failed
 from udpkit.core.impairment import GilbertElliott, Impairments
-from udpkit.core.matching import GREETING
 from udpkit.core.retry import RetryPolicy
 from udpkit.testing.fake_net import Datagram, FakeEndpoint, FakeNetwork, ManualClock
 
@@ -74,7 +74,7 @@ def make(seed: int, up: Impairments, down: Impairments,
     greeter = Greeter(net)
     client = net.endpoint(CLIENT)
     net.link(CLIENT, SERVER, up=up, down=down)
-    core = DatagramClientCore(server=SERVER, matcher=GREETING, policy=policy,
+    core = DatagramClientCore(server=SERVER, matcher=REPLY_RULES["greeting"], policy=policy,
                               rng=random.Random(seed))
     return net, greeter, client, core
 

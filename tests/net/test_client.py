@@ -237,7 +237,7 @@ async def test_usage_errors() -> None:
     with pytest.raises(UsageError, match="cannot resolve"):
         async with AsyncClient("no-such-host.invalid", 9):
             pass
-    with pytest.raises(ValueError, match="unknown matcher"):
+    with pytest.raises(ValueError, match="must be"):
         AsyncClient(matcher="dns")
 
 

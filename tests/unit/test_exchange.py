@@ -6,13 +6,16 @@ import random
 
 import pytest
 
+from udpkit.apps import REPLY_RULES
 from udpkit.core.errors import UsageError
 from udpkit.core.exchange import Answered, DatagramClientCore, Event, Failed
-from udpkit.core.matching import ECHO, GREETING, Predicate
+from udpkit.core.matching import Predicate
 from udpkit.core.retry import RetryPolicy
 
 SERVER = ("127.0.0.1", 9999)
 POLICY = RetryPolicy(timeout=15.0, retries=3, jitter=0)  # attempts at 0, 1, 3, 7 s
+GREETING = REPLY_RULES["greeting"]
+ECHO = REPLY_RULES["echo"]
 
 
 def make_core(**kwargs: object) -> DatagramClientCore:

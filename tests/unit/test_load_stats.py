@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from udpkit.apps import reply_rule
 from udpkit.apps.greeting import greet
 from udpkit.bench.config import BenchConfig
 from udpkit.bench.result import BenchResult
@@ -19,7 +20,7 @@ from udpkit.core.load_stats import (
     LoadSummary,
     percentile_of_counts,
 )
-from udpkit.core.payloads import PayloadTemplate, ReplyRule
+from udpkit.core.payloads import PayloadTemplate
 
 
 def make_core(
@@ -34,7 +35,7 @@ def make_core(
 ) -> LoadCore:
     return LoadCore(
         template=PayloadTemplate(template, size=size),
-        rule=ReplyRule(expect),
+        rule=reply_rule(expect),
         timeout=timeout,
         start=0.0,
         warmup=warmup,
@@ -269,6 +270,7 @@ def test_random_fake_network_keeps_the_books_balanced() -> None:
         ("{seq", "greeting", "bad payload template"),
         ("n{seq}", "(unclosed{seq}", "bad --expect"),
         ("n{seq}", "no placeholder", "containing {seq}"),
+        ("n{seq}", "any", "'any' cannot tell which request a reply answers"),
     ],
 )
 def test_bad_templates_and_rules(template: str, expect: str, message: str) -> None:

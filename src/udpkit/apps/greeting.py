@@ -2,12 +2,15 @@
 
 Rule: byte for byte the tutorial's reply; a trailing ``\\n`` or ``\\r\\n`` moves
 after the ``!`` so line-oriented tools (``nc -u``) see clean lines.  Bytes that
-are not UTF-8 are greeted as they are.
+are not UTF-8 are greeted as they are.  Clients recognise the reply with
+:func:`greet`; the handler writes it out for speed, and tests hold the two equal.
 """
 
 from __future__ import annotations
 
+from udpkit.apps.app import App
 from udpkit.core.handler import Peer
+from udpkit.core.matching import ExpectReply
 
 
 def greet(name: bytes) -> bytes:
@@ -27,3 +30,6 @@ def greeting(request: bytes, peer: Peer) -> bytes:
     if request.endswith(b"\n"):
         return greet(request)
     return b"Hello, %b!" % request
+
+
+APP = App(name="greeting", handler=greeting, reply=ExpectReply(greet))

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
 
+from udpkit.apps import DEFAULT_APP, reply_rule
 from udpkit.core.errors import UsageError
-from udpkit.core.payloads import DEFAULT_TEMPLATE, PayloadTemplate, ReplyRule
-
-TransportName = Literal["udp", "tcp"]
+from udpkit.core.handler import TransportName
+from udpkit.core.matching import ReplyRule
+from udpkit.core.payloads import DEFAULT_TEMPLATE, PayloadTemplate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,8 +45,9 @@ class BenchConfig:
     """Payload template; ``{seq}`` becomes the request's number."""
     size: int = 0
     """Pad payloads with ``x`` up to this many bytes."""
-    expect: str = "greeting"
-    """Which reply answers a request: ``greeting``, ``echo`` or a regex with ``{seq}``."""
+    expect: str = DEFAULT_APP
+    """Which reply answers a request: a built-in app's name (:data:`udpkit.apps.REPLY_RULES`)
+    or a regex with ``{seq}``."""
     connections: int = 1
     """TCP: connections to open."""
     depth: int | None = None
@@ -92,7 +93,7 @@ class BenchConfig:
         if self.interval is not None and not self.interval > 0:
             raise UsageError(f"interval must be > 0 (got {self.interval:g})")
         template = PayloadTemplate(self.template, size=self.size)
-        rule = ReplyRule(self.expect)
+        rule = reply_rule(self.expect)
         rule.check(template)
         if self.transport == "tcp" and (b"\n" in template.render(0) or b"\r" in template.render(0)):
             raise UsageError("a TCP payload cannot contain a line break (one request per line)")
@@ -112,7 +113,7 @@ class BenchConfig:
         return self.rate is not None
 
     def payloads(self) -> tuple[PayloadTemplate, ReplyRule]:
-        return PayloadTemplate(self.template, size=self.size), ReplyRule(self.expect)
+        return PayloadTemplate(self.template, size=self.size), reply_rule(self.expect)
 
     def share(self, index: int, parts: int) -> BenchConfig:
         """This process's part of the load when ``parts`` processes share it."""

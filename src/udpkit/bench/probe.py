@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from udpkit.bench.config import TransportName
+from udpkit.apps import DEFAULT_APP, reply_rule
 from udpkit.bench.udp_generator import open_udp_socket
 from udpkit.client.aio import resolve_address
 from udpkit.core.errors import RequestRefused, UsageError
 from udpkit.core.framing import LineFraming
-from udpkit.core.handler import Address, format_address
-from udpkit.core.payloads import PayloadTemplate, ReplyRule
+from udpkit.core.handler import Address, TransportName, format_address
+from udpkit.core.matching import ReplyRule
+from udpkit.core.payloads import PayloadTemplate
 from udpkit.core.probe_stats import ProbeStats, ProbeSummary
 
 EventKind = Literal["reply", "duplicate", "late", "timeout", "refused", "wrong"]
@@ -58,7 +59,7 @@ async def ping_async(
     interval: float = 1.0,
     timeout: float = 1.0,
     template: str = "ping {seq}",
-    expect: str = "greeting",
+    expect: str = DEFAULT_APP,
     on_start: Callable[[PingStart], None] | None = None,
     on_event: Callable[[PingEvent], None] | None = None,
     stop: asyncio.Event | None = None,
@@ -71,7 +72,7 @@ async def ping_async(
     if not timeout > 0:
         raise UsageError(f"--timeout must be > 0 (got {timeout:g})")
     payloads = PayloadTemplate(template)
-    rule = ReplyRule(expect)
+    rule = reply_rule(expect)
     rule.check(payloads)
     if transport == "tcp" and b"\n" in payloads.render(0):
         raise UsageError("a TCP payload cannot contain a line break (one request per line)")

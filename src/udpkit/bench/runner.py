@@ -21,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from udpkit.bench.config import BenchConfig, TransportName
+from udpkit.apps import DEFAULT_APP
+from udpkit.bench.config import BenchConfig
 from udpkit.bench.result import BenchResult, decode_histogram, histogram_of, new_histogram
 from udpkit.bench.tcp_generator import TcpGenerator
 from udpkit.bench.udp_generator import UdpGenerator
 from udpkit.client.aio import resolve_address
 from udpkit.core.errors import RequestRefused, UdpkitError, UsageError
+from udpkit.core.handler import TransportName
 from udpkit.core.load_stats import ArrivalSchedule, IntervalStats, LoadCore, LoadSummary
 
 _PROGRESS_EVERY = 0.25
@@ -168,7 +170,7 @@ def bench(
     timeout: float = 1.0,
     template: str = "n{seq}",
     size: int = 0,
-    expect: str = "greeting",
+    expect: str = DEFAULT_APP,
     connections: int = 1,
     depth: int | None = None,
     procs: int = 1,

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.config import BenchConfig
 from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import RequestFailed, UdpkitError, UsageError
@@ -40,8 +41,8 @@ def _fail(message: str, code: int) -> None:
               help="Payload template; {seq} is the request's number.")
 @click.option("--size", default=0, show_default=True, type=int,
               help="Pad payloads with 'x' to this many bytes.")
-@click.option("--expect", default="greeting", show_default=True,
-              help="Reply rule: greeting, echo, or a regex with {seq}.")
+@click.option("--expect", default=DEFAULT_APP, show_default=True,
+              help=f"Reply rule: {', '.join(rule_names(numbering=True))}, or a regex with {{seq}}.")
 @click.option("--connections", default=1, show_default=True, type=int,
               help="TCP: connections.")
 @click.option("--depth", type=int, default=None,

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
 from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import RequestFailed, UsageError
@@ -74,8 +75,8 @@ def _summary(summary: ProbeSummary, where: str) -> list[str]:
               help="Seconds to wait for each reply.")
 @click.option("--payload", "template", default="ping {seq}", show_default=True,
               help="Payload template; {seq} is the probe's number.")
-@click.option("--expect", default="greeting", show_default=True,
-              help="Reply rule: greeting, echo, or a regex with {seq}.")
+@click.option("--expect", default=DEFAULT_APP, show_default=True,
+              help=f"Reply rule: {', '.join(rule_names(numbering=True))}, or a regex with {{seq}}.")
 def ping(
     target: str,
     tcp: bool,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import click
 
+from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.client import Client
 from udpkit.core.errors import LocalProtocolError, RequestFailed, UsageError
 
@@ -34,7 +35,7 @@ def _text(data: bytes) -> str:
               help="Overall deadline of each request in seconds, retries included.")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 100),
               help="Retransmissions (UDP) or reconnections (TCP) within the deadline.")
-@click.option("--expect", type=click.Choice(["greeting", "echo", "any"]), default="greeting",
+@click.option("--expect", type=click.Choice(rule_names()), default=DEFAULT_APP,
               show_default=True, help="Which reply answers a request.")
 @click.option("--framing", type=click.Choice(["line", "raw"]), default="line", show_default=True,
               help="TCP framing of the server.")

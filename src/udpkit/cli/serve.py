@@ -8,8 +8,9 @@ import sys
 
 import click
 
+from udpkit.apps import BUILTIN, DEFAULT_APP
 from udpkit.core.addresses import parse_host_port
-from udpkit.core.errors import UsageError
+from udpkit.core.errors import AppLoadError, UsageError
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
 from udpkit.server.logs import configure
@@ -42,8 +43,10 @@ def _optional_float(value: str, name: str) -> float | None:
     return number
 
 
-@click.command()
-@click.argument("app", default="greeting", required=False)
+@click.command(
+    help=f"Serve APP ({', '.join(BUILTIN)} or module:attr) over UDP and TCP on one port."
+)
+@click.argument("app", default=DEFAULT_APP, required=False)
 @click.option("--host", default=_defaults.host, show_default=True,
               help="Address or host name to bind ('::' for IPv6 and IPv4).")
 @click.option("--port", default=_defaults.port, show_default=True, type=click.IntRange(0, 65535),
@@ -144,7 +147,6 @@ def serve(
     log_level: str,
     log_format: str,
 ) -> None:
-    """Serve APP (greeting, echo or module:attr) over UDP and TCP on one port."""
     configure(getattr(logging, log_level.upper()), fmt=log_format)
     sys.path.insert(0, os.path.abspath(app_dir))
     try:
@@ -186,5 +188,8 @@ def serve(
                 sys.exit(code)
             return
         run_server(config)
+    except AppLoadError as exc:
+        click.echo(f"udpkit serve: {exc}", err=True)
+        sys.exit(2)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None

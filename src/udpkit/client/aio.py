@@ -16,6 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import cast
 
+from udpkit.apps import DEFAULT_APP, ReplyRuleLike, reply_rule
 from udpkit.core.errors import (
     ConnectionClosed,
     LocalProtocolError,
@@ -28,11 +29,9 @@ from udpkit.core.errors import (
 from udpkit.core.exchange import Answered, ClientStats, DatagramClientCore, Failed
 from udpkit.core.framing import EXIT, FramingName, make_framing
 from udpkit.core.handler import Address, TransportName, format_address
-from udpkit.core.matching import Matcher, as_matcher
+from udpkit.core.matching import ReplyRule
 from udpkit.core.retry import RetryPolicy, RetrySchedule
 from udpkit.timer import DeadlineTimer
-
-MatcherLike = str | Matcher | Callable[[bytes, bytes], bool]
 
 _TCP_MAX_REPLY = 1 << 20
 
@@ -66,7 +65,7 @@ class AsyncClient:
         transport: TransportName = "udp",
         timeout: float = 5.0,
         retries: int = 3,
-        matcher: MatcherLike = "greeting",
+        matcher: ReplyRuleLike = DEFAULT_APP,
         framing: FramingName = "line",
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
@@ -77,7 +76,7 @@ class AsyncClient:
         self.port = port
         self.transport: TransportName = transport
         self.policy = policy or RetryPolicy(timeout=timeout, retries=retries)
-        self.matcher = as_matcher(matcher)
+        self.matcher = reply_rule(matcher)
         self.framing: FramingName = framing
         self._rng = rng or random.Random()
         self._impl: _UdpChannel | _TcpChannel | None = None
@@ -141,7 +140,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
     """A connected UDP socket driving a :class:`DatagramClientCore`."""
 
     def __init__(
-        self, server: Address, matcher: Matcher, policy: RetryPolicy, rng: random.Random
+        self, server: Address, matcher: ReplyRule, policy: RetryPolicy, rng: random.Random
     ) -> None:
         self.server = server
         self._loop = asyncio.get_running_loop()
@@ -292,7 +291,7 @@ class _TcpChannel:
     def __init__(
         self,
         server: Address,
-        matcher: Matcher,
+        matcher: ReplyRule,
         policy: RetryPolicy,
         rng: random.Random,
         framing: FramingName,

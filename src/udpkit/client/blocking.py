@@ -11,7 +11,8 @@ import asyncio
 import random
 from types import TracebackType
 
-from udpkit.client.aio import AsyncClient, MatcherLike
+from udpkit.apps import DEFAULT_APP, ReplyRuleLike
+from udpkit.client.aio import AsyncClient
 from udpkit.core.exchange import Answered, ClientStats
 from udpkit.core.framing import FramingName
 from udpkit.core.handler import Address, TransportName
@@ -29,7 +30,7 @@ class Client:
         transport: TransportName = "udp",
         timeout: float = 5.0,
         retries: int = 3,
-        matcher: MatcherLike = "greeting",
+        matcher: ReplyRuleLike = DEFAULT_APP,
         framing: FramingName = "line",
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,

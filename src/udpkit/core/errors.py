@@ -21,6 +21,22 @@ class UsageError(UdpkitError, ValueError):
     """The caller asked for something impossible (bad option, bad payload)."""
 
 
+class AppLoadError(UsageError):
+    """The app named on the command line (or in ``ServerConfig.app``) cannot be loaded.
+
+    The only error :func:`udpkit.apps.load_app` raises, whatever went wrong (no
+    such built-in app, missing module, syntax error or exception at import,
+    missing attribute, not callable).  ``str()`` is one line, ``<what>
+    (<hint>)``, fit for ``udpkit serve: ...`` on stderr.
+    """
+
+    def __init__(self, what: str, hint: str) -> None:
+        what, hint = " ".join(what.splitlines()), " ".join(hint.splitlines())
+        super().__init__(f"{what} ({hint})")
+        self.what = what
+        self.hint = hint
+
+
 class LocalProtocolError(UdpkitError):
     """This side tried to break the protocol (e.g. a newline inside a TCP line)."""
 

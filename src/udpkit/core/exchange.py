@@ -21,7 +21,7 @@ from typing import Literal
 
 from udpkit.core.errors import UsageError
 from udpkit.core.handler import Address
-from udpkit.core.matching import Matcher, PendingTable
+from udpkit.core.matching import PendingTable, ReplyRule
 from udpkit.core.retry import RetryPolicy, RetrySchedule
 
 
@@ -96,7 +96,7 @@ class DatagramClientCore:
         self,
         *,
         server: Address,
-        matcher: Matcher,
+        matcher: ReplyRule,
         policy: RetryPolicy,
         rng: random.Random | None = None,
         max_payload: int = 65507,

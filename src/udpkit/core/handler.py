@@ -17,6 +17,7 @@ Address: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 """A socket address as the standard library gives it (IPv4 or IPv6)."""
 
 TransportName: TypeAlias = Literal["udp", "tcp"]
+"""The one definition of a transport's name (server, client, bench, ping)."""
 
 
 class Peer(NamedTuple):

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from udpkit.core.errors import UsageError
-from udpkit.core.payloads import PayloadTemplate, ReplyRule
+from udpkit.core.matching import ReplyRule
+from udpkit.core.payloads import PayloadTemplate
 
 _IN_FLIGHT, _ANSWERED, _LOST = 0, 1, 2
 

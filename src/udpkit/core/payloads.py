@@ -1,21 +1,16 @@
-"""Numbered request payloads and the rule that finds a request again by its reply.
+"""Numbered request payloads of a load test.
 
 Rule: a load test tells loss, duplication, reordering, lateness and wrong
 replies apart only if every reply names its request.  So every payload carries
-its sequence number (``{seq}`` in the template, required), and a
-:class:`ReplyRule` says which reply answers which sequence number: exactly
-(``greeting``, ``echo``: the reply is a known function of the payload, found by
-a dictionary look-up) or by a regular expression whose ``{seq}`` captures the
-number.  Everything here is pure: no sockets, no clock.
+its sequence number (``{seq}`` in the template, required); the
+:class:`~udpkit.core.matching.ReplyRule` finds the number again in a reply.
+Everything here is pure: no sockets, no clock.
 """
 
 from __future__ import annotations
 
-import re
 import string
-from collections.abc import Callable, Iterator
 
-from udpkit.apps.greeting import greet
 from udpkit.core.errors import UsageError
 
 MAX_DATAGRAM = 65507
@@ -25,8 +20,6 @@ DEFAULT_TEMPLATE = "n{seq}"
 """The C reference load generator's payload: ``n<seq>``."""
 
 _PAD = b"x"
-_DIGITS = re.compile(rb"[0-9]+")
-_MAX_CANDIDATES = 64
 
 
 class PayloadTemplate:
@@ -84,95 +77,3 @@ class PayloadTemplate:
         if size and len(payloads[0]) < size:
             payloads = [p + _PAD * (size - len(p)) if len(p) < size else p for p in payloads]
         return payloads
-
-
-class ReplyRule:
-    """Which reply answers the request with a given payload and sequence number.
-
-    * ``greeting``: the reply is ``Hello, <payload>!`` (exact);
-    * ``echo``: the reply is the payload (exact);
-    * any other text is a regular expression in which ``{seq}`` stands for the
-      request's number; the reply answers the request whose number it captures
-      (``re.search``).
-    """
-
-    def __init__(self, expect: str = "greeting") -> None:
-        self.name = expect
-        self.pattern: re.Pattern[bytes] | None = None
-        self._expected: Callable[[bytes], bytes] | None = None
-        if expect == "greeting":
-            self._expected = greet
-        elif expect == "echo":
-            self._expected = _same
-        else:
-            if expect.count("{seq}") != 1:
-                raise UsageError(
-                    f"--expect {expect!r} must be 'greeting', 'echo' or a regular expression "
-                    "containing {seq} exactly once"
-                )
-            before, after = expect.split("{seq}")
-            try:
-                self.pattern = re.compile((before + "(?P<seq>[0-9]+)" + after).encode())
-            except re.error as exc:
-                raise UsageError(f"bad --expect regular expression {expect!r}: {exc}") from None
-
-    @property
-    def exact(self) -> bool:
-        """True when the reply is known in advance (matching is a dictionary look-up)."""
-        return self._expected is not None
-
-    def expected(self, payload: bytes) -> bytes:
-        """The one reply that answers ``payload`` (exact rules only)."""
-        assert self._expected is not None
-        return self._expected(payload)
-
-    def seq_of_untrusted(self, reply: bytes) -> int | None:
-        """The number a reply claims to answer (regex rules only), or ``None``."""
-        assert self.pattern is not None
-        found = self.pattern.search(reply)
-        if found is None:
-            return None
-        return int(found.group("seq"))
-
-    def find_seq_untrusted(self, reply: bytes, template: PayloadTemplate, sent: int) -> int | None:
-        """The number ``< sent`` whose request ``reply`` answers, or ``None``.
-
-        The slow path, for replies that matched nothing in flight: tells a
-        duplicate or late reply (it answers a number) from a wrong one.
-        """
-        if self.pattern is not None:
-            seq = self.seq_of_untrusted(reply)
-            return seq if seq is not None and seq < sent else None
-        for seq in _candidate_numbers(reply):
-            if seq < sent and self.expected(template.render(seq)) == reply:
-                return seq
-        return None
-
-    def check(self, template: PayloadTemplate) -> None:
-        """Refuse a template whose replies could not be told apart by this rule."""
-        if self._expected is None:
-            return
-        for seq in (0, 7, 42, 99999):
-            reply = self.expected(template.render(seq))
-            if self.find_seq_untrusted(reply, template, seq + 1) != seq:
-                raise UsageError(
-                    f"payload template {template.template!r} cannot be matched: the reply to "
-                    f"request {seq} does not name it"
-                )
-
-
-def _same(payload: bytes) -> bytes:
-    return payload
-
-
-def _candidate_numbers(reply: bytes) -> Iterator[int]:
-    """Every number written in ``reply`` (each run of digits and its sub-runs)."""
-    tried = 0
-    for run in _DIGITS.finditer(reply):
-        digits = run.group()
-        for start in range(len(digits)):
-            for end in range(len(digits), start, -1):
-                if tried >= _MAX_CANDIDATES:
-                    return
-                tried += 1
-                yield int(digits[start:end])

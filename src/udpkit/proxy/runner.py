@@ -25,7 +25,7 @@ from udpkit.http_server import HttpEndpoint
 from udpkit.proxy.config import ProxyConfig
 from udpkit.proxy.control import CONTROL_LIMITS, router
 from udpkit.proxy.delay_line import DelayLine
-from udpkit.proxy.stats import Counters, ProxyStats
+from udpkit.proxy.stats import GlueCounters, ProxyStats
 from udpkit.proxy.tcp import TcpRelay
 from udpkit.proxy.udp import UdpRelay, proxy_log
 from udpkit.server.binding import bind
@@ -47,7 +47,7 @@ class Proxy(Service):
         self._settings = config.impairments
         self.up = LinkPolicy(self._settings.up, rng=seeded_rng(self.seed, "up"))
         self.down = LinkPolicy(self._settings.down, rng=seeded_rng(self.seed, "down"))
-        self.counters = Counters()
+        self.counters = GlueCounters()
         self.port: int = config.port
         self.control_port: int | None = None
         self.upstream: Address | None = None

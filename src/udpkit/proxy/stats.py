@@ -12,8 +12,11 @@ from dataclasses import dataclass, fields
 from udpkit.core.impairment import LinkStats
 
 
-class Counters:
-    """Mutable counters of the proxy's I/O glue (plain ints)."""
+class GlueCounters:
+    """Mutable counters of the proxy's I/O glue (plain ints), frozen by :meth:`snapshot`.
+
+    The server's counters are :class:`udpkit.core.counters.Counters`; these
+    are the proxy's own (sessions, TCP relays, socket errors)."""
 
     __slots__ = (
         "delay_queue_full",
@@ -48,7 +51,7 @@ class Counters:
 
 @dataclass(frozen=True, slots=True)
 class GlueStats:
-    """Counters of sessions, connections and socket errors."""
+    """A frozen copy of :class:`GlueCounters`: sessions, connections and socket errors."""
 
     sessions_opened: int = 0
     """UDP client sessions created (one upstream socket each)."""

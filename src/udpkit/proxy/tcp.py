@@ -16,7 +16,7 @@ import struct
 from collections.abc import Awaitable, Callable
 
 from udpkit.core.impairment import LinkPolicy, StreamState
-from udpkit.proxy.stats import Counters
+from udpkit.proxy.stats import GlueCounters
 
 _CHUNK = 65536
 _QUEUE = 16
@@ -42,7 +42,7 @@ class TcpRelay:
         *,
         up: LinkPolicy,
         down: LinkPolicy,
-        counters: Counters,
+        counters: GlueCounters,
     ) -> None:
         self.client_reader = client_reader
         self.client_writer = client_writer

@@ -21,11 +21,11 @@ from udpkit.core.handler import Address
 from udpkit.core.impairment import LinkPolicy
 from udpkit.proxy.delay_line import DelayLine
 from udpkit.proxy.sessions import SessionTable
-from udpkit.proxy.stats import Counters
+from udpkit.proxy.stats import GlueCounters
 
 proxy_log = logging.getLogger("udpkit.proxy")
 
-_BATCH = 256
+_READS_PER_WAKEUP = 256
 """Datagrams read per wake-up before yielding to the event loop."""
 _RECV_SIZE = 65536
 
@@ -54,7 +54,7 @@ class UdpRelay:
         up: LinkPolicy,
         down: LinkPolicy,
         delay_line: DelayLine,
-        counters: Counters,
+        counters: GlueCounters,
         max_sessions: int,
         idle_timeout: float,
     ) -> None:
@@ -92,7 +92,7 @@ class UdpRelay:
     # -- client to server ------------------------------------------------------
 
     def _read_clients(self, listener: socket.socket) -> None:
-        for _ in range(_BATCH):
+        for _ in range(_READS_PER_WAKEUP):
             try:
                 data, address = listener.recvfrom(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
@@ -153,7 +153,7 @@ class UdpRelay:
     # -- server to client ------------------------------------------------------
 
     def _read_upstream(self, session: Session) -> None:
-        for _ in range(_BATCH):
+        for _ in range(_READS_PER_WAKEUP):
             if session.closed:
                 return
             try:

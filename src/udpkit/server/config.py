@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from udpkit.apps import DEFAULT_APP
 from udpkit.core.errors import UsageError
 from udpkit.core.framing import FramingName
 from udpkit.core.handler import Handler
@@ -20,9 +21,9 @@ DEFAULT_PORT = 9999
 class ServerConfig:
     """How to run a udpkit server."""
 
-    app: str | Handler = "greeting"
-    """The handler: a built-in app name (``greeting``, ``echo``), an import string
-    ``module:attr``, or the callable itself."""
+    app: str | Handler = DEFAULT_APP
+    """The handler: a built-in app's name (:data:`udpkit.apps.BUILTIN`: ``greeting``,
+    ``echo``), an import string ``module:attr``, or the callable itself."""
     host: str = "127.0.0.1"
     """Address or host name to bind; ``::`` binds IPv6 and IPv4 (dual stack)."""
     port: int = DEFAULT_PORT
