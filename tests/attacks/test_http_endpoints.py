@@ -20,7 +20,7 @@ from udpkit.core.impairment import Impairments, LinkPolicy, seeded_rng
 from udpkit.http_server import HttpLimits
 from udpkit.proxy import Proxy, ProxyConfig
 from udpkit.proxy.delay_line import DelayLine
-from udpkit.proxy.stats import Counters
+from udpkit.proxy.stats import GlueCounters
 from udpkit.proxy.udp import UdpRelay
 from udpkit.server.binding import bind
 from udpkit.server.metrics import MetricsServer, ServerCollector
@@ -100,7 +100,7 @@ async def test_the_delay_line_is_bounded_and_counts_what_it_refuses() -> None:
 async def test_the_udp_relay_counts_datagrams_the_full_delay_line_refused() -> None:
     loop = asyncio.get_running_loop()
     sockets = bind(HOST, 0, udp=True, tcp=False)
-    counters = Counters()
+    counters = GlueCounters()
     line = DelayLine(loop, max_bytes=250)
     up = LinkPolicy(Impairments(delay=5.0), rng=seeded_rng(1, "up"))
     down = LinkPolicy(rng=seeded_rng(1, "down"))
