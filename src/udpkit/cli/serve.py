@@ -1,4 +1,9 @@
-"""``udpkit serve``: run a server (calls :func:`udpkit.server.serve`)."""
+"""``udpkit serve``: run a server (calls :func:`udpkit.server.serve`).
+
+Rule: the address is ``--host``/``--port`` (uvicorn's spelling) or ``--bind
+HOST:PORT``, which sets both; errors take the one path of
+:mod:`udpkit.cli.errors`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import sys
 
 import click
 
+from udpkit.cli.errors import UdpkitCommand
+from udpkit.cli.params import LOG_FORMAT_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HostPort, Port
 from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import UsageError
 from udpkit.server import ServerConfig
@@ -42,12 +49,16 @@ def _optional_float(value: str, name: str) -> float | None:
     return number
 
 
-@click.command()
+@click.command(cls=UdpkitCommand)
 @click.argument("app", default="greeting", required=False)
-@click.option("--host", default=_defaults.host, show_default=True,
-              help="Address or host name to bind ('::' for IPv6 and IPv4).")
-@click.option("--port", default=_defaults.port, show_default=True, type=click.IntRange(0, 65535),
-              help="Port for UDP and TCP; 0 picks a free one and prints it.")
+@click.option("--host", default=None,
+              help=f"Address or host name to bind ('::' for IPv6 and IPv4)  "
+                   f"[default: {_defaults.host}].")
+@click.option("--port", default=None, type=Port(allow_zero=True),
+              help=f"Port for UDP and TCP; 0 picks a free one and prints it  "
+                   f"[default: {_defaults.port}].")
+@click.option("--bind", type=HostPort(allow_zero=True), default=None, metavar="HOST:PORT",
+              help="Host and port at once (instead of --host and --port).")
 @click.option("--udp/--no-udp", default=True, show_default=True, help="Serve UDP.")
 @click.option("--tcp/--no-tcp", default=True, show_default=True, help="Serve TCP.")
 @click.option("--tcp-framing", type=click.Choice(["line", "raw"]), default="line",
@@ -106,14 +117,15 @@ def _optional_float(value: str, name: str) -> float | None:
 @click.option("--app-dir", default=".", show_default=True,
               type=click.Path(file_okay=False),
               help="Directory added to the import path to find APP's module.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+              help=LOG_LEVEL_HELP)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Log lines as text or as one JSON object each.")
+              show_default=True, help=LOG_FORMAT_HELP)
 def serve(
     app: str,
-    host: str,
-    port: int,
+    host: str | None,
+    port: int | None,
+    bind: tuple[str, int] | None,
     udp: bool,
     tcp: bool,
     tcp_framing: str,
@@ -144,46 +156,48 @@ def serve(
     log_format: str,
 ) -> None:
     """Serve APP (greeting, echo or module:attr) over UDP and TCP on one port."""
+    if bind is not None and (host is not None or port is not None):
+        raise UsageError("--bind sets host and port: give it alone, or --host and --port")
+    host, port = bind if bind is not None else (
+        host if host is not None else _defaults.host, port if port is not None else _defaults.port
+    )
     configure(getattr(logging, log_level.upper()), fmt=log_format)
     sys.path.insert(0, os.path.abspath(app_dir))
-    try:
-        config = ServerConfig(
-            app=app,
-            host=host,
-            port=port,
-            udp=udp,
-            tcp=tcp,
-            tcp_framing="raw" if tcp_framing == "raw" else "line",
-            max_request=max_request,
-            access_log=access_log,
-            graceful_timeout=graceful_timeout,
-            rate_limit=_optional_float(rate_limit, "--rate-limit"),
-            rate_burst=rate_burst,
-            ipv4_prefix=ipv4_prefix,
-            ipv6_prefix=ipv6_prefix,
-            allow=allow,
-            deny=deny,
-            limit_exempt=tuple(n for n in limit_exempt if n.lower() != "none"),
-            max_amplification=_optional_float(max_amplification, "--max-amplification"),
-            tcp_max_connections=tcp_max_connections,
-            tcp_max_per_source=tcp_max_per_source,
-            tcp_idle_timeout=tcp_idle_timeout,
-            tcp_line_timeout=tcp_line_timeout,
-            tcp_write_timeout=tcp_write_timeout,
-            metrics=parse_host_port(metrics) if metrics else None,
-            loop="uvloop" if loop == "uvloop" else "asyncio" if loop == "asyncio" else "auto",
-            fast_path=fast_path,
-            proxy_protocol=proxy_protocol,
-            proxy_trusted=proxy_trusted,
+    config = ServerConfig(
+        app=app,
+        host=host,
+        port=port,
+        udp=udp,
+        tcp=tcp,
+        tcp_framing="raw" if tcp_framing == "raw" else "line",
+        max_request=max_request,
+        access_log=access_log,
+        graceful_timeout=graceful_timeout,
+        rate_limit=_optional_float(rate_limit, "--rate-limit"),
+        rate_burst=rate_burst,
+        ipv4_prefix=ipv4_prefix,
+        ipv6_prefix=ipv6_prefix,
+        allow=allow,
+        deny=deny,
+        limit_exempt=tuple(n for n in limit_exempt if n.lower() != "none"),
+        max_amplification=_optional_float(max_amplification, "--max-amplification"),
+        tcp_max_connections=tcp_max_connections,
+        tcp_max_per_source=tcp_max_per_source,
+        tcp_idle_timeout=tcp_idle_timeout,
+        tcp_line_timeout=tcp_line_timeout,
+        tcp_write_timeout=tcp_write_timeout,
+        metrics=parse_host_port(metrics) if metrics else None,
+        loop="uvloop" if loop == "uvloop" else "asyncio" if loop == "asyncio" else "auto",
+        fast_path=fast_path,
+        proxy_protocol=proxy_protocol,
+        proxy_trusted=proxy_trusted,
+    )
+    processes = _workers(workers)
+    if processes is not None:
+        code = serve_workers(
+            config, workers=processes, log=(getattr(logging, log_level.upper()), log_format)
         )
-        processes = _workers(workers)
-        if processes is not None:
-            code = serve_workers(
-                config, workers=processes, log=(getattr(logging, log_level.upper()), log_format)
-            )
-            if code:
-                sys.exit(code)
-            return
-        run_server(config)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
+        if code:
+            sys.exit(code)
+        return
+    run_server(config)

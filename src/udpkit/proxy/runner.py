@@ -94,12 +94,17 @@ class Proxy:
         self.port = sockets.port
         try:
             if config.control_port is not None:
-                self._control = await asyncio.start_server(
-                    lambda r, w: handle_connection(r, w, self, on_error=_log_bug),
-                    config.control_host,
-                    config.control_port,
-                    limit=MAX_HEAD,
-                )
+                try:
+                    self._control = await asyncio.start_server(
+                        lambda r, w: handle_connection(r, w, self, on_error=_log_bug),
+                        config.control_host,
+                        config.control_port,
+                        limit=MAX_HEAD,
+                    )
+                except OSError as exc:  # a listener the user named: one line, like bind()
+                    where = format_address((config.control_host, config.control_port))
+                    raise UsageError(f"cannot serve the control API on {where}: "
+                                     f"{exc.strerror or exc}") from None
                 self.control_port = self._control.sockets[0].getsockname()[1]
             self._delay_line = DelayLine(loop)
             if sockets.udp:
