@@ -10,6 +10,8 @@ one path of :mod:`udpkit.cli.errors` (one line, exit 2 usage, 1 failed run).
 
 from __future__ import annotations
 
+import importlib.util
+
 import click
 
 from udpkit import __version__
@@ -23,7 +25,12 @@ from udpkit.cli.serve import serve
 
 
 @click.group(cls=UdpkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="udpkit")
+@click.version_option(
+    __version__, prog_name="udpkit",
+    message="%(prog)s " + "%(version)s (C extension: "
+    + ("built" if importlib.util.find_spec("udpkit._fastpath") else "not built: pure Python")
+    + ")",
+)
 def cli() -> None:
     """Build, run, probe and test request/response services over UDP and TCP.
 
