@@ -114,6 +114,10 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
     (["send", ""], 2, "is blank"),
     (["send", " "], 2, "is blank"),
     (["send", "--tcp", "exit"], 2, "'exit': over TCP"),
+    (["send", "--to", "", "x"], 2, "the target is blank"),
+    (["ping", ""], 2, "the target is blank (leave it out for 127.0.0.1:9999)"),
+    (["bench", " "], 2, "the target is blank"),
+    (["audit", ""], 2, "the target is blank"),
     # no such command: the group's own error takes the same path
     (["nosuch"], 2, "no such command 'nosuch'"),
 ]
@@ -349,3 +353,20 @@ def test_no_argument_error_shows_a_traceback_even_for_bugs() -> None:
     debug = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30,
                            check=False, env={**os.environ, "UDPKIT_DEBUG": "1"})
     assert "Traceback" in debug.stderr.decode()
+
+
+def test_a_reader_that_goes_away_ends_ping_quietly(server: ServeProcess) -> None:
+    """``udpkit ping | head -1``: no traceback from inside the event loop, exit 141."""
+    process = subprocess.Popen([*UDPKIT, "ping", f":{server.port}", "-i", "0.05", "-c", "50"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith(b"PING ")
+    process.stdout.close()
+    try:
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert err == b""
+    assert process.returncode == 141

@@ -20,7 +20,7 @@ from udpkit.audit.config import AuditConfig, parse_rates, parse_sizes
 from udpkit.audit.prober import audit_async
 from udpkit.audit.text import render_text
 from udpkit.cli.errors import UdpkitCommand
-from udpkit.cli.params import Target
+from udpkit.cli.params import DEFAULT_TARGET, Target
 
 
 def _config(target: tuple[str, int], quick: bool, options: dict[str, Any]) -> AuditConfig:
@@ -37,7 +37,7 @@ def _config(target: tuple[str, int], quick: bool, options: dict[str, Any]) -> Au
 
 
 @click.command(cls=UdpkitCommand)
-@click.argument("target", type=Target(), default="", required=False)
+@click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--quick", is_flag=True,
               help="Fewer sizes, probes and ramp steps: a run under 5 seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")

@@ -16,11 +16,11 @@ import click
 
 from udpkit.bench.config import BenchConfig
 from udpkit.cli.errors import FAILED, INTERRUPTED, Failure, UdpkitCommand
-from udpkit.cli.params import Target, check_output_path
+from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
 
 
 @click.command(cls=UdpkitCommand)
-@click.argument("target", type=Target(), default="", required=False)
+@click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Use TCP (one request per line) instead of UDP.")
 @click.option("--concurrency", default=64, show_default=True, type=int,
               help="Closed loop: requests in flight.")

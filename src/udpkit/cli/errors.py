@@ -8,7 +8,9 @@ stderr, ``udpkit CMD: <what> (<hint>)``, and one exit code:
   already in use, an app that does not load, an output path that cannot be
   written);
 * ``1``: the run happened and failed (no reply, refused, nothing answered);
-* ``130``: interrupted (Ctrl-C) before there was anything to report.
+* ``130``: interrupted (Ctrl-C) before there was anything to report;
+* ``141``: standard output was closed by its reader (``udpkit ping | head``):
+  silently, as a tool killed by SIGPIPE.
 
 No traceback for anything a user can cause; ``UDPKIT_DEBUG=1`` shows the
 traceback of an unexpected error (a bug) instead of its one line.  Every
@@ -22,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 from typing import IO, Any
 
 import click
@@ -34,6 +37,8 @@ FAILED = 1
 """Exit code: the run happened and failed."""
 INTERRUPTED = 130
 """Exit code: Ctrl-C before there was a result (128 + SIGINT, as shells report it)."""
+OUTPUT_CLOSED = 141
+"""Exit code: the reader of stdout went away (128 + SIGPIPE)."""
 
 _CONFIG_ERRNOS = frozenset({
     errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EPERM, errno.ENOENT,
@@ -103,6 +108,9 @@ def translate(command: str, exc: BaseException) -> Failure:
         what, hint = request_failed(exc)
         return Failure(command, what, hint=hint, exit_code=FAILED)
     if isinstance(exc, UsageError | LocalProtocolError):
+        parts = getattr(exc, "what", None), getattr(exc, "hint", None)
+        if isinstance(parts[0], str) and isinstance(parts[1], str):  # the app loader's error
+            return Failure(command, parts[0], hint=parts[1], exit_code=USAGE)
         return Failure(command, str(exc), exit_code=USAGE)
     if isinstance(exc, UdpkitError):
         return Failure(command, str(exc), exit_code=FAILED)
@@ -165,6 +173,11 @@ class UdpkitCommand(click.Command):
             return super().invoke(ctx)
         except click.exceptions.Exit:
             raise
+        except BrokenPipeError:
+            # Nothing more can be written; keep the interpreter's final flush quiet.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(OUTPUT_CLOSED) from None
         except KeyboardInterrupt as exc:
             raise translate(self.name or "", exc) from None
         except Exception as exc:

@@ -22,6 +22,8 @@ DEFAULT_HOST = "127.0.0.1"
 """Host of a target that names none."""
 DEFAULT_PORT = 9999
 """Port of a target that names none, and the server's default port."""
+DEFAULT_TARGET = (DEFAULT_HOST, DEFAULT_PORT)
+"""The target of a client command given none."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_LEVEL_HELP = "Least severe log lines shown."
@@ -29,10 +31,14 @@ LOG_FORMAT_HELP = "Log lines as text, or as one JSON object each (time, level, e
 
 
 def parse_target(text: str) -> tuple[str, int]:
-    """``[HOST][:PORT]``: any part left out takes its default (``127.0.0.1:9999``)."""
+    """``[HOST][:PORT]``: any part left out takes its default (``127.0.0.1:9999``).
+
+    A blank target is refused (often an unset shell variable): leaving the
+    argument out is how to ask for the defaults.
+    """
     value = text.strip()
     if not value:
-        return (DEFAULT_HOST, DEFAULT_PORT)
+        raise UsageError("the target is blank (leave it out for 127.0.0.1:9999)")
     if value.isdigit():
         raise UsageError(f"{text!r} is not a host: write a port as :{value}")
     return parse_host_port(value, allow_zero=False, default_host=DEFAULT_HOST,

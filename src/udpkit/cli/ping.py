@@ -17,7 +17,7 @@ import click
 
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
 from udpkit.cli.errors import FAILED, UdpkitCommand
-from udpkit.cli.params import Target
+from udpkit.cli.params import DEFAULT_TARGET, Target
 from udpkit.core.handler import format_address
 from udpkit.core.probe_stats import ProbeSummary
 
@@ -96,7 +96,7 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
 
 
 @click.command(cls=UdpkitCommand)
-@click.argument("target", type=Target(), default="", required=False)
+@click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Probe over TCP (one probe per line).")
 @click.option("-c", "--count", type=click.IntRange(min=1), default=None,
               help="Stop after COUNT probes.")
@@ -125,28 +125,39 @@ def ping(
     host, port = target
     named = format_address(target)
     where = named
+    stop: asyncio.Event | None = None
+    output_closed = False
+
+    def emit(text: str) -> None:
+        """Print a line; a closed stdout (``| head``) ends the run instead of raising
+        inside the event loop's callback."""
+        nonlocal output_closed
+        if output_closed:
+            return
+        try:
+            click.echo(text)
+        except BrokenPipeError:
+            output_closed = True
+            if stop is not None:
+                stop.set()
 
     def on_start(start: PingStart) -> None:
         nonlocal where
         where = format_address(start.server)
         if as_json:
-            click.echo(json.dumps({
+            emit(json.dumps({
                 "event": "start", "to": named, "address": where,
                 "transport": start.transport, "payload_bytes": start.payload_size,
             }))
             return
-        click.echo(
-            f"PING {named} ({where}) over {start.transport}: "
-            f"{start.payload_size} bytes of payload"
-        )
+        emit(f"PING {named} ({where}) over {start.transport}: "
+             f"{start.payload_size} bytes of payload")
 
     def on_event(event: PingEvent) -> None:
-        if as_json:
-            click.echo(json.dumps(_event_record(event, where)))
-        else:
-            click.echo(_line(event, where))
+        emit(json.dumps(_event_record(event, where)) if as_json else _line(event, where))
 
     async def main() -> ProbeSummary:
+        nonlocal stop
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -160,6 +171,8 @@ def ping(
             loop.remove_signal_handler(signal.SIGINT)
 
     summary = asyncio.run(main())
+    if output_closed:
+        raise BrokenPipeError  # the one path: quiet, exit 141
     if as_json:
         click.echo(json.dumps(_summary_record(summary, where)))
     else:

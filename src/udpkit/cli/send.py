@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import click
 
 from udpkit.cli.errors import FAILED, Failure, UdpkitCommand, request_failed
-from udpkit.cli.params import Port, Target
+from udpkit.cli.params import DEFAULT_TARGET, Port, Target
 from udpkit.client import Client
 from udpkit.core.errors import LocalProtocolError, RequestFailed
 from udpkit.core.framing import EXIT
@@ -49,7 +49,7 @@ def _text(data: bytes) -> str:
 
 @click.command(cls=UdpkitCommand)
 @click.argument("names", nargs=-1, required=True)
-@click.option("--to", "target", type=Target(), default="", metavar="[HOST][:PORT]",
+@click.option("--to", "target", type=Target(), default=DEFAULT_TARGET, metavar="[HOST][:PORT]",
               help="The server  [default: 127.0.0.1:9999].")
 @click.option("--host", default=None,
               help="The server's address or host name (overrides --to's host).")
