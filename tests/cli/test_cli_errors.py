@@ -310,8 +310,12 @@ def test_serve_bind_sets_host_and_port(taken_port: int) -> None:
     result = run_udpkit("serve", "--bind", f"127.0.0.1:{taken_port}")
     assert_one_line(result, "serve", 2, f"127.0.0.1:{taken_port}")
     both = run_udpkit("serve", "--bind", "127.0.0.1:0", "--port", "0")
-    assert_one_line(result, "serve", 2)
     assert_one_line(both, "serve", 2, "--bind sets host and port")
+    # The command line wins over the environment, whichever spelling each uses.
+    env = {**os.environ, "UDPKIT_SERVE_PORT": "1"}
+    over_env = subprocess.run([*UDPKIT, "serve", "--bind", f"127.0.0.1:{taken_port}"],
+                              capture_output=True, timeout=30, env=env, check=False)
+    assert_one_line(over_env, "serve", 2, f"127.0.0.1:{taken_port}: Address already in use")
 
 
 def test_json_logs_have_rfc3339_time_and_fields_as_keys() -> None:

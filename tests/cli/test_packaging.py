@@ -38,7 +38,7 @@ def test_license_changelog_urls_and_classifiers() -> None:
 def test_version_says_whether_the_extension_is_built() -> None:
     result = run_udpkit("--version")
     assert result.returncode == 0
-    assert re.match(rb"udpkit \S+ \(C extension: (built|not built: pure Python)\)\n$",
+    assert re.match(rb"udpkit, version \S+ \(C extension: (built|not built: pure Python)\)\n$",
                     result.stdout)
 
 

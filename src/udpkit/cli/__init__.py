@@ -27,7 +27,7 @@ from udpkit.cli.serve import serve
 @click.group(cls=UdpkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
     __version__, prog_name="udpkit",
-    message="%(prog)s " + "%(version)s (C extension: "
+    message="%(prog)s, version %(version)s (C extension: "
     + ("built" if importlib.util.find_spec("udpkit._fastpath") else "not built: pure Python")
     + ")",
 )

@@ -22,7 +22,7 @@ DEFAULT_HOST = "127.0.0.1"
 """Host of a target that names none."""
 DEFAULT_PORT = 9999
 """Port of a target that names none, and the server's default port."""
-DEFAULT_TARGET = (DEFAULT_HOST, DEFAULT_PORT)
+DEFAULT_TARGET = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 """The target of a client command given none."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -50,7 +50,7 @@ def _text(data: bytes) -> str:
 @click.command(cls=UdpkitCommand)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--to", "target", type=Target(), default=DEFAULT_TARGET, metavar="[HOST][:PORT]",
-              help="The server  [default: 127.0.0.1:9999].")
+              show_default=True, help="The server.")
 @click.option("--host", default=None,
               help="The server's address or host name (overrides --to's host).")
 @click.option("--port", type=Port(allow_zero=False), default=None,

@@ -49,14 +49,27 @@ def _optional_float(value: str, name: str) -> float | None:
     return number
 
 
+_RANK = {click.core.ParameterSource.COMMANDLINE: 2, click.core.ParameterSource.ENVIRONMENT: 1}
+
+
+def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
+    """``--bind`` or ``--host``/``--port``: the command line wins over the environment;
+    both given at the same level is a usage error."""
+    context = click.get_current_context()
+    rank = {name: _RANK.get(context.get_parameter_source(name), 0)  # type: ignore[arg-type]
+            for name in ("bind", "host", "port")}
+    separate = max(rank["host"], rank["port"])
+    if rank["bind"] == separate:
+        raise UsageError("--bind sets host and port: give it alone, or --host and --port")
+    return bind if rank["bind"] > separate else (host, port)
+
+
 @click.command(cls=UdpkitCommand)
 @click.argument("app", default="greeting", required=False)
-@click.option("--host", default=None,
-              help=f"Address or host name to bind ('::' for IPv6 and IPv4)  "
-                   f"[default: {_defaults.host}].")
-@click.option("--port", default=None, type=Port(allow_zero=True),
-              help=f"Port for UDP and TCP; 0 picks a free one and prints it  "
-                   f"[default: {_defaults.port}].")
+@click.option("--host", default=_defaults.host, show_default=True,
+              help="Address or host name to bind ('::' for IPv6 and IPv4).")
+@click.option("--port", default=_defaults.port, type=Port(allow_zero=True), show_default=True,
+              help="Port for UDP and TCP; 0 picks a free one and prints it.")
 @click.option("--bind", type=HostPort(allow_zero=True), default=None, metavar="HOST:PORT",
               help="Host and port at once (instead of --host and --port).")
 @click.option("--udp/--no-udp", default=True, show_default=True, help="Serve UDP.")
@@ -123,8 +136,8 @@ def _optional_float(value: str, name: str) -> float | None:
               show_default=True, help=LOG_FORMAT_HELP)
 def serve(
     app: str,
-    host: str | None,
-    port: int | None,
+    host: str,
+    port: int,
     bind: tuple[str, int] | None,
     udp: bool,
     tcp: bool,
@@ -156,11 +169,8 @@ def serve(
     log_format: str,
 ) -> None:
     """Serve APP (greeting, echo or module:attr) over UDP and TCP on one port."""
-    if bind is not None and (host is not None or port is not None):
-        raise UsageError("--bind sets host and port: give it alone, or --host and --port")
-    host, port = bind if bind is not None else (
-        host if host is not None else _defaults.host, port if port is not None else _defaults.port
-    )
+    if bind is not None:
+        host, port = _address(bind, host, port)
     configure(getattr(logging, log_level.upper()), fmt=log_format)
     sys.path.insert(0, os.path.abspath(app_dir))
     config = ServerConfig(
