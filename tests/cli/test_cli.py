@@ -77,11 +77,11 @@ def test_send_timeout_names_address_attempts_and_time() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("send",), "Missing argument"),
-        (("send", "--port", "0", "x"), "Invalid value for '--port'"),
+        (("send",), "missing argument"),
+        (("send", "--port", "0", "x"), "invalid value for '--port'"),
         (("send", "--host", "no-such-host.invalid", "x"), "cannot resolve host"),
-        (("send", "--tcp", "exit"), "'exit' closes the connection"),
-        (("serve", "--max-request", "0"), "Invalid value for '--max-request'"),
+        (("send", "--tcp", "exit"), "'exit': over TCP it closes the connection"),
+        (("serve", "--max-request", "0"), "invalid value for '--max-request'"),
         (("serve", "no_such_module_xyz:app"), "cannot import module"),
         (("serve", "--no-udp", "--no-tcp"), "nothing to serve"),
     ],

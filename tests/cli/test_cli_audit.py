@@ -71,7 +71,7 @@ def test_a_closed_port_exits_one_saying_refused(closed_udp_port: int) -> None:
         (("no-such-host.invalid:9999",), "cannot resolve host 'no-such-host.invalid'"),
         (("127.0.0.1:0",), "port must be a number in 1..65535"),
         (("127.0.0.1:http",), "port must be a number in 1..65535"),
-        (("127.0.0.1",), "is not HOST:PORT"),
+        (("9999",), "write a port as :9999"),
         (("--sizes", "1,x", "127.0.0.1:9999"), "--sizes takes comma-separated byte counts"),
         (("--oversize", "70000", "127.0.0.1:9999"), "request sizes must be in 0..65507"),
         (("--rates", "1000,10", "127.0.0.1:9999"), "--rates must rise"),

@@ -115,7 +115,7 @@ def test_ping_ctrl_c_prints_the_summary(server: ServeProcess) -> None:
     [
         (["no-such-host.invalid:9"], "cannot resolve"),
         (["127.0.0.1:9", "--payload", "no number"], "{seq}"),
-        (["127.0.0.1"], "HOST:PORT"),
+        (["9999"], "write a port as :9999"),
         (["127.0.0.1:9", "--expect", "(bad{seq}"], "--expect"),
     ],
 )
@@ -130,7 +130,7 @@ def test_ping_bad_input_exits_2(args: list[str], needle: str) -> None:
 
 def test_bench_prints_the_table(server: ServeProcess) -> None:
     done = run_udpkit("bench", f"127.0.0.1:{server.port}", "-d", "0.5", "--warmup", "0.1",
-                      "-c", "8")
+                      "--concurrency", "8")
     out = text(done.stdout)
     assert done.returncode == 0, text(done.stderr)
     for figure in ("throughput", "lost (timed out)", "duplicates", "reordered",
@@ -175,7 +175,7 @@ def test_bench_writes_a_png(server: ServeProcess, tmp_path: pathlib.Path) -> Non
 def test_bench_ctrl_c_still_reports(server: ServeProcess) -> None:
     process = subprocess.Popen(
         [*UDPKIT, "bench", f"127.0.0.1:{server.port}", "-d", "60", "--warmup", "0.2",
-         "-c", "4", "--json"],
+         "--concurrency", "4", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -186,8 +186,9 @@ def test_bench_ctrl_c_still_reports(server: ServeProcess) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 0, text(err)
+    assert process.returncode == 130, text(err)  # interrupted: partial figures
     document = json.loads(out)
+    assert document["interrupted"] is True
     assert document["received"] > 0
     assert document["duration_s"] < 30
     assert "Traceback" not in text(err)
@@ -211,7 +212,7 @@ def test_bench_refused_exits_1(closed_port: int) -> None:
         (["127.0.0.1:9", "--payload", "{seq"], "template"),
         (["127.0.0.1:9", "--expect", "no placeholder"], "{seq}"),
         (["127.0.0.1:9", "--expect", "(unclosed{seq}"], "--expect"),
-        (["127.0.0.1:9", "-c", "0"], "--concurrency"),
+        (["127.0.0.1:9", "--concurrency", "0"], "--concurrency"),
         (["127.0.0.1:9", "--size", "70000"], "--size"),
     ],
 )

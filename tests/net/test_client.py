@@ -57,11 +57,14 @@ async def test_closed_tcp_port_is_refused(closed_udp_port: int) -> None:
 
 
 class FakeUdpServer(asyncio.DatagramProtocol):
-    """Answers with junk first, then (optionally) the right reply twice."""
+    """Loses the first ``answer_after`` requests; then answers junk and (optionally)
+    the right reply twice.  ``junk_only``: answers every request with junk alone."""
 
-    def __init__(self, *, answer_after: int = 0, reply: bool = True) -> None:
+    def __init__(self, *, answer_after: int = 0, reply: bool = True,
+                 junk_only: bool = False) -> None:
         self.answer_after = answer_after
         self.reply = reply
+        self.junk_only = junk_only
         self.seen: list[bytes] = []
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -71,8 +74,11 @@ class FakeUdpServer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.seen.append(data)
         assert self.transport is not None
-        self.transport.sendto(b"junk", addr)
+        if self.junk_only:
+            self.transport.sendto(b"junk", addr)
+            return
         if self.reply and len(self.seen) > self.answer_after:
+            self.transport.sendto(b"junk", addr)
             self.transport.sendto(b"Hello, " + data + b"!", addr)
             self.transport.sendto(b"Hello, " + data + b"!", addr)
 
@@ -99,7 +105,7 @@ async def test_lost_requests_are_retried_and_junk_is_ignored(
     assert answer.reply == b"Hello, Sarah!"
     assert answer.attempts == 3  # the fake ignores the first two
     assert protocol.seen == [b"Sarah"] * 3
-    assert stats.unexpected == 3  # one "junk" per datagram the fake got
+    assert stats.unexpected == 1  # the junk sent with the right reply is skipped
     assert stats.duplicates == 1  # the fake answers twice
     assert stats.retransmissions == 2
 
@@ -122,6 +128,31 @@ async def test_timeout_says_where_how_often_and_how_long(loopback: str) -> None:
     assert str(port) in error.address
     assert str(error).startswith("timeout:")
     assert len(protocol.seen) == 3
+
+
+async def test_a_server_answering_only_junk_is_a_protocol_error_after_one_attempt(
+    loopback: str,
+) -> None:
+    """Regression: a UDP reply that does not match ``expect`` was retried until the
+    deadline and reported as ``timeout: no reply``, though the server answered each
+    time (TCP said ``protocol``).  Now the attempt that got only a non-matching
+    reply ends the request as ``protocol``, naming the reply."""
+    loop = asyncio.get_running_loop()
+    protocol = FakeUdpServer(junk_only=True)
+    transport, _ = await loop.create_datagram_endpoint(lambda: protocol,
+                                                       local_addr=(loopback, 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        async with AsyncClient(loopback, port, timeout=3.0, retries=3) as client:
+            with pytest.raises(UnexpectedReply) as caught:
+                await client.request(b"x")
+            stats = client.stats()
+    finally:
+        transport.close()
+    assert caught.value.attempts == 1
+    assert str(caught.value).startswith("protocol: reply b'junk' does not match")
+    assert (stats.unexpected, stats.timeouts, stats.retransmissions) == (1, 0, 0)
+    assert protocol.seen == [b"x"]
 
 
 async def test_reply_from_another_address_is_not_accepted(loopback: str) -> None:

@@ -152,6 +152,18 @@ def test_no_drop_means_no_limit_up_to_the_highest_rate_sent() -> None:
     assert limit.highest_rate == 900.0
 
 
+def test_no_limit_says_how_many_requests_the_ramp_sent() -> None:
+    """Regression: ``audit --quick`` said UNLIMITED without saying that its ramp
+    sent fewer requests than a limiter's burst: the verdict names the total."""
+    _, limit = ramp_results((step(100, 50, 50), step(1000, 450, 450)))
+    assert limit.ramp_requests == 500
+    report = analyse(AuditObservations(target="t", sizes=(), ramp_request_size=8,
+                                       ramp=(step(100, 50, 50), step(1000, 450, 450))))
+    verdict = next(v for v in report.verdicts if v.rule.startswith("Rate limit"))
+    assert verdict.status == "unlimited"
+    assert "(500 requests in all: a limit with a larger burst would not show)" in verdict.detail
+
+
 def test_a_limit_below_the_first_step() -> None:
     _, limit = ramp_results((step(100, 50, 20), step(1000, 500, 20)))
     assert (limit.status, limit.limit_rate, limit.last_full_rate) == ("limited", 100, None)

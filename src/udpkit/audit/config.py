@@ -26,7 +26,12 @@ DEFAULT_RATES = (100.0, 1000.0, 5000.0, 20000.0)
 
 QUICK_SIZES = (0, 1, 8, 64, 512, 1472)
 QUICK_OVERSIZE = (1500, MAX_UDP_PAYLOAD)
-QUICK_RATES = (100.0, 1000.0, 5000.0)
+QUICK_RATES = DEFAULT_RATES
+"""The full ramp, with shorter steps: a limiter lets a burst through before it
+drops anything (``udpkit serve``: 2,000 requests, then 1,000/s), and a ramp
+that sends less than the burst cannot see the limit.  Shortened to 5,000/s
+at most, the quick ramp sent 1,830 requests and reported UNLIMITED against a
+limited server; at 0.3 s a step the 20,000/s step alone sends 6,000."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

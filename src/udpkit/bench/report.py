@@ -81,6 +81,7 @@ def result_table(result: BenchResult) -> Table:
         f"{config.transport} ({mode}"
         + (f", {result.processes} processes" if result.processes > 1 else "")
         + ")"
+        + (" INTERRUPTED: partial figures" if result.summary.interrupted else "")
     )
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("figure")

@@ -75,9 +75,12 @@ class BenchResult:
         if histogram is None:
             histogram = histogram_of(summary.latency_us)
         percentiles: dict[str, int] = {}
-        for name, percent in PERCENTILES:
-            percentiles[name] = int(histogram.get_value_at_percentile(percent))
         exact_max = max(summary.latency_us) if summary.latency_us else 0
+        for name, percent in PERCENTILES:
+            # The histogram answers with its bucket's upper edge (3 significant
+            # digits), which can lie above the largest value measured: clamp, so
+            # no percentile is ever printed above max.
+            percentiles[name] = min(int(histogram.get_value_at_percentile(percent)), exact_max)
         percentiles["max"] = exact_max
         mean = float(histogram.get_mean_value()) if histogram.get_total_count() else 0.0
         return cls(config, summary, encode_histogram(histogram), percentiles, mean, processes)
@@ -201,6 +204,7 @@ class BenchResult:
             "late_sends": summary.late_sends,
             "max_send_lag_s": summary.max_send_lag,
             "fell_behind": self.fell_behind,
+            "interrupted": summary.interrupted,
             "intervals": intervals,
             "hdr_histogram": self.histogram,
         }

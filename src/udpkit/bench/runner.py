@@ -18,7 +18,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from udpkit.apps import DEFAULT_APP
@@ -129,7 +129,8 @@ async def _run_core(
             loop.remove_signal_handler(signal.SIGINT)
         if reporter is not None:
             reporter.cancel()
-    return core.summary(loop.time())
+    summary = core.summary(loop.time())
+    return replace(summary, interrupted=True) if signals_seen else summary
 
 
 async def _report(
@@ -325,4 +326,5 @@ def merge_summaries(summaries: list[LoadSummary]) -> LoadSummary:
         intervals=tuple(intervals),
         late_sends=sum(s.late_sends for s in summaries),
         max_send_lag=max((s.max_send_lag for s in summaries), default=0.0),
+        interrupted=any(s.interrupted for s in summaries),
     )

@@ -2,7 +2,8 @@
 (calls :func:`udpkit.audit.audit_async`).
 
 Exit 0 with the report (whatever the verdicts), 1 when the port refused
-(ICMP port unreachable), 2 on bad usage (one line, no traceback).  The tool
+(ICMP port unreachable), 2 on bad usage (one line, no traceback:
+:mod:`udpkit.cli.errors`).  The tool
 may be pointed at any host: only audit services you are allowed to load.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from dataclasses import replace
 from typing import Any
 
@@ -19,17 +19,12 @@ import click
 from udpkit.audit.config import AuditConfig, parse_rates, parse_sizes
 from udpkit.audit.prober import audit_async
 from udpkit.audit.text import render_text
-from udpkit.core.addresses import parse_host_port
-from udpkit.core.errors import RequestFailed, UsageError
+from udpkit.cli.errors import UdpkitCommand
+from udpkit.cli.params import DEFAULT_TARGET, Target
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"udpkit audit: {message}", err=True)
-    sys.exit(code)
-
-
-def _config(target: str, quick: bool, options: dict[str, Any]) -> AuditConfig:
-    host, port = parse_host_port(target, allow_zero=False)
+def _config(target: tuple[str, int], quick: bool, options: dict[str, Any]) -> AuditConfig:
+    host, port = target
     base = AuditConfig.quick() if quick else AuditConfig()
     changes: dict[str, Any] = {key: value for key, value in options.items() if value is not None}
     if "sizes" in changes:
@@ -41,8 +36,8 @@ def _config(target: str, quick: bool, options: dict[str, Any]) -> AuditConfig:
     return replace(base, host=host, port=port, **changes).check()
 
 
-@click.command()
-@click.argument("target")
+@click.command(cls=UdpkitCommand)
+@click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--quick", is_flag=True,
               help="Fewer sizes, probes and ramp steps: a run under 5 seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
@@ -67,26 +62,17 @@ def _config(target: str, quick: bool, options: dict[str, Any]) -> AuditConfig:
               help="A ramp step answering less than this fraction is limited [default: 0.9].")
 @click.option("--max-time", type=float, default=None,
               help="Seconds the whole run may take [default: 15, --quick 5].")
-def audit(target: str, quick: bool, as_json: bool, **options: Any) -> None:
-    """Audit the UDP service at TARGET (HOST:PORT): amplification per request size,
-    empty and oversized datagrams, the rate where one source is limited, and how
-    it compares with RFC 8085 and RFC 9000 section 8.1.
+def audit(target: tuple[str, int], quick: bool, as_json: bool, **options: Any) -> None:
+    """Audit the UDP service at TARGET ([HOST][:PORT], default 127.0.0.1:9999):
+    amplification per request size, empty and oversized datagrams, the rate
+    where one source is limited, and how it compares with RFC 8085 and RFC 9000
+    section 8.1.
 
     Point it only at services you are allowed to load: the ramp sends up to
     20,000 requests per second.
     """
-    try:
-        config = _config(target, quick, options)
-        report = asyncio.run(audit_async(config))
-    except UsageError as exc:
-        _fail(str(exc), 2)
-        return
-    except RequestFailed as exc:
-        _fail(f"{exc.cause}: {exc.message}" + (f" ({exc.address})" if exc.address else ""), 1)
-        return
-    except OSError as exc:
-        _fail(f"cannot probe {target}: {exc.strerror or exc}", 2)
-        return
+    config = _config(target, quick, options)
+    report = asyncio.run(audit_async(config))
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:

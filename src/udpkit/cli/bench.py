@@ -1,7 +1,10 @@
 """``udpkit bench``: load-test a service (calls :func:`udpkit.bench.run_config`).
 
 Exit 0 when any reply came, 1 when none did or the port refused, 2 on bad
-usage (one line, no traceback).
+usage (one line, no traceback: :mod:`udpkit.cli.errors`), 130 when Ctrl-C
+stopped the run: during the warm-up nothing is printed but that line; later
+the partial table, marked INTERRUPTED.  Every argument, output paths
+included, is checked before any request is sent.
 """
 
 from __future__ import annotations
@@ -13,19 +16,14 @@ import click
 
 from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.config import BenchConfig
-from udpkit.core.addresses import parse_host_port
-from udpkit.core.errors import RequestFailed, UdpkitError, UsageError
+from udpkit.cli.errors import FAILED, INTERRUPTED, Failure, UdpkitCommand
+from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"udpkit bench: {message}", err=True)
-    sys.exit(code)
-
-
-@click.command()
-@click.argument("target")
+@click.command(cls=UdpkitCommand)
+@click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Use TCP (one request per line) instead of UDP.")
-@click.option("-c", "--concurrency", default=64, show_default=True, type=int,
+@click.option("--concurrency", default=64, show_default=True, type=int,
               help="Closed loop: requests in flight.")
 @click.option("-r", "--rate", type=float, default=None,
               help="Open loop: requests per second (latency from the intended send time).")
@@ -60,7 +58,7 @@ def _fail(message: str, code: int) -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Live progress [default: on a terminal only].")
 def bench(
-    target: str,
+    target: tuple[str, int],
     tcp: bool,
     concurrency: int,
     rate: float | None,
@@ -82,24 +80,22 @@ def bench(
     plot_path: str | None,
     progress: bool | None,
 ) -> None:
-    """Load-test the request/response service at TARGET (HOST:PORT)."""
+    """Load-test the request/response service at TARGET ([HOST][:PORT], default
+    127.0.0.1:9999)."""
     from udpkit.bench.runner import run_config
 
-    try:
-        host, port = parse_host_port(target, allow_zero=False)
-        config = BenchConfig(
-            host=host, port=port, transport="tcp" if tcp else "udp", concurrency=concurrency,
-            rate=rate, poisson=poisson, duration=duration, requests=requests, warmup=warmup,
-            timeout=timeout, template=template, size=size, expect=expect,
-            connections=connections, depth=depth, procs=procs, batch=batch, gso=gso, seed=seed,
-        ).check()
-        if plot_path is not None:
-            from udpkit.bench.plot import check_available
+    host, port = target
+    config = BenchConfig(
+        host=host, port=port, transport="tcp" if tcp else "udp", concurrency=concurrency,
+        rate=rate, poisson=poisson, duration=duration, requests=requests, warmup=warmup,
+        timeout=timeout, template=template, size=size, expect=expect,
+        connections=connections, depth=depth, procs=procs, batch=batch, gso=gso, seed=seed,
+    ).check()
+    if plot_path is not None:
+        from udpkit.bench.plot import check_available
 
-            check_available()
-    except UsageError as exc:
-        _fail(str(exc), 2)
-        return
+        check_available()
+        check_output_path(plot_path, "--plot")
 
     from rich.console import Console
 
@@ -108,25 +104,16 @@ def bench(
     err_console = Console(stderr=True)
     show_progress = progress if progress is not None else sys.stderr.isatty()
     show_progress = show_progress and config.procs == 1
-    try:
-        if show_progress:
-            with LiveProgress(err_console) as live:
-                result = run_config(config, progress=live.update, handle_signals=True)
-        else:
-            result = run_config(config, handle_signals=True)
-    except RequestFailed as exc:
-        _fail(f"{exc.cause}: {exc.message}" + (f" ({exc.address})" if exc.address else ""), 1)
-        return
-    except UsageError as exc:
-        _fail(str(exc), 2)
-        return
-    except UdpkitError as exc:
-        _fail(str(exc), 1)
-        return
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-        return
+    if show_progress:
+        with LiveProgress(err_console) as live:
+            result = run_config(config, progress=live.update, handle_signals=True)
+    else:
+        result = run_config(config, handle_signals=True)
 
+    interrupted = result.summary.interrupted
+    if interrupted and result.sent == 0:
+        raise Failure("bench", "interrupted during the warm-up: nothing was measured",
+                      exit_code=INTERRUPTED)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
     else:
@@ -140,5 +127,9 @@ def bench(
         plot(result, plot_path)
         if not as_json:
             click.echo(f"plot written to {plot_path}")
+    if interrupted:
+        raise Failure("bench", f"interrupted after {result.duration:.3f} s of measurement",
+                      hint="the figures above are partial", exit_code=INTERRUPTED)
     if result.received == 0:
-        _fail(f"no replies: {result.lost} of {result.sent} requests lost", 1)
+        raise Failure("bench", f"no replies: {result.lost} of {result.sent} requests lost",
+                      exit_code=FAILED)

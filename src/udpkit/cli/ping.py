@@ -1,28 +1,26 @@
 """``udpkit ping``: probe a service like ping(8) (calls :func:`udpkit.bench.probe.ping_async`).
 
 Exit 0 when any reply came, 1 when none did (or the port refused), 2 on bad
-usage (one line, no traceback).  Ctrl-C prints the summary.
+usage (one line, no traceback: :mod:`udpkit.cli.errors`).  Ctrl-C prints the
+summary.  ``--json`` prints one object per event and the summary as the last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
+from typing import Any
 
 import click
 
 from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
-from udpkit.core.addresses import parse_host_port
-from udpkit.core.errors import RequestFailed, UsageError
+from udpkit.cli.errors import FAILED, UdpkitCommand
+from udpkit.cli.params import DEFAULT_TARGET, Target
 from udpkit.core.handler import format_address
 from udpkit.core.probe_stats import ProbeSummary
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"udpkit ping: {message}", err=True)
-    sys.exit(code)
 
 
 def _line(event: PingEvent, where: str) -> str:
@@ -62,13 +60,47 @@ def _summary(summary: ProbeSummary, where: str) -> list[str]:
             f"{summary.rtt_max * 1000:.3f}/{summary.rtt_mdev * 1000:.3f} ms, "
             f"jitter {summary.jitter * 1000:.3f} ms"
         )
+        lines.append(
+            f"rtt p50/p90/p99 = {summary.rtt_p50 * 1000:.3f}/{summary.rtt_p90 * 1000:.3f}/"
+            f"{summary.rtt_p99 * 1000:.3f} ms"
+        )
     return lines
 
 
-@click.command()
-@click.argument("target")
+def _event_record(event: PingEvent, where: str) -> dict[str, Any]:
+    return {
+        "event": event.kind, "from": where, "seq": event.seq, "bytes": event.size,
+        "rtt_ms": round(event.rtt * 1000, 3) if event.kind in _TIMED else None,
+        "out_of_order": event.out_of_order,
+    }
+
+
+_TIMED = frozenset({"reply", "duplicate", "late"})
+
+
+def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
+    def ms(seconds: float) -> float | None:
+        return round(seconds * 1000, 3) if summary.received else None
+
+    return {
+        "event": "summary", "to": where, "sent": summary.sent, "received": summary.received,
+        "loss_percent": round(summary.loss_percent, 3), "duplicates": summary.duplicates,
+        "out_of_order": summary.out_of_order, "late": summary.late, "refused": summary.refused,
+        "elapsed_ms": round(summary.elapsed * 1000, 3),
+        "rtt_ms": {
+            "min": ms(summary.rtt_min), "avg": ms(summary.rtt_avg), "max": ms(summary.rtt_max),
+            "mdev": ms(summary.rtt_mdev), "p50": ms(summary.rtt_p50),
+            "p90": ms(summary.rtt_p90), "p99": ms(summary.rtt_p99),
+        },
+        "jitter_ms": ms(summary.jitter),
+    }
+
+
+@click.command(cls=UdpkitCommand)
+@click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Probe over TCP (one probe per line).")
-@click.option("-c", "--count", type=int, default=None, help="Stop after COUNT probes.")
+@click.option("-c", "--count", type=click.IntRange(min=1), default=None,
+              help="Stop after COUNT probes.")
 @click.option("-i", "--interval", default=1.0, show_default=True, type=float,
               help="Seconds between probes.")
 @click.option("--timeout", default=1.0, show_default=True, type=float,
@@ -77,30 +109,56 @@ def _summary(summary: ProbeSummary, where: str) -> list[str]:
               help="Payload template; {seq} is the probe's number.")
 @click.option("--expect", default=DEFAULT_APP, show_default=True,
               help=f"Reply rule: {', '.join(rule_names(numbering=True))}, or a regex with {{seq}}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line: each event, then the summary.")
 def ping(
-    target: str,
+    target: tuple[str, int],
     tcp: bool,
     count: int | None,
     interval: float,
     timeout: float,
     template: str,
     expect: str,
+    as_json: bool,
 ) -> None:
-    """Send numbered probes to TARGET (HOST:PORT) and report each reply, like ping(8)."""
-    where = target
+    """Send numbered probes to TARGET ([HOST][:PORT], default 127.0.0.1:9999) and
+    report each reply, like ping(8)."""
+    host, port = target
+    named = format_address(target)
+    where = named
+    stop: asyncio.Event | None = None
+    output_closed = False
+
+    def emit(text: str) -> None:
+        """Print a line; a closed stdout (``| head``) ends the run instead of raising
+        inside the event loop's callback."""
+        nonlocal output_closed
+        if output_closed:
+            return
+        try:
+            click.echo(text)
+        except BrokenPipeError:
+            output_closed = True
+            if stop is not None:
+                stop.set()
 
     def on_start(start: PingStart) -> None:
         nonlocal where
         where = format_address(start.server)
-        click.echo(
-            f"PING {target} ({where}) over {start.transport}: "
-            f"{start.payload_size} bytes of payload"
-        )
+        if as_json:
+            emit(json.dumps({
+                "event": "start", "to": named, "address": where,
+                "transport": start.transport, "payload_bytes": start.payload_size,
+            }))
+            return
+        emit(f"PING {named} ({where}) over {start.transport}: "
+             f"{start.payload_size} bytes of payload")
 
     def on_event(event: PingEvent) -> None:
-        click.echo(_line(event, where))
+        emit(json.dumps(_event_record(event, where)) if as_json else _line(event, where))
 
     async def main() -> ProbeSummary:
+        nonlocal stop
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -113,16 +171,13 @@ def ping(
         finally:
             loop.remove_signal_handler(signal.SIGINT)
 
-    try:
-        host, port = parse_host_port(target, allow_zero=False)
-        summary = asyncio.run(main())
-    except UsageError as exc:
-        _fail(str(exc), 2)
-        return
-    except RequestFailed as exc:
-        _fail(f"{exc.cause}: {exc.message}" + (f" ({exc.address})" if exc.address else ""), 1)
-        return
-    click.echo("")
-    for line in _summary(summary, where):
-        click.echo(line)
-    sys.exit(0 if summary.received else 1)
+    summary = asyncio.run(main())
+    if output_closed:
+        raise BrokenPipeError  # the one path: quiet, exit 141
+    if as_json:
+        click.echo(json.dumps(_summary_record(summary, where)))
+    else:
+        click.echo("")
+        for line in _summary(summary, where):
+            click.echo(line)
+    sys.exit(0 if summary.received else FAILED)

@@ -5,7 +5,8 @@ impairment in both directions; ``--up SPEC`` and ``--down SPEC``
 (``key=value,...`` with the same names) then set one direction, so
 ``--loss 0.1 --down loss=0`` loses only requests.  Values are parsed by the
 pure parsers of :mod:`udpkit.core.impairment`, the same the control API uses.
-Any malformed flag is one line on stderr and exit 2.
+Errors take the one path of :mod:`udpkit.cli.errors` (a malformed flag: one
+line on stderr and exit 2).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import click
 
-from udpkit.core.addresses import parse_host_port
+from udpkit.cli.errors import UdpkitCommand
+from udpkit.cli.params import LOG_FORMAT_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HostPort
 from udpkit.core.errors import UsageError
 from udpkit.core.impairment import (
     FIELD_PARSERS,
@@ -29,29 +31,6 @@ from udpkit.proxy import ProxyConfig, run_proxy
 from udpkit.server.logs import configure
 
 _defaults = ProxyConfig()
-
-
-class _OneLineError(click.ClickException):
-    """A usage error shown as one line (no usage text), exit 2."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"udpkit proxy: error: {self.format_message()}", err=True)
-
-
-class _ProxyCommand(click.Command):
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise _OneLineError(exc.format_message()) from None
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            raise _OneLineError(exc.format_message()) from None
 
 
 class _ImpairmentValue(click.ParamType[str]):
@@ -68,21 +47,6 @@ class _ImpairmentValue(click.ParamType[str]):
         except UsageError as exc:
             self.fail(str(exc), param, ctx)
         return text
-
-
-class _HostPort(click.ParamType[tuple[str, int]]):
-    name = "HOST:PORT"
-
-    def __init__(self, *, allow_zero: bool) -> None:
-        self.allow_zero = allow_zero
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return parse_host_port(str(value), allow_zero=self.allow_zero)
-        except UsageError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 class _Spec(click.ParamType[str]):
@@ -136,10 +100,10 @@ def build_settings(
     return LinkSettings(up=up, down=down)
 
 
-@click.command(cls=_ProxyCommand)
-@click.option("--listen", type=_HostPort(allow_zero=True), default="127.0.0.1:0",
+@click.command(cls=UdpkitCommand)
+@click.option("--listen", type=HostPort(allow_zero=True), default="127.0.0.1:0",
               show_default=True, help="Where to listen (UDP and TCP); port 0 picks a free one.")
-@click.option("--upstream", type=_HostPort(allow_zero=False), required=True,
+@click.option("--upstream", type=HostPort(allow_zero=False), required=True,
               help="The service to forward to.")
 @click.option("--seed", type=click.IntRange(0), default=None,
               help="Seed of the decisions (same seed, same traffic: same decisions). "
@@ -150,7 +114,7 @@ def build_settings(
                    "over the common ones, e.g. 'loss=0.2,delay=10ms'.")
 @click.option("--down", "down_spec", type=_Spec(), default=None,
               help="Server-to-client impairments 'key=value,...', over the common ones.")
-@click.option("--control", type=_HostPort(allow_zero=True), default=None,
+@click.option("--control", type=HostPort(allow_zero=True), default=None,
               help="Serve the HTTP JSON control API here (GET /stats, GET/PUT/PATCH "
                    "/impairments); port 0 picks a free one.")
 @click.option("--udp/--no-udp", default=True, show_default=True, help="Proxy UDP.")
@@ -159,8 +123,10 @@ def build_settings(
               show_default=True, help="Seconds before a silent UDP client's session closes.")
 @click.option("--max-sessions", type=click.IntRange(1), default=_defaults.max_sessions,
               show_default=True, help="UDP clients tracked at once (least active evicted).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+              help=LOG_LEVEL_HELP)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help=LOG_FORMAT_HELP)
 def proxy(
     listen: tuple[str, int],
     upstream: tuple[str, int],
@@ -173,6 +139,7 @@ def proxy(
     idle_timeout: float,
     max_sessions: int,
     log_level: str,
+    log_format: str,
     **impairments: str | None,
 ) -> None:
     """Forward UDP and TCP from --listen to --upstream through a seeded bad network.
@@ -181,23 +148,20 @@ def proxy(
     'udpkit proxy --upstream 127.0.0.1:9999 --loss 10% --delay 50ms --jitter 10ms
     --down loss=0'.  Ctrl-C (or SIGTERM) prints a JSON summary on stdout.
     """
-    configure(getattr(logging, log_level.upper()))
-    try:
-        settings = build_settings(impairments, up_spec, down_spec)
-        config = ProxyConfig(
-            host=listen[0],
-            port=listen[1],
-            upstream_host=upstream[0],
-            upstream_port=upstream[1],
-            impairments=settings,
-            seed=seed,
-            udp=udp,
-            tcp=tcp,
-            control_host=control[0] if control else "127.0.0.1",
-            control_port=control[1] if control else None,
-            idle_timeout=idle_timeout,
-            max_sessions=max_sessions,
-        )
-        run_proxy(config)
-    except UsageError as exc:
-        raise _OneLineError(str(exc)) from None
+    configure(getattr(logging, log_level.upper()), fmt=log_format)
+    settings = build_settings(impairments, up_spec, down_spec)
+    config = ProxyConfig(
+        host=listen[0],
+        port=listen[1],
+        upstream_host=upstream[0],
+        upstream_port=upstream[1],
+        impairments=settings,
+        seed=seed,
+        udp=udp,
+        tcp=tcp,
+        control_host=control[0] if control else "127.0.0.1",
+        control_port=control[1] if control else None,
+        idle_timeout=idle_timeout,
+        max_sessions=max_sessions,
+    )
+    run_proxy(config)

@@ -1,4 +1,10 @@
-"""``udpkit send``: send names, print replies (calls :class:`udpkit.Client`)."""
+"""``udpkit send``: send names, print replies (calls :class:`udpkit.Client`).
+
+Rule: every name given on the command line is checked before anything is sent
+(a blank name, or ``exit`` over TCP, gets no reply: refused at once); names
+read from stdin are checked as they come.  Errors take the one path of
+:mod:`udpkit.cli.errors`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,31 @@ from collections.abc import Iterator
 import click
 
 from udpkit.apps import DEFAULT_APP, rule_names
+from udpkit.cli.errors import FAILED, Failure, UdpkitCommand, request_failed
+from udpkit.cli.params import DEFAULT_TARGET, Port, Target
 from udpkit.client import Client
-from udpkit.core.errors import LocalProtocolError, RequestFailed, UsageError
+from udpkit.core.errors import LocalProtocolError, RequestFailed
+from udpkit.core.framing import EXIT
 
 
-def _payloads(names: tuple[str, ...]) -> Iterator[bytes]:
+def _refusal(payload: bytes, tcp: bool, where: str) -> str | None:
+    """Why ``payload`` cannot be sent, or ``None``."""
+    if not payload.strip():
+        return f"{where} is blank: an empty request gets no reply"
+    if tcp and payload == EXIT:
+        return f"{where} is 'exit': over TCP it closes the connection and gets no reply"
+    return None
+
+
+def _payloads(names: tuple[str, ...], tcp: bool) -> Iterator[bytes]:
     for name in names:
         if name == "-":
-            for line in sys.stdin.buffer:
-                yield line.rstrip(b"\r\n")
+            for number, line in enumerate(sys.stdin.buffer, 1):
+                payload = line.rstrip(b"\r\n")
+                refusal = _refusal(payload, tcp, f"line {number} of stdin")
+                if refusal:
+                    raise Failure("send", refusal)
+                yield payload
         else:
             yield name.encode("utf-8", "surrogateescape")
 
@@ -26,10 +48,14 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
-@click.command()
+@click.command(cls=UdpkitCommand)
 @click.argument("names", nargs=-1, required=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=9999, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--to", "target", type=Target(), default=DEFAULT_TARGET, metavar="[HOST][:PORT]",
+              show_default=True, help="The server.")
+@click.option("--host", default=None,
+              help="The server's address or host name (overrides --to's host).")
+@click.option("--port", type=Port(allow_zero=False), default=None,
+              help="The server's port (overrides --to's port).")
 @click.option("--tcp", is_flag=True, help="Use TCP instead of UDP.")
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Overall deadline of each request in seconds, retries included.")
@@ -42,8 +68,9 @@ def _text(data: bytes) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per request.")
 def send(
     names: tuple[str, ...],
-    host: str,
-    port: int,
+    target: tuple[str, int],
+    host: str | None,
+    port: int | None,
     tcp: bool,
     timeout: float,
     retries: int,
@@ -56,46 +83,51 @@ def send(
     Exit 0 when every request was answered, 1 when any was not, 2 on bad usage.
     """
     transport = "tcp" if tcp else "udp"
+    for name in names:
+        refusal = _refusal(name.encode("utf-8", "surrogateescape"), tcp, f"name {name!r}")
+        if name != "-" and refusal:
+            raise Failure("send", refusal)
     out = sys.stdout.buffer
     failures = 0
-    try:
-        client = Client(
-            host,
-            port,
-            transport="tcp" if tcp else "udp",
-            timeout=timeout,
-            retries=retries,
-            matcher=expect,
-            framing="raw" if framing == "raw" else "line",
-        )
-        with client:
-            for payload in _payloads(names):
-                try:
-                    answer = client.exchange(payload)
-                except RequestFailed as exc:
-                    failures += 1
-                    click.echo(f"udpkit send: {_text(payload)!r}: {exc}", err=True)
-                    if as_json:
-                        record = {
-                            "payload": _text(payload), "reply": None, "transport": transport,
-                            "attempts": exc.attempts, "rtt_ms": None,
-                            "error": exc.cause, "elapsed_ms": round(exc.elapsed * 1000, 3),
-                        }
-                        out.write(json.dumps(record).encode() + b"\n")
-                        out.flush()
-                    continue
+    client = Client(
+        host if host is not None else target[0],
+        port if port is not None else target[1],
+        transport="tcp" if tcp else "udp",
+        timeout=timeout,
+        retries=retries,
+        matcher=expect,
+        framing="raw" if framing == "raw" else "line",
+    )
+    with client:
+        for payload in _payloads(names, tcp):
+            try:
+                answer = client.exchange(payload)
+            except LocalProtocolError as exc:
+                raise Failure("send", f"{_text(payload)!r}: {exc}") from None
+            except RequestFailed as exc:
+                failures += 1
+                _, hint = request_failed(exc)
+                line = f"udpkit send: {_text(payload)!r}: {exc}" + (f" ({hint})" if hint else "")
+                click.echo(line, err=True)
                 if as_json:
                     record = {
-                        "payload": _text(payload), "reply": _text(answer.reply),
-                        "rtt_ms": round(answer.elapsed * 1000, 3),
-                        "attempts": answer.attempts, "transport": transport,
+                        "payload": _text(payload), "reply": None, "transport": transport,
+                        "attempts": exc.attempts, "rtt_ms": None,
+                        "error": exc.cause, "elapsed_ms": round(exc.elapsed * 1000, 3),
                     }
                     out.write(json.dumps(record).encode() + b"\n")
-                else:
-                    reply = answer.reply
-                    out.write(reply if reply.endswith(b"\n") else reply + b"\n")
-                out.flush()
-    except (UsageError, LocalProtocolError) as exc:
-        raise click.UsageError(str(exc)) from None
+                    out.flush()
+                continue
+            if as_json:
+                record = {
+                    "payload": _text(payload), "reply": _text(answer.reply),
+                    "rtt_ms": round(answer.elapsed * 1000, 3),
+                    "attempts": answer.attempts, "transport": transport,
+                }
+                out.write(json.dumps(record).encode() + b"\n")
+            else:
+                reply = answer.reply
+                out.write(reply if reply.endswith(b"\n") else reply + b"\n")
+            out.flush()
     if failures:
-        sys.exit(1)
+        sys.exit(FAILED)

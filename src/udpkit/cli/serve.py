@@ -1,4 +1,9 @@
-"""``udpkit serve``: run a server (calls :func:`udpkit.server.serve`)."""
+"""``udpkit serve``: run a server (calls :func:`udpkit.server.serve`).
+
+Rule: the address is ``--host``/``--port`` (uvicorn's spelling) or ``--bind
+HOST:PORT``, which sets both; errors take the one path of
+:mod:`udpkit.cli.errors`.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import sys
 import click
 
 from udpkit.apps import BUILTIN, DEFAULT_APP
+from udpkit.cli.errors import UdpkitCommand
+from udpkit.cli.params import LOG_FORMAT_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HostPort, Port
 from udpkit.core.addresses import parse_host_port
-from udpkit.core.errors import AppLoadError, UsageError
+from udpkit.core.errors import UsageError
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
 from udpkit.server.logs import configure
@@ -43,14 +50,32 @@ def _optional_float(value: str, name: str) -> float | None:
     return number
 
 
+_RANK = {click.core.ParameterSource.COMMANDLINE: 2, click.core.ParameterSource.ENVIRONMENT: 1}
+
+
+def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
+    """``--bind`` or ``--host``/``--port``: the command line wins over the environment;
+    both given at the same level is a usage error."""
+    context = click.get_current_context()
+    rank = {name: _RANK.get(context.get_parameter_source(name), 0)  # type: ignore[arg-type]
+            for name in ("bind", "host", "port")}
+    separate = max(rank["host"], rank["port"])
+    if rank["bind"] == separate:
+        raise UsageError("--bind sets host and port: give it alone, or --host and --port")
+    return bind if rank["bind"] > separate else (host, port)
+
+
 @click.command(
-    help=f"Serve APP ({', '.join(BUILTIN)} or module:attr) over UDP and TCP on one port."
+    cls=UdpkitCommand,
+    help=f"Serve APP ({', '.join(BUILTIN)} or module:attr) over UDP and TCP on one port.",
 )
 @click.argument("app", default=DEFAULT_APP, required=False)
 @click.option("--host", default=_defaults.host, show_default=True,
               help="Address or host name to bind ('::' for IPv6 and IPv4).")
-@click.option("--port", default=_defaults.port, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--port", default=_defaults.port, type=Port(allow_zero=True), show_default=True,
               help="Port for UDP and TCP; 0 picks a free one and prints it.")
+@click.option("--bind", type=HostPort(allow_zero=True), default=None, metavar="HOST:PORT",
+              help="Host and port at once (instead of --host and --port).")
 @click.option("--udp/--no-udp", default=True, show_default=True, help="Serve UDP.")
 @click.option("--tcp/--no-tcp", default=True, show_default=True, help="Serve TCP.")
 @click.option("--tcp-framing", type=click.Choice(["line", "raw"]), default="line",
@@ -110,14 +135,15 @@ def _optional_float(value: str, name: str) -> float | None:
 @click.option("--app-dir", default=".", show_default=True,
               type=click.Path(file_okay=False),
               help="Directory added to the import path to find APP's module.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+              help=LOG_LEVEL_HELP)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Log lines as text or as one JSON object each.")
+              show_default=True, help=LOG_FORMAT_HELP)
 def serve(
     app: str,
     host: str,
     port: int,
+    bind: tuple[str, int] | None,
     udp: bool,
     tcp: bool,
     tcp_framing: str,
@@ -147,49 +173,45 @@ def serve(
     log_level: str,
     log_format: str,
 ) -> None:
+    if bind is not None:
+        host, port = _address(bind, host, port)
     configure(getattr(logging, log_level.upper()), fmt=log_format)
     sys.path.insert(0, os.path.abspath(app_dir))
-    try:
-        config = ServerConfig(
-            app=app,
-            host=host,
-            port=port,
-            udp=udp,
-            tcp=tcp,
-            tcp_framing="raw" if tcp_framing == "raw" else "line",
-            max_request=max_request,
-            access_log=access_log,
-            graceful_timeout=graceful_timeout,
-            rate_limit=_optional_float(rate_limit, "--rate-limit"),
-            rate_burst=rate_burst,
-            ipv4_prefix=ipv4_prefix,
-            ipv6_prefix=ipv6_prefix,
-            allow=allow,
-            deny=deny,
-            limit_exempt=tuple(n for n in limit_exempt if n.lower() != "none"),
-            max_amplification=_optional_float(max_amplification, "--max-amplification"),
-            tcp_max_connections=tcp_max_connections,
-            tcp_max_per_source=tcp_max_per_source,
-            tcp_idle_timeout=tcp_idle_timeout,
-            tcp_line_timeout=tcp_line_timeout,
-            tcp_write_timeout=tcp_write_timeout,
-            metrics=parse_host_port(metrics) if metrics else None,
-            loop="uvloop" if loop == "uvloop" else "asyncio" if loop == "asyncio" else "auto",
-            fast_path=fast_path,
-            proxy_protocol=proxy_protocol,
-            proxy_trusted=proxy_trusted,
+    config = ServerConfig(
+        app=app,
+        host=host,
+        port=port,
+        udp=udp,
+        tcp=tcp,
+        tcp_framing="raw" if tcp_framing == "raw" else "line",
+        max_request=max_request,
+        access_log=access_log,
+        graceful_timeout=graceful_timeout,
+        rate_limit=_optional_float(rate_limit, "--rate-limit"),
+        rate_burst=rate_burst,
+        ipv4_prefix=ipv4_prefix,
+        ipv6_prefix=ipv6_prefix,
+        allow=allow,
+        deny=deny,
+        limit_exempt=tuple(n for n in limit_exempt if n.lower() != "none"),
+        max_amplification=_optional_float(max_amplification, "--max-amplification"),
+        tcp_max_connections=tcp_max_connections,
+        tcp_max_per_source=tcp_max_per_source,
+        tcp_idle_timeout=tcp_idle_timeout,
+        tcp_line_timeout=tcp_line_timeout,
+        tcp_write_timeout=tcp_write_timeout,
+        metrics=parse_host_port(metrics) if metrics else None,
+        loop="uvloop" if loop == "uvloop" else "asyncio" if loop == "asyncio" else "auto",
+        fast_path=fast_path,
+        proxy_protocol=proxy_protocol,
+        proxy_trusted=proxy_trusted,
+    )
+    processes = _workers(workers)
+    if processes is not None:
+        code = serve_workers(
+            config, workers=processes, log=(getattr(logging, log_level.upper()), log_format)
         )
-        processes = _workers(workers)
-        if processes is not None:
-            code = serve_workers(
-                config, workers=processes, log=(getattr(logging, log_level.upper()), log_format)
-            )
-            if code:
-                sys.exit(code)
-            return
-        run_server(config)
-    except AppLoadError as exc:
-        click.echo(f"udpkit serve: {exc}", err=True)
-        sys.exit(2)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
+        if code:
+            sys.exit(code)
+        return
+    run_server(config)

@@ -125,6 +125,8 @@ class AsyncClient:
         """Like :meth:`request`, with the round trip's time and attempts."""
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise UsageError(f"payload must be bytes, not {type(payload).__name__}")
+        if not payload:
+            raise LocalProtocolError("an empty request gets no reply (servers drop it)")
         await self.connect()
         assert self._impl is not None
         return await self._impl.exchange(bytes(payload))
@@ -225,6 +227,14 @@ class _UdpChannel(asyncio.DatagramProtocol):
 
 
 def _failure(event: Failed, server: Address, transport: TransportName) -> RequestFailed:
+    if event.cause == "protocol":
+        reply = event.reply or b""
+        return UnexpectedReply(
+            f"reply {reply[:80]!r} does not match the request",
+            address=format_address(server),
+            attempts=event.attempts,
+            elapsed=event.elapsed,
+        )
     error = RequestTimeout if event.cause == "timeout" else RequestRefused
     what = "no reply" if event.cause == "timeout" else "port closed"
     return error(

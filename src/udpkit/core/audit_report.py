@@ -173,6 +173,8 @@ class RateLimitResult:
     """Answered fraction at ``limit_rate``."""
     highest_rate: float | None
     """Highest achieved rate of any step."""
+    ramp_requests: int = 0
+    """Requests the whole ramp sent: a limiter whose burst is larger cannot show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +309,8 @@ def ramp_results(
                 "limited", result.target_rate, last_full, result.answered_fraction, highest
             )
         last_full = result.target_rate
-    return tuple(results), RateLimitResult("unlimited", None, last_full, None, highest)
+    total = sum(result.sent for result in measured)
+    return tuple(results), RateLimitResult("unlimited", None, last_full, None, highest, total)
 
 
 def analyse(
@@ -426,7 +429,8 @@ def _rate_limit_verdict(limit: RateLimitResult, threshold: float) -> Verdict:
     if limit.status == "unlimited":
         return Verdict(rule, "unlimited",
                        f"every step answered (>= {threshold:.0%}) up to "
-                       f"{limit.highest_rate or 0:.0f} req/s sent")
+                       f"{limit.highest_rate or 0:.0f} req/s sent ({limit.ramp_requests:,} "
+                       "requests in all: a limit with a larger burst would not show)")
     fraction = limit.answered_fraction or 0.0
     if limit.last_full_rate is None:
         return Verdict(rule, "limited",

@@ -9,6 +9,13 @@ results come out of :meth:`next_event`.  Time is always an argument.
 Many requests can be in flight at once; each has its own deadline and retry
 schedule (:mod:`udpkit.core.retry`) and is matched to its reply by content
 (:mod:`udpkit.core.matching`), never by arrival order.
+
+A reply from the server that matches no request is skipped, not fatal: the
+right reply may still come.  But it is remembered by every request then in
+flight, and a request whose attempt times out after the server answered it
+with something else fails at once as ``protocol`` (the server is up and says
+something this matcher does not accept: retransmitting will not change that)
+instead of retrying until its deadline and reporting a timeout.
 """
 
 from __future__ import annotations
@@ -39,13 +46,16 @@ class Answered:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """A request gave up: its deadline passed or the peer refused."""
+    """A request gave up: its deadline passed, the peer refused, or the server
+    answered only with replies that do not match it (``protocol``)."""
 
     token: int
     request: bytes
-    cause: Literal["timeout", "refused"]
+    cause: Literal["timeout", "refused", "protocol"]
     elapsed: float
     attempts: int
+    reply: bytes | None = None
+    """``protocol``: the last non-matching reply the server sent meanwhile."""
 
 
 Event = Answered | Failed
@@ -77,11 +87,12 @@ _UNMATCHED_STAT = {"duplicate": "duplicates", "late": "late", "unexpected": "une
 
 
 class _Request:
-    __slots__ = ("payload", "schedule")
+    __slots__ = ("mismatch", "payload", "schedule")
 
     def __init__(self, payload: bytes, schedule: RetrySchedule) -> None:
         self.payload = payload
         self.schedule = schedule
+        self.mismatch: bytes | None = None
 
 
 def same_endpoint(a: Address | tuple[str, int], b: Address | tuple[str, int]) -> bool:
@@ -142,7 +153,11 @@ class DatagramClientCore:
             return
         token = self._table.match(data)
         if token is None:
-            self._stats[_UNMATCHED_STAT[self._table.classify_unmatched(data)]] += 1
+            why = self._table.classify_unmatched(data)
+            self._stats[_UNMATCHED_STAT[why]] += 1
+            if why == "unexpected":
+                for waiting in self._requests.values():
+                    waiting.mismatch = data
             return
         req = self._requests.pop(token)
         self._stats["answered"] += 1
@@ -176,7 +191,9 @@ class DatagramClientCore:
             req = self._requests.get(token)
             if req is None or req.schedule.attempts != attempt:
                 continue
-            if req.schedule.can_retry(now):
+            if req.mismatch is not None:
+                self._fail(token, "protocol", now)
+            elif req.schedule.can_retry(now):
                 self._stats["retransmissions"] += 1
                 self._transmit(token, now)
             else:
@@ -206,10 +223,14 @@ class DatagramClientCore:
         self._outgoing.append(req.payload)
         self._stats["transmissions"] += 1
 
-    def _fail(self, token: int, cause: Literal["timeout", "refused"], now: float) -> None:
+    def _fail(
+        self, token: int, cause: Literal["timeout", "refused", "protocol"], now: float
+    ) -> None:
         req = self._requests.pop(token)
         self._table.abandon(token)
-        self._stats["timeouts" if cause == "timeout" else "refused"] += 1
+        if cause != "protocol":  # its reply is already counted as ``unexpected``
+            self._stats["refused" if cause == "refused" else "timeouts"] += 1
         self._events.append(
-            Failed(token, req.payload, cause, now - req.schedule.started, req.schedule.attempts)
+            Failed(token, req.payload, cause, now - req.schedule.started, req.schedule.attempts,
+                   req.mismatch if cause == "protocol" else None)
         )

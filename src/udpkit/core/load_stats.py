@@ -77,6 +77,8 @@ class LoadSummary:
     """Open loop: requests sent more than :data:`LATE_SEND` after their intended time."""
     max_send_lag: float = 0.0
     """Open loop: the largest delay of a send behind its intended time, in seconds."""
+    interrupted: bool = False
+    """The run was stopped (Ctrl-C) before its planned end: the figures are partial."""
 
     @property
     def loss(self) -> float:

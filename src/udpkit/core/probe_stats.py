@@ -51,6 +51,11 @@ class ProbeSummary:
     jitter: float = 0.0
     """RFC 3550 interarrival jitter."""
     elapsed: float = 0.0
+    rtt_p50: float = 0.0
+    rtt_p90: float = 0.0
+    rtt_p99: float = 0.0
+    """Nearest-rank percentiles of the round-trip times: each one is a measured
+    time, so none exceeds ``rtt_max``."""
 
     @property
     def lost(self) -> int:
@@ -146,8 +151,10 @@ class ProbeStats:
             mean_square = sum(r * r for r in rtts) / len(rtts)
             mdev = math.sqrt(max(0.0, mean_square - avg * avg))
             low, high = min(rtts), max(rtts)
+            ranked = sorted(rtts)
+            p50, p90, p99 = (_nearest_rank(ranked, percent) for percent in (50, 90, 99))
         else:
-            avg = mdev = low = high = 0.0
+            avg = mdev = low = high = p50 = p90 = p99 = 0.0
         return ProbeSummary(
             sent=len(self._sent_at),
             received=len(rtts),
@@ -161,4 +168,13 @@ class ProbeStats:
             rtt_mdev=mdev,
             jitter=self._jitter,
             elapsed=self._last_event - self.start,
+            rtt_p50=p50,
+            rtt_p90=p90,
+            rtt_p99=p99,
         )
+
+
+def _nearest_rank(ranked: list[float], percent: float) -> float:
+    """The smallest value with at least ``percent`` % of the values at or below it."""
+    index = max(0, math.ceil(percent / 100.0 * len(ranked)) - 1)
+    return ranked[index]

@@ -2,7 +2,11 @@
 
 Rule: every byte that came from the network goes through
 :func:`~udpkit.core.escaping.escape_untrusted` before it is logged, and
-per-request lines are only formatted when the access log is on.
+per-request lines are only formatted when the access log is on.  A line that
+describes an event carries its facts as record attributes (``event``,
+``peer``, ``transport``, ``bytes``, ``outcome``: :data:`FIELDS`), so the JSON
+format gives them as keys, not only inside ``message``; its ``time`` is RFC
+3339 in UTC (https://www.rfc-editor.org/rfc/rfc3339#section-5.6).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 
 from udpkit.core.escaping import escape_untrusted
 from udpkit.core.handler import Peer
@@ -19,6 +24,10 @@ server_log = logging.getLogger("udpkit.server")
 access_log = logging.getLogger("udpkit.access")
 
 
+FIELDS = ("event", "peer", "transport", "bytes", "outcome")
+"""Record attributes the JSON format lifts to keys of their own."""
+
+
 def log_access(peer: Peer, request: bytes) -> None:
     access_log.info(
         "Received from %s over %s (%d bytes): %s",
@@ -26,6 +35,8 @@ def log_access(peer: Peer, request: bytes) -> None:
         peer.transport,
         len(request),
         escape_untrusted(request),
+        extra={"event": "request", "peer": str(peer), "transport": peer.transport,
+               "bytes": len(request)},
     )
 
 
@@ -48,22 +59,32 @@ def log_abuse(reason: str, peer: Peer, now: float) -> None:
     if suppressed is None:
         return
     text = _ABUSE_TEXT.get(reason, reason + " from %s")
+    fields = {"event": "abuse", "peer": str(peer), "transport": peer.transport,
+              "outcome": reason}
     if suppressed:
-        server_log.warning(text + " (%d more like this not logged)", peer, suppressed)
+        server_log.warning(text + " (%d more like this not logged)", peer, suppressed,
+                           extra={**fields, "suppressed": suppressed})
     else:
-        server_log.warning(text, peer)
+        server_log.warning(text, peer, extra=fields)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message (and exception)."""
+    """One JSON object a line: time (RFC 3339, UTC), level, logger, event, the
+    event's fields (:data:`FIELDS`, ``suppressed``), message (and exception)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        time = datetime.fromtimestamp(record.created, tz=UTC)
         entry: dict[str, object] = {
-            "time": self.formatTime(record),
+            "time": time.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "event": getattr(record, "event", "log"),
         }
+        for key in (*FIELDS[1:], "suppressed"):
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
+        entry["message"] = record.getMessage()
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=True)
