@@ -16,9 +16,12 @@ Markdown itself, on the line before the block:
   makes it a file of that name that the document's other examples use; one
   that defines ``test_`` functions is run by pytest.
 * ```` ```pycon ````: a Python session, run by :mod:`doctest`.
-* Any block, of any language, after ``<!-- not executed: REASON -->`` is not
-  run, and the test report says so with the reason.  A block of another
-  language (nginx, ini, yaml, plain text) without that line is an error.
+* Any block after ``<!-- not executed: REASON -->`` is not run, and the test
+  report says so with the reason.  A block in a language that is not shell or
+  Python (``nginx``, ``ini``, ``yaml``, ``text``) is not run either, reported
+  as "not executed: a ```yaml block".  A block without a language, or in
+  another name for shell or Python (``bash``, ``py``...), is an error: say
+  which it is.
 * ``<!-- numbers vary -->`` before a console block: every number in its output
   is compared as "a number" (an audit's rates differ from run to run).
 """
@@ -30,6 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EXECUTED = ("console", "sh", "python", "pycon")
+#: Shell or Python under another name: written so, an example would not run.
+OTHER_NAMES = ("bash", "shell", "zsh", "shell-session", "shellsession", "sh-session", "py",
+               "python3", "ipython", "py3", "doctest")
 NOT_EXECUTED = "not executed:"
 NUMBERS_VARY = "numbers vary"
 
@@ -53,8 +59,11 @@ class Block:
 
     @property
     def reason_not_executed(self) -> str | None:
+        """Why the block is not run, or None when it is (or must be)."""
         if self.directive is not None and self.directive.startswith(NOT_EXECUTED):
             return self.directive
+        if self.language and self.language not in EXECUTED + OTHER_NAMES:
+            return f"{NOT_EXECUTED} a ```{self.language} block"
         return None
 
     @property

@@ -91,8 +91,9 @@ def test_example(block: Block, shared_port: int, workdirs: dict[Path, Path],
     if reason is not None:
         pytest.skip(f"{block.name}: {reason}")
     assert block.language in EXECUTED, (
-        f"{block.name}: a ```{block.language or '(no language)'} block is not run; run it as "
-        f"one of {EXECUTED} or say why not on the line before: <!-- {NOT_EXECUTED} why -->"
+        f"{block.name}: a ```{block.language or '(no language)'} block would not run: write it "
+        f"as one of {EXECUTED}, or give its language, or say why not on the line before: "
+        f"<!-- {NOT_EXECUTED} why -->"
     )
     workdir = workdir_for(block, workdirs, tmp_path_factory)
     if block.language in ("console", "sh"):

@@ -39,6 +39,15 @@ def test_blocks_carry_their_line_language_and_directive(tmp_path: Path) -> None:
     assert python.text == "print(1)\n"
 
 
+def test_a_block_in_another_language_is_reported_as_not_executed(tmp_path: Path) -> None:
+    document = tmp_path / "doc.md"
+    document.write_text("```yaml\nkind: Service\n```\n```\nplain\n```\n```bash\nls\n```\n")
+    yaml, plain, bash = blocks(document)
+    assert yaml.reason_not_executed == "not executed: a ```yaml block"
+    assert plain.reason_not_executed is None  # no language: the test fails, say which
+    assert bash.reason_not_executed is None  # shell by another name: would silently not run
+
+
 def test_output_that_gained_lines_does_not_match() -> None:
     """The README showed serve's two Bind lines; serve prints more now."""
     shown = SERVE_LOG.splitlines()[2:]
