@@ -58,6 +58,18 @@ MAX_BENCH = 0.5
 STOP_TIMEOUT = 15.0
 
 
+def users_environment() -> dict[str, str]:
+    """The environment of a user who has just installed udpkit: this Python's
+    scripts first on PATH, no ``UDPKIT_*`` settings of the test run (such as
+    ``UDPKIT_NO_FASTPATH``) leaking into what the docs show."""
+    return {
+        **{name: value for name, value in os.environ.items() if not name.startswith("UDPKIT_")},
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+        "NO_COLOR": "1",
+    }
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 for both UDP and TCP (bound, read, released)."""
     for _ in range(50):
@@ -193,10 +205,7 @@ class Session:
         self.ports = Ports(shared_port, [step.text for step in self.steps if not step.interrupt])
         self.background: list[Background] = []
         self.env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONUNBUFFERED": "1",
-            "NO_COLOR": "1",
+            **users_environment(),
             "COLUMNS": "120",
             "UDPKIT_SERVE_PORT": str(self.ports.real(DEFAULT_PORT)),
             "UDPKIT_SEND_PORT": str(self.ports.real(DEFAULT_PORT)),

@@ -15,7 +15,6 @@ other's output.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.docs.markdown import EXECUTED, NOT_EXECUTED, Block, blocks
-from tests.docs.shell import BIN, Session
+from tests.docs.shell import BIN, Session, users_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -49,7 +48,7 @@ def shared_port() -> Iterator[int]:
     """One greeting server for every example that talks to 127.0.0.1:9999."""
     process = subprocess.Popen(
         [str(BIN / "udpkit"), "serve", "--port", "0"], stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, env=users_environment(),
     )
     assert process.stderr is not None
     port = None
@@ -122,8 +121,8 @@ def run_python(block: Block, workdir: Path, shared_port: int, args: list[str], s
     result = subprocess.run(
         [sys.executable, *args, path.name], cwd=workdir, capture_output=True, text=True,
         timeout=45, check=False,
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-             "DOCS_SERVER_PORT": str(shared_port), "PYTHONPATH": str(workdir)},
+        env={**users_environment(), "DOCS_SERVER_PORT": str(shared_port),
+             "PYTHONPATH": str(workdir)},
     )
     assert result.returncode == 0, f"{block.name} failed:\n{result.stdout}\n{result.stderr}"
     return result
