@@ -1,13 +1,58 @@
-"""Shared fixtures: servers on port 0, free ports, IPv4/IPv6 parametrisation."""
+"""Shared fixtures (servers on port 0, free ports, IPv4/IPv6 parametrisation) and
+the test tiers.
+
+Rule kept here: a test's tier is the directory it lives in.  Each directory
+below ``tests/`` named in :data:`TIERS` is a tier and gives its name as a
+marker to every test collected from it, so ``pytest -m unit`` runs the pure
+core alone and ``pytest -m "not attacks and not integration"`` leaves out the
+slow ones.  The markers are registered (with what each tier is) in
+pyproject.toml under ``--strict-markers``; ``tests/unit/test_suite_rules.py``
+fails when a test file lives outside a tier or a tier has no marker.
+"""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from udpkit.server import Server, ServerConfig
+
+TESTS = Path(__file__).resolve().parent
+
+#: The tiers, one directory each, in the order of the style guide's tiers (a)-(e)
+#: and then the slow or special ones.  Marker name == directory name.
+TIERS = (
+    "unit",  # (a) the pure core, clock driven by hand
+    "fakenet",  # (b) the client core over an in-memory lossy network
+    "net",  # (c) real sockets on loopback
+    "cli",  # (d) the command line in subprocesses
+    "peers",  # (e) programs nobody here wrote
+    "attacks",  # floods, slowloris, many idle connections
+    "integration",  # nginx in front of several servers
+    "fuzz",  # a bounded fuzz run
+    "docs",  # the README's and docs/'s examples, executed
+)
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier of the test file at ``path``: the first directory below tests/."""
+    try:
+        parts = path.resolve().relative_to(TESTS).parts
+    except ValueError:
+        return None
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its directory's tier (explicit marks such as a net
+    test's ``peers`` stay as well)."""
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is not None:
+            item.add_marker(tier)
 
 
 def _has_ipv6() -> bool:

@@ -82,8 +82,16 @@ async def test_graceful_timeout_bounds_a_stuck_handler() -> None:
 
 
 async def test_force_exit_skips_the_wait() -> None:
+    """A second signal does not wait out ``graceful_timeout`` (30 s here): the
+    stuck handler is cancelled at once, counted, and its request gets no reply."""
+    cancelled = asyncio.Event()
+
     async def handler(request: bytes, peer: Peer) -> bytes:
-        await asyncio.sleep(60)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
         return request
 
     server = Server(ServerConfig(app=handler, port=0, graceful_timeout=30))
@@ -91,12 +99,24 @@ async def test_force_exit_skips_the_wait() -> None:
     raw = RawUdp("127.0.0.1")
     try:
         await raw.send(b"stuck", ("127.0.0.1", server.port))
-        await asyncio.sleep(0.05)
+        await wait_for_counters_received(server, 1)
         asyncio.get_running_loop().call_later(0.1, server.force_exit)
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(3):  # far below the 30 s it would otherwise wait
             await server.shutdown()
+        assert await raw.recv(timeout=0.2) is None
     finally:
         raw.close()
+    assert cancelled.is_set()
+    stats = server.stats()["udp"]
+    assert stats.received == stats.accounted == 1
+    assert (stats.replied, stats.handler_errors) == (0, 1)
+
+
+async def wait_for_counters_received(server: Server, received: int) -> None:
+    """Until the server has read ``received`` datagrams (their handlers may still run)."""
+    async with asyncio.timeout(3):
+        while server.stats()["udp"].received < received:
+            await asyncio.sleep(0.005)
 
 
 async def test_summary_line_names_every_counter() -> None:

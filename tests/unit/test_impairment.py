@@ -360,7 +360,7 @@ def test_put_replaces_and_patch_merges() -> None:
 @given(st.text(max_size=80))
 def test_any_spec_text_parses_or_raises_usage_error(text: str) -> None:
     with contextlib.suppress(UsageError):
-        parse_spec(text)
+        assert isinstance(parse_spec(text), Impairments)
 
 
 _json = st.recursive(
@@ -376,4 +376,5 @@ _fields = st.sampled_from(["loss", "delay", "burst_loss", "rate", "reset_after",
 @given(st.dictionaries(_fields, _json, max_size=4) | _json)
 def test_any_json_parses_or_raises_usage_error(document: object) -> None:
     with contextlib.suppress(UsageError):
-        update_from_json(LinkSettings(), {"up": document}, merge=True)
+        assert isinstance(update_from_json(LinkSettings(), {"up": document}, merge=True),
+                          LinkSettings)

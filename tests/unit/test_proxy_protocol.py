@@ -268,4 +268,9 @@ def test_a_flipped_byte_parses_or_raises_bad_input(
     header_bytes, _ = case
     data = bytearray(header_bytes)
     data[position % len(data)] = value
-    outcome(bytes(data))  # never anything but a result, NEEDS_MORE or BadInput
+    result = outcome(bytes(data))  # never anything but a result, NEEDS_MORE or BadInput
+    if result is not NEEDS_MORE and result != "bad":
+        assert isinstance(result, tuple)
+        header, consumed = result
+        assert isinstance(header, ProxyHeader)
+        assert 0 < consumed <= len(data)
