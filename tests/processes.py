@@ -31,6 +31,25 @@ class ServeProcess:
     _lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
     _reader: threading.Thread | None = None
 
+    def wait_for_line(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """The first log line (already seen or to come) matching ``pattern``."""
+        compiled = re.compile(pattern)
+        for line in self.log:
+            if match := compiled.search(line):
+                return match
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                next_line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if next_line is None:
+                break
+            self.log.append(next_line)
+            if match := compiled.search(next_line):
+                return match
+        raise AssertionError(f"no log line matching {pattern!r}:\n" + "\n".join(self.log))
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str]:
         """Signal the server, wait for it, return (exit code, its log after start-up)."""
         if self.process.poll() is None:

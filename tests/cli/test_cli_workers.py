@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import queue
 import re
 import signal
 import socket
@@ -36,23 +35,7 @@ def app_dir(tmp_path: pathlib.Path) -> str:
 
 
 def wait_for_line(server: ServeProcess, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-    """The first log line (already seen or to come) matching ``pattern``."""
-    compiled = re.compile(pattern)
-    for line in server.log:
-        if match := compiled.search(line):
-            return match
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            next_line = server._lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        if next_line is None:
-            break
-        server.log.append(next_line)
-        if match := compiled.search(next_line):
-            return match
-    raise AssertionError(f"no log line matching {pattern!r}:\n" + "\n".join(server.log))
+    return server.wait_for_line(pattern, timeout)
 
 
 def worker_pids(server: ServeProcess) -> list[int]:

@@ -85,6 +85,15 @@ def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
               type=click.IntRange(1, 65507), help="Largest request in bytes.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="Log one line per request.")
+@click.option("--handler-threads", default=_defaults.handler_threads, show_default=True,
+              type=click.IntRange(min=0), metavar="N",
+              help="Run a sync handler on N threads, so one that blocks (sleep, disk, a "
+                   "database) does not stop every client; it must be thread-safe. 0: on "
+                   "the event loop (fastest).")
+@click.option("--stall-warning", default=_defaults.stall_warning, show_default=True,
+              type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Log what blocks the event loop when it has not run for this long; "
+                   "0: off.")
 @click.option("--graceful-timeout", default=_defaults.graceful_timeout, show_default=True,
               type=click.FloatRange(0), help="Seconds to finish in-flight work on shutdown.")
 @click.option("--rate-limit", default=str(_defaults.rate_limit), show_default=True,
@@ -150,6 +159,8 @@ def serve(
     max_request: int,
     access_log: bool,
     graceful_timeout: float,
+    handler_threads: int,
+    stall_warning: float,
     rate_limit: str,
     rate_burst: float | None,
     ipv4_prefix: int,
@@ -187,6 +198,8 @@ def serve(
         max_request=max_request,
         access_log=access_log,
         graceful_timeout=graceful_timeout,
+        handler_threads=handler_threads,
+        stall_warning=stall_warning,
         rate_limit=_optional_float(rate_limit, "--rate-limit"),
         rate_burst=rate_burst,
         ipv4_prefix=ipv4_prefix,

@@ -53,6 +53,13 @@ class ServerConfig:
     """Seconds a shutdown waits for in-flight requests before closing anyway."""
     metrics: tuple[str, int] | None = None
     """Serve Prometheus metrics on this (host, port); port 0 picks one."""
+    handler_threads: int = 0
+    """Run a sync handler on this many threads (``--handler-threads``), so handlers that
+    block (sleep, disk, a database) do not stop the loop; it must then be thread-safe.
+    0: on the event loop (fastest, and what the C fast paths need)."""
+    stall_warning: float = 0.5
+    """Log, with the code that blocks it, when the event loop has not run for this many
+    seconds (a sync handler that blocks stalls every client); 0: no watchdog."""
     record_latency: bool = False
     """Keep a histogram of request latencies even without ``metrics`` (always kept
     with it).  Set by the supervisor of ``serve --workers`` for its workers, which
@@ -130,6 +137,8 @@ class ServerConfig:
                 "the PROXY protocol needs --proxy-trusted CIDR, the load balancers that send "
                 "the header (--proxy-trusted any lets every client choose its own source)"
             )
+        if self.handler_threads < 0 or self.stall_warning < 0:
+            raise UsageError("handler_threads and stall_warning must be >= 0")
         if self.graceful_timeout < 0:
             raise UsageError("graceful_timeout must be >= 0")
         if self.rate_limit is not None and self.rate_limit <= 0:

@@ -39,6 +39,14 @@ def is_awaitable(result: object) -> bool:
     return inspect.isawaitable(result)
 
 
+def is_async_handler(handler: object) -> bool:
+    """Whether calling ``handler`` returns a coroutine: an ``async def`` function or an
+    object whose ``__call__`` is one (a sync handler may still return awaitables)."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
 def log_handler_error(peer: Peer, exc: BaseException) -> None:
     """Log a handler's error (the caller counted it), unless too many came just now."""
     left_out = _handler_log_limiter.admit("handler", _clock())

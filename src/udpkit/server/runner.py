@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from udpkit.apps import load_app
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters, CounterSnapshot
+from udpkit.core.errors import UsageError
 from udpkit.core.framing import make_framing
 from udpkit.core.handler import Handler, format_address
 from udpkit.core.histogram import LatencyHistogram
@@ -24,7 +25,9 @@ from udpkit.core.sources import SourceClassifier, parse_networks
 from udpkit.server.accept import TcpListener, listen_tcp
 from udpkit.server.binding import BoundSockets, bind
 from udpkit.server.config import ServerConfig
+from udpkit.server.dispatch import is_async_handler
 from udpkit.server.event_loops import run_with_loop
+from udpkit.server.handler_threads import ThreadedHandler
 from udpkit.server.limits import ensure_open_files
 from udpkit.server.logs import server_log
 from udpkit.server.tcp import (
@@ -37,6 +40,7 @@ from udpkit.server.tcp import (
     tcp_line_poller,
 )
 from udpkit.server.udp import FAST_PATH_NAME, UdpEndpoint
+from udpkit.server.watchdog import LoopWatchdog
 from udpkit.service import Service
 
 if TYPE_CHECKING:
@@ -48,7 +52,17 @@ class Server(Service):
     def __init__(self, config: ServerConfig) -> None:
         super().__init__()
         self.config = config
-        self.handler: Handler = load_app(config.app) if isinstance(config.app, str) else config.app
+        handler = load_app(config.app) if isinstance(config.app, str) else config.app
+        self._threads: ThreadedHandler | None = None
+        if config.handler_threads:
+            if is_async_handler(handler):
+                raise UsageError("--handler-threads runs sync handlers in threads; this "
+                                 "handler is async already")
+            handler = self._threads = ThreadedHandler(
+                handler, threads=config.handler_threads  # type: ignore[arg-type]
+            )
+        self.handler: Handler = handler
+        self._watchdog: LoopWatchdog | None = None
         self.udp_counters = Counters()
         self.tcp_counters = Counters()
         self.port: int = config.port
@@ -162,6 +176,11 @@ class Server(Service):
             self._announce("TCP", sock.getsockname())
         if config.metrics is not None:
             self._start_metrics(*config.metrics)
+        if config.stall_warning > 0:
+            self._watchdog = LoopWatchdog(threshold=config.stall_warning)
+            self._watchdog.start()
+        if self._threads is not None:
+            server_log.info("Sync handler on %d threads (--handler-threads)", self._threads.threads)
 
     def _start_metrics(self, host: str, port: int) -> None:
         from udpkit.server.metrics import ServerCollector, serve_metrics
@@ -218,6 +237,11 @@ class Server(Service):
                 await self.wait_or_force(server.wait_closed(), 1.0)
             self._udp.clear()
             self._tcp_servers.clear()
+            if self._watchdog is not None:
+                self._watchdog.stop()
+                self._watchdog = None
+            if self._threads is not None:
+                self._threads.close()
 
     async def _drained(self) -> None:
         for endpoint in self._udp:
