@@ -1,5 +1,10 @@
-"""SIGINT and SIGTERM for a long-running service: the server, the proxy, the
+"""SIGINT, SIGTERM and SIGHUP for a long-running service: the server, the proxy, the
 worker supervisor (all through :meth:`udpkit.service.Service.serve`).
+
+SIGHUP is a graceful stop with its summary, like SIGTERM: for a server run from a
+terminal it means the terminal went away, and udpkit has no configuration file to
+reload (its settings are its command line), so "reload" would only be a restart under
+another name.  Before, SIGHUP's default action killed the process with nothing drained.
 
 Rule: the handlers go in before start-up, so a signal that arrives right
 after the service said it is bound still stops it gracefully (the default
@@ -17,13 +22,15 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HANDLED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class StopSignals:
     """``with StopSignals(graceful, immediate):`` around start-up, serving and shutdown.
 
-    ``graceful(name)`` is called for the first SIGINT/SIGTERM, ``immediate(name)``
+    ``graceful(name)`` is called for the first SIGINT/SIGTERM/SIGHUP, ``immediate(name)``
     for each one after it (``name``: ``"SIGTERM"``...).  ``install=False``
     leaves the process's signal handling alone (tests, library use).
     """

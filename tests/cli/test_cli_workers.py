@@ -112,11 +112,14 @@ def test_sigterm_drains_every_worker_and_prints_one_merged_summary() -> None:
     assert counters["tcp"]["received"] == counters["tcp"]["replied"] == 3
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_to_the_whole_group_is_one_graceful_stop_not_two(signum: int) -> None:
-    """Ctrl-C (SIGINT) and systemd's default KillMode (SIGTERM) signal every
-    process of the group: workers ignore SIGINT and take repeated SIGTERMs
-    as one, so they drain instead of being forced."""
+    """Ctrl-C (SIGINT), systemd's default KillMode (SIGTERM) and a closed terminal
+    (SIGHUP) signal every process of the group: workers ignore SIGINT and SIGHUP and
+    take repeated SIGTERMs as one, so they drain instead of being forced.
+
+    Regression (issue 16, item 12): SIGHUP killed each worker and the supervisor at
+    once ("Supervisor gone"), with no overall summary."""
     with serve("--workers", "2") as server:
         pids = worker_pids(server)
         for pid in (*pids, server.process.pid):
@@ -126,6 +129,8 @@ def test_a_signal_to_the_whole_group_is_one_graceful_stop_not_two(signum: int) -
     assert code == 0
     assert f"Received {signal.Signals(signum).name}, stopping 2 workers gracefully" in log
     assert log.count("Stopped: UDP") == 2
+    assert "Supervisor gone" not in log
+    assert "Summary: UDP" in log
 
 
 def test_a_second_instance_on_the_port_fails_clearly() -> None:

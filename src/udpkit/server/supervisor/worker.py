@@ -64,9 +64,11 @@ class _Prefix(logging.Filter):
 
 def run_worker(spec: WorkerSpec, connection: Connection) -> None:
     """The body of a worker process (the target of ``multiprocessing``)."""
-    # Ctrl-C reaches the whole process group; the supervisor alone decides,
-    # and tells the workers with SIGTERM.
+    # Ctrl-C, and the hang-up of a closed terminal, reach the whole process group;
+    # the supervisor alone decides, and tells the workers with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if spec.log is not None:
         configure(spec.log[0], fmt=spec.log[1])
         prefix = _Prefix(f"worker {spec.slot} (pid {os.getpid()}): ")
