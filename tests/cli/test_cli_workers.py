@@ -90,7 +90,40 @@ def test_a_killed_worker_is_restarted_and_the_port_stays_served(app_dir: str) ->
         assert pids_answering(server.port, {replacement, survivor}) == {replacement, survivor}
         code, log = server.stop(signal.SIGTERM)
     assert code == 0
-    assert "Workers: 3 started, 1 restarts" in log
+    assert "Workers: 3 started, 1 restarts, 0 killed as hung" in log
+
+
+def test_a_stopped_worker_is_found_hung_killed_and_replaced(app_dir: str) -> None:
+    """Regression (issue 16, item 13): with one of two workers SIGSTOPped, about half
+    of the clients were black-holed, and SIGTERM waited 8.6 s before killing it."""
+    with serve("--workers", "2", "--worker-timeout", "2", "--app-dir", app_dir,
+               "whoami:handler") as server:
+        victim, survivor = worker_pids(server)
+        os.kill(victim, signal.SIGSTOP)
+        wait_for_line(server, rf"Worker 1 \(pid {victim}\) sent nothing for [\d.]+ s "
+                              r"\(stopped or stuck\): killing it")
+        wait_for_line(server, rf"Worker 1 \(pid {victim}\) killed by SIGKILL; restarting")
+        replacement = int(wait_for_line(server, r"Worker 1 restarted \(pid (\d+)\)").group(1))
+        replies = ask_from_new_sources(server.port, 50)
+        assert all(reply.startswith(b"pid=") for reply in replies)
+        assert pids_answering(server.port, {replacement, survivor}) == {replacement, survivor}
+        code, log = server.stop(signal.SIGTERM)
+    assert code == 0
+    assert "Workers: 3 started, 1 restarts, 1 killed as hung" in log
+
+
+def test_sigterm_does_not_wait_out_the_graceful_timeout_for_a_hung_worker(
+    app_dir: str,
+) -> None:
+    """Stopped just before SIGTERM: the supervisor kills it once its heartbeat is
+    overdue (draining workers go on reporting), not after the 30 s graceful timeout."""
+    with serve("--workers", "2", "--worker-timeout", "2", "--app-dir", app_dir,
+               "whoami:handler", "--graceful-timeout", "30") as server:
+        victim, _ = worker_pids(server)
+        os.kill(victim, signal.SIGSTOP)
+        code, log = server.stop(signal.SIGTERM, timeout=15)  # would raise after 15 s
+    assert code == 0
+    assert "Workers: 2 started, 0 restarts, 1 killed as hung" in log
 
 
 def test_sigterm_drains_every_worker_and_prints_one_merged_summary() -> None:

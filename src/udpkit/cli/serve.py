@@ -126,6 +126,10 @@ def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
               help="Close if the client does not read its replies for this long.")
 @click.option("--metrics", metavar="HOST:PORT", default=None,
               help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+@click.option("--worker-timeout", default=10.0, show_default=True,
+              type=click.FloatRange(min=2.0), metavar="SECONDS",
+              help="With --workers: a worker silent this long (stopped, stuck) is killed "
+                   "and restarted.")
 @click.option("--workers", metavar="N|auto", default=None,
               help="Run N server processes on the port (SO_REUSEPORT) under a supervisor "
                    "that restarts them; 'auto': one per CPU.  [default: one process]")
@@ -178,6 +182,7 @@ def serve(
     loop: str,
     fast_path: bool,
     workers: str | None,
+    worker_timeout: float,
     proxy_protocol: bool,
     proxy_trusted: tuple[str, ...],
     app_dir: str,
@@ -222,7 +227,8 @@ def serve(
     processes = _workers(workers)
     if processes is not None:
         code = serve_workers(
-            config, workers=processes, log=(getattr(logging, log_level.upper()), log_format)
+            config, workers=processes, log=(getattr(logging, log_level.upper()), log_format),
+            hung_after=worker_timeout,
         )
         if code:
             sys.exit(code)

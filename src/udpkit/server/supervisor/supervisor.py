@@ -8,6 +8,12 @@ lone server would; more SIGTERMs change nothing) and a second one as SIGKILL,
 and exits 0 once every worker is done (1 if it gave up restarting one).  The
 workers' reports, those of dead workers included (so totals never go down),
 make one summary line and one ``/metrics``.
+
+The reports are also the workers' heartbeat.  A serving worker that has sent nothing
+for ``hung_after`` seconds (stopped, deadlocked, its loop blocked) is hung: it still
+holds its share of the port, so the kernel would keep handing it clients that are never
+answered.  The supervisor logs it, kills it and restarts it as it would a dead one; at
+a stop, a worker already hung is killed at once instead of being waited for.
 """
 
 from __future__ import annotations
@@ -94,6 +100,9 @@ class _Worker:
     """``None`` once serving; the reason it could not start otherwise."""
     pid: int | None = None
     report: WorkerReport | None = None
+    heard: float = 0.0
+    """Loop time of its last message (or of its start): its heartbeat."""
+    hung: bool = False
 
 
 class Supervisor(Service):
@@ -105,6 +114,7 @@ class Supervisor(Service):
         *,
         workers: int,
         report_interval: float = 0.5,
+        hung_after: float = 10.0,
         restart_policy: RestartPolicy | None = None,
         lock_dir: Path | None = None,
         log: tuple[int, str] | None = None,
@@ -114,9 +124,15 @@ class Supervisor(Service):
             raise UsageError(f"workers must be >= 1 (got {workers})")
         if not report_interval > 0:
             raise UsageError("report_interval must be > 0")
+        if not hung_after > 2 * report_interval:
+            raise UsageError(f"the worker timeout must be over two report intervals "
+                             f"({2 * report_interval:g} s)")
         self.config = config
         self.workers = workers
         self.report_interval = report_interval
+        self.hung_after = hung_after
+        self.hung = 0
+        """Workers killed because their heartbeat stopped."""
         self.policy = restart_policy if restart_policy is not None else RestartPolicy()
         self.lock_dir = lock_dir
         self.log = log
@@ -134,6 +150,7 @@ class Supervisor(Service):
         self._metrics: MetricsServer | None = None
         self._worker_config: ServerConfig | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
+        self._liveness: asyncio.TimerHandle | None = None
         self._all_done = asyncio.Event()
 
     # -- public state ---------------------------------------------------------
@@ -198,6 +215,9 @@ class Supervisor(Service):
             for transport, socks in (("UDP", placeholder.udp), ("TCP", placeholder.tcp)):
                 for sock in socks:
                     self._announce(transport, sock.getsockname())
+            self._liveness = asyncio.get_running_loop().call_later(
+                self.report_interval, self._check_liveness
+            )
             server_log.info(
                 "Serving with %d workers (pids %s), SO_REUSEPORT",
                 self.workers,
@@ -255,7 +275,7 @@ class Supervisor(Service):
         )
         process.start()
         theirs.close()
-        worker = _Worker(slot, process, ours, loop.create_future(), process.pid)
+        worker = _Worker(slot, process, ours, loop.create_future(), process.pid, heard=loop.time())
         self._slots[slot] = worker
         loop.add_reader(ours.fileno(), self._on_message, worker)
         loop.add_reader(process.sentinel, self._on_exit, worker)
@@ -268,6 +288,7 @@ class Supervisor(Service):
             asyncio.get_running_loop().remove_reader(worker.connection.fileno())
 
     def _handle(self, worker: _Worker, message: WorkerMessage) -> None:
+        worker.heard = asyncio.get_running_loop().time()
         if isinstance(message, WorkerReport):
             with self._state:
                 worker.report = message
@@ -279,6 +300,28 @@ class Supervisor(Service):
                 server_log.info("Worker %d restarted (pid %s)", worker.slot, message.pid)
         elif isinstance(message, StartFailed) and not worker.ready.done():
             worker.ready.set_result(message.reason)
+
+    def _check_liveness(self) -> None:
+        """Kill serving workers whose heartbeat stopped (they are restarted as dead ones)."""
+        loop = asyncio.get_running_loop()
+        self._liveness = None
+        self._kill_hung(loop.time())
+        if self._slots or not self.exit_requested:  # draining workers still report
+            self._liveness = loop.call_later(self.report_interval, self._check_liveness)
+
+    def _kill_hung(self, now: float) -> None:
+        for worker in list(self._slots.values()):
+            silent = now - worker.heard
+            if worker.hung or not worker.ready.done() or silent <= self.hung_after:
+                continue
+            worker.hung = True
+            self.hung += 1
+            server_log.error(
+                "Worker %d (pid %s) sent nothing for %.1f s (stopped or stuck): killing it",
+                worker.slot, worker.pid, silent,
+            )
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                worker.process.kill()
 
     def _refresh_latency(self) -> None:
         if self.latency is None:
@@ -371,6 +414,9 @@ class Supervisor(Service):
             with contextlib.suppress(ProcessLookupError, ValueError):
                 worker.process.terminate()
         loop = asyncio.get_running_loop()
+        self._kill_hung(loop.time())  # a hung worker cannot drain: do not wait for it
+        if self._liveness is None and self._slots:
+            self._liveness = loop.call_later(self.report_interval, self._check_liveness)
         self._kill_timer = loop.call_later(
             self.config.graceful_timeout + _KILL_MARGIN, self._kill_all
         )
@@ -387,6 +433,9 @@ class Supervisor(Service):
                 worker.process.kill()
 
     def _close(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+            self._liveness = None
         if self._kill_timer is not None:
             self._kill_timer.cancel()
             self._kill_timer = None
@@ -398,8 +447,8 @@ class Supervisor(Service):
             self._lock = None
 
     def stopped(self) -> None:
-        server_log.info("Workers: %d started, %d restarts",
-                        self.workers + self.restarts, self.restarts)
+        server_log.info("Workers: %d started, %d restarts, %d killed as hung",
+                        self.workers + self.restarts, self.restarts, self.hung)
         server_log.info("%s", self.summary())
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
@@ -448,6 +497,7 @@ def serve_workers(
     workers: int,
     log: tuple[int, str] | None = None,
     lock_dir: Path | None = None,
+    hung_after: float = 10.0,
 ) -> int:
     """Run ``workers`` server processes on one port until SIGINT/SIGTERM; the exit code.
 
@@ -457,5 +507,6 @@ def serve_workers(
     ``if __name__ == "__main__":``, and an ``app`` given as a callable must be
     importable by name (defined at module level).
     """
-    supervisor = Supervisor(config, workers=workers, log=log, lock_dir=lock_dir)
+    supervisor = Supervisor(config, workers=workers, log=log, lock_dir=lock_dir,
+                            hung_after=hung_after)
     return asyncio.run(supervisor.serve())

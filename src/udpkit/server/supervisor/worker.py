@@ -110,8 +110,10 @@ async def _serve_worker(spec: WorkerSpec, connection: Connection) -> None:
     try:
         await server.main_loop()
     finally:
-        reporter.cancel()
-        await server.shutdown()
+        try:
+            await server.shutdown()  # still reporting: a draining worker is not a hung one
+        finally:
+            reporter.cancel()
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(connection.fileno())
         send_message(connection, WorkerReport.of(server))
