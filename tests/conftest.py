@@ -172,3 +172,12 @@ def closed_udp_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_limits() -> None:
+    """Each test starts with the whole burst of rate-limited log lines, as a new server
+    process does: a test that asserts a line is logged must not depend on the order."""
+    from udpkit.server.logs import reset_log_limits
+
+    reset_log_limits()

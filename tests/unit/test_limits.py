@@ -223,10 +223,10 @@ def test_handler_error_lines_report_how_many_were_left_out(
 ) -> None:
     """The line after a suppressed spell says how many handler errors it hid."""
     from udpkit.core.handler import Peer
-    from udpkit.server import dispatch
+    from udpkit.server import dispatch, logs
 
     clock = iter([0.0] * 8 + [2.0])
-    monkeypatch.setattr(dispatch, "_handler_log_limiter", LogLimiter(per_second=1, burst=5))
+    monkeypatch.setattr(logs, "handler_error_limiter", LogLimiter(per_second=1, burst=5))
     monkeypatch.setattr(dispatch, "_clock", lambda: next(clock))
     peer = Peer(("192.0.2.1", 5), "udp")
     for _ in range(9):

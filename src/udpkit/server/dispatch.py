@@ -13,10 +13,9 @@ import inspect
 import time
 
 from udpkit.core.handler import Peer, Reply
-from udpkit.core.loglimit import LogLimiter
+from udpkit.server import logs
 from udpkit.server.logs import server_log
 
-_handler_log_limiter = LogLimiter(per_second=1.0, burst=5)
 _clock = time.monotonic
 
 
@@ -49,7 +48,7 @@ def is_async_handler(handler: object) -> bool:
 
 def log_handler_error(peer: Peer, exc: BaseException) -> None:
     """Log a handler's error (the caller counted it), unless too many came just now."""
-    left_out = _handler_log_limiter.admit("handler", _clock())
+    left_out = logs.handler_error_limiter.admit("handler", _clock())
     if left_out is None:
         return
     more = f" ({left_out} more handler errors not logged)" if left_out else ""

@@ -51,6 +51,16 @@ _ABUSE_TEXT = {
     "bad_proxy": "Closing TCP connection from %s: malformed PROXY protocol header",
 }
 _abuse_limiter = LogLimiter(per_second=1.0, burst=5)
+handler_error_limiter = LogLimiter(per_second=1.0, burst=5)
+"""Handler tracebacks (:func:`udpkit.server.dispatch.log_handler_error`): as abuse lines."""
+
+
+def reset_log_limits() -> None:
+    """Forget what was logged, so the next lines get the whole burst again (a new process
+    starts so; tests call it between servers of one process)."""
+    global _abuse_limiter, handler_error_limiter
+    _abuse_limiter = LogLimiter(per_second=1.0, burst=5)
+    handler_error_limiter = LogLimiter(per_second=1.0, burst=5)
 
 
 def log_abuse(reason: str, peer: Peer, now: float) -> None:
