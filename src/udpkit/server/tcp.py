@@ -7,9 +7,8 @@ Sync handlers answer inline; once an async handler is pending, later replies
 queue behind it.  A client that does not read its replies is paused
 (``pause_writing`` pauses reading), so one slow client never holds up another.
 
-:class:`ConnectionRegistry` owns what all connections share: the total and
-per-source caps, the C poller, and one periodic sweep that asks each session
-whether it is past a timeout.
+What all connections share (caps, the sweep, the C poller) is the
+:class:`ConnectionRegistry`'s (:mod:`udpkit.server.tcp_registry`).
 
 Line framing has a C fast path (:mod:`udpkit._native`): ``LineReader.feed``
 splits a chunk, calls the sync handler per line, writes the replies and
@@ -23,33 +22,33 @@ C ``LinePoller`` the reading is done in C too (:mod:`udpkit.server.tcp_poller`).
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 
 from udpkit import _native
-from udpkit.core.admission import TOKENS_PER_GRANT, Admission
-from udpkit.core.counters import Counters
+from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.errors import BadInput
 from udpkit.core.framing import EXIT, Framing, LineFraming
-from udpkit.core.handler import Handler, Peer, Reply
-from udpkit.core.histogram import LatencyHistogram
-from udpkit.core.proxy_protocol import NEEDS_MORE, ProxyProtocolPolicy, parse_untrusted
+from udpkit.core.handler import Peer, Reply
+from udpkit.core.proxy_protocol import NEEDS_MORE, parse_untrusted
 from udpkit.core.tcp_session import (
     ERR_EMPTY,
     ERR_HANDLER,
     ERR_RATE_LIMITED,
     Line,
     Paused,
-    SessionLimits,
     TcpSession,
 )
-from udpkit.server import udp as _udp_glue
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access
 from udpkit.server.tcp_poller import TCP_POLLER_NAME, PollerHandoff
+from udpkit.server.tcp_registry import (
+    TCP_FAST_PATH_NAME,
+    ConnectionRegistry,
+    TcpSettings,
+    tcp_fast_path,
+    tcp_line_poller,
+)
 
 __all__ = [
     "TCP_FAST_PATH_NAME", "TCP_POLLER_NAME", "ConnectionRegistry", "TcpConnection", "TcpSettings",
@@ -60,142 +59,6 @@ _CLOSE = object()
 """Queue marker: close the connection once everything before it is written."""
 
 BUSY = b"busy"
-TCP_FAST_PATH_NAME = "line splitting in C (C extension)"
-
-
-def tcp_fast_path(
-    handler: Handler, *, framing: str, enabled: bool = True, access_log: bool = False
-) -> tuple[_native.LineReaderType | None, str]:
-    """The C line reader type for TCP, or ``None`` and why it cannot serve here."""
-    refusal = _udp_glue.fast_path_refusal(handler, enabled=enabled, access_log=access_log)
-    if refusal is not None:
-        return None, refusal
-    if framing != "line":
-        return None, f"{framing} framing"
-    reader = _native.line_reader_type()
-    if reader is None:
-        return None, "C extension too old (no LineReader): rebuild it"
-    return reader, ""
-
-
-def tcp_line_poller() -> _native.LinePollerType | None:
-    """The C poller type that reads fast-path connections, or ``None`` (extension too
-    old, or ``UDPKIT_NO_TCP_POLLER=1``, a switch for benchmarks and tests)."""
-    if os.environ.get("UDPKIT_NO_TCP_POLLER", "") not in ("", "0"):
-        return None
-    return _native.line_poller_type()
-
-
-@dataclass(slots=True, kw_only=True)
-class TcpSettings:
-    """What every connection of one server shares."""
-
-    handler: Handler
-    counters: Counters
-    pipeline: int
-    access_log: bool
-    admission: Admission | None
-    max_connections: int
-    max_per_source: int
-    idle_timeout: float
-    line_timeout: float
-    write_timeout: float
-    write_buffer: int
-    latency: LatencyHistogram | None = None
-    proxy: ProxyProtocolPolicy | None = None
-    """PROXY protocol on: which peers must send the header first."""
-    line_reader: _native.LineReaderType | None = None
-    """The C fast path for line framing (see :func:`tcp_fast_path`), or ``None``."""
-    line_poller: _native.LinePollerType | None = None
-    """With ``line_reader``: the C poller that reads connections in the simple state
-    (see :func:`tcp_line_poller`), or ``None``: the event loop reads every connection."""
-    clock: Callable[[], float] = time.monotonic
-    """The monotonic clock whose readings the sessions are given."""
-
-
-class ConnectionRegistry:
-    """The open connections: caps on admission, timeouts by periodic sweep."""
-
-    def __init__(self, settings: TcpSettings) -> None:
-        self.settings = settings
-        self.limits = SessionLimits(
-            pipeline=settings.pipeline, idle_timeout=settings.idle_timeout,
-            line_timeout=settings.line_timeout, write_timeout=settings.write_timeout,
-        )
-        self.connections: set[TcpConnection] = set()
-        self._per_source: dict[object, int] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
-        self.poller: _native.LinePoller | None = None
-        """The one C poller of these connections, watched by the loop."""
-        if settings.line_poller is not None:
-            observe = None if settings.latency is None else settings.latency.observe
-            poller = settings.line_poller(settings.counters, observe)
-            asyncio.get_running_loop().add_reader(poller.fileno(), poller.poll)
-            self.poller = poller
-
-    def __len__(self) -> int:
-        return len(self.connections)
-
-    def hold(self, connection: TcpConnection) -> None:
-        """Track a connection still awaiting its PROXY header: timeouts apply, caps later."""
-        self.connections.add(connection)
-        self._arm()
-
-    def admit(self, connection: TcpConnection, host: str) -> str | None:
-        """Register a new connection; return why it must be refused, or ``None``."""
-        self.connections.discard(connection)  # held while its PROXY header came
-        settings = self.settings
-        admission = settings.admission
-        key: object = host
-        exempt = False
-        if admission is not None:
-            if not admission.permitted(host):
-                return "denied"
-            key, exempt = admission.source_key(host)
-        if len(self.connections) >= settings.max_connections:
-            return "busy"
-        count = self._per_source.get(key, 0)
-        if not exempt and count >= settings.max_per_source:
-            return "busy"
-        self._per_source[key] = count + 1
-        connection.source_key = key
-        self.connections.add(connection)
-        self._arm()
-        return None
-
-    def release(self, connection: TcpConnection) -> None:
-        if connection in self.connections:
-            self.connections.discard(connection)
-            key = connection.source_key
-            remaining = self._per_source.get(key, 1) - 1
-            if remaining:
-                self._per_source[key] = remaining
-            else:
-                self._per_source.pop(key, None)
-
-    def _arm(self) -> None:
-        if self._sweeper is None:
-            settings = self.settings
-            shortest = min(settings.idle_timeout, settings.line_timeout, settings.write_timeout)
-            period = min(1.0, max(0.02, shortest / 4))
-            self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep, period)
-
-    def _sweep(self, period: float) -> None:
-        self._sweeper = None
-        now = self.settings.clock()
-        for connection in list(self.connections):
-            connection.check_timeouts(now)
-        if self.connections:
-            self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep, period)
-
-    def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        poller, self.poller = self.poller, None
-        if poller is not None:
-            asyncio.get_running_loop().remove_reader(poller.fileno())
-            poller.close()
 
 
 class TcpConnection(asyncio.Protocol):
