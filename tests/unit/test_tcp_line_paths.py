@@ -93,17 +93,25 @@ def new_reader(*args: Any, **kwargs: Any) -> _native.LineReader:
     )
 
 
-def run(chunks: list[bytes], reader: _native.LineReaderType | None) -> Outcome:
-    clock = itertools.count(1)
+def run(
+    chunks: list[bytes], reader: _native.LineReaderType | None, gaps: list[int] | None = None,
+    idle_timeout: float = 60, line_timeout: float = 60,
+) -> Outcome:
+    """Feed ``chunks`` to one connection, the clock moving by ``gaps`` (cycled; one
+    second each if not given) before each chunk, the registry's sweep looking at
+    the connection just before the chunk arrives."""
+    steps = itertools.cycle(gaps or [1])
+    now = 1.0
 
     async def go() -> Outcome:
+        nonlocal now
         counters = Counters()
         options = TcpSettings(
             handler=handler,  # type: ignore[arg-type]  # wrong result types on purpose
             counters=counters, pipeline=4, access_log=False, admission=None,
-            max_connections=10, max_per_source=10, idle_timeout=60, line_timeout=60,
-            write_timeout=60, write_buffer=1 << 20, line_reader=reader,
-            clock=lambda: float(next(clock)),
+            max_connections=10, max_per_source=10, idle_timeout=idle_timeout,
+            line_timeout=line_timeout, write_timeout=60, write_buffer=1 << 20,
+            line_reader=reader, clock=lambda: now,
         )
         registry = ConnectionRegistry(options)
         connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
@@ -113,6 +121,8 @@ def run(chunks: list[bytes], reader: _native.LineReaderType | None) -> Outcome:
         session = connection.session
         times: list[tuple[float, float | None]] = []
         for chunk in chunks:
+            now += next(steps)
+            connection.check_timeouts(now)
             connection.data_received(chunk)
             times.append((session.last_request, session.line_started))
             for _ in range(4):  # let async replies finish, the same way for both
@@ -161,6 +171,28 @@ def test_any_split_of_any_stream_gives_the_same_result_on_both_paths(
     chunks = split(stream, cuts) or [b""]
     assert LINE_READER is not None
     assert run(chunks, LINE_READER) == run(chunks, None)
+
+
+@needs_reader
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=lines,
+    tail=st.sampled_from([b"", b"pa", b"x" * (MAX_LINE + 1)]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    gaps=st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=8),
+    idle_timeout=st.integers(min_value=1, max_value=12),
+    line_timeout=st.integers(min_value=1, max_value=6),
+)
+def test_any_timing_gives_the_same_timeouts_and_clocks_on_both_paths(
+    body: list[tuple[bytes, bytes]], tail: bytes, cuts: list[int], gaps: list[int],
+    idle_timeout: int, line_timeout: int,
+) -> None:
+    """The session's clocks and timeout decisions do not depend on which path split
+    the lines: the same idle and slow closes, at the same chunk, on both."""
+    stream = b"".join(word + end for word, end in body) + tail
+    chunks = split(stream, cuts) or [b""]
+    fast = run(chunks, LINE_READER, gaps, idle_timeout, line_timeout)
+    assert fast == run(chunks, None, gaps, idle_timeout, line_timeout)
 
 
 @needs_reader
@@ -239,3 +271,18 @@ def test_a_base_exception_from_the_handler_is_not_swallowed() -> None:
         registry.close()
 
     asyncio.run(go())
+
+
+@needs_reader
+def test_a_slow_line_and_an_idle_client_close_alike_on_both_paths() -> None:
+    """One close of each kind by the sweep, at the same point of the stream."""
+    slow = [b"hi\n", b"pa", b"r", b"t\n"]
+    fast = run(slow, LINE_READER, [2], idle_timeout=9, line_timeout=3)
+    assert fast == run(slow, None, [2], idle_timeout=9, line_timeout=3)
+    assert fast[0] == b"Welcome!\n<hi>\n"  # "part" never ends in time
+    assert (fast[1].closed_slow, fast[1].closed_idle, fast[2]) == (1, 0, True)
+    idle = [b"hi\n", b"ho\n", b"hu\n"]
+    fast = run(idle, LINE_READER, [1, 5], idle_timeout=4, line_timeout=3)
+    assert fast == run(idle, None, [1, 5], idle_timeout=4, line_timeout=3)
+    assert fast[0] == b"Welcome!\n<hi>\n"
+    assert (fast[1].closed_slow, fast[1].closed_idle) == (0, 1)
