@@ -2,10 +2,11 @@
 
 Rule: a connection's state and rules are its :class:`TcpSession`'s
 (:mod:`udpkit.core.tcp_session`); this module only feeds it what the transport
-reports, writes replies in request order and does what the session decides.
-Sync handlers answer inline; once an async handler is pending, later replies
-queue behind it.  A client that does not read its replies is paused
-(``pause_writing`` pauses reading), so one slow client never holds up another.
+reports, calls the handler and does what the session decides.  Replies go out
+in request order (:mod:`udpkit.server.tcp_replies`): sync handlers answer
+inline; once an async handler is pending, later replies queue behind it.  A
+client that does not read its replies is paused (``pause_writing`` pauses
+reading), so one slow client never holds up another.
 
 What all connections share (caps, the sweep, the C poller) is the
 :class:`ConnectionRegistry`'s (:mod:`udpkit.server.tcp_registry`).
@@ -22,14 +23,12 @@ C ``LinePoller`` the reading is done in C too (:mod:`udpkit.server.tcp_poller`).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Awaitable
 
 from udpkit import _native
 from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.errors import BadInput
 from udpkit.core.framing import EXIT, Framing, LineFraming
-from udpkit.core.handler import Peer, Reply
+from udpkit.core.handler import Peer
 from udpkit.core.proxy_protocol import NEEDS_MORE, parse_untrusted
 from udpkit.core.tcp_session import (
     ERR_EMPTY,
@@ -49,14 +48,12 @@ from udpkit.server.tcp_registry import (
     tcp_fast_path,
     tcp_line_poller,
 )
+from udpkit.server.tcp_replies import OrderedReplies
 
 __all__ = [
     "TCP_FAST_PATH_NAME", "TCP_POLLER_NAME", "ConnectionRegistry", "TcpConnection", "TcpSettings",
     "tcp_fast_path", "tcp_line_poller",
 ]
-
-_CLOSE = object()
-"""Queue marker: close the connection once everything before it is written."""
 
 BUSY = b"busy"
 
@@ -77,12 +74,8 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         self.closed = asyncio.get_running_loop().create_future()
-        # In request order: a Future (async handler), (wire, is_reply, arrived) or _CLOSE.
-        self._queue: deque[object] = deque()
-        self._drainer: asyncio.Task[None] | None = None
+        self.replies = OrderedReplies(self)
         self._arrived = 0.0  # when the bytes being handled were received
-        # Replies to one received chunk, written with one write (one send, not one a line).
-        self._batch: list[bytes] | None = None
         self._proxy_buffer: bytearray | None = None  # held until the PROXY header is parsed
         self.reader: _native.LineReader | None = None
         """The C line reader, once admitted, if this connection may use it."""
@@ -156,7 +149,7 @@ class TcpConnection(asyncio.Protocol):
                 return
         now = self._arrived = self.clock()
         reader = self.reader
-        if reader is None or self._queue:
+        if reader is None or session.pending:
             self._receive(data, now, 0)
             return
         # The C path: every line of the chunk in one call, the replies in one write.
@@ -180,18 +173,18 @@ class TcpConnection(asyncio.Protocol):
         session = self.session
         messages = session.receive(data)
         if len(messages) > 1:
-            self._batch = []
+            self.replies.start_batch()
         try:
             for message in messages:
                 if message == EXIT:
-                    self._flush_batch()
+                    self.replies.flush_batch()
                     session.exit(taken, now)
                     self._close_after_replies()
                     return
                 self._handle(message, now)
                 taken += 1
         finally:
-            self._flush_batch()
+            self.replies.flush_batch()
         session.lines_read(taken, session.framing.pending(), now)
         if session.too_long:
             self._too_long()
@@ -219,7 +212,7 @@ class TcpConnection(asyncio.Protocol):
                 self._handler_failed(extra)
             else:
                 self._handle_result(extra)
-            if self._queue:  # an async reply is pending: later ones queue behind it
+            if session.pending:  # an async reply is pending: later ones queue behind it
                 self._receive(rest, now, taken)
                 return
             status, more, rest, extra = reader.feed(session.lend_partial(), rest)
@@ -265,15 +258,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._unpoll()
         self.session.abort()
-        if self._drainer is not None:
-            self._drainer.cancel()
-        for item in self._queue:  # replies that can no longer be written
-            if isinstance(item, asyncio.Future):
-                item.cancel()
-                self.counters.send_errors += 1
-            elif isinstance(item, tuple) and item[1]:
-                self.counters.send_errors += 1
-        self._queue.clear()
+        self.replies.cancel()
         self.counters.connections_closed += 1
         if not self.closed.done():
             self.closed.set_result(None)
@@ -353,7 +338,7 @@ class TcpConnection(asyncio.Protocol):
         assert peer is not None
         try:
             if is_awaitable(result):
-                self._queue_pending(result)  # type: ignore[arg-type]
+                self.replies.queue_pending(result, self._arrived)  # type: ignore[arg-type]
                 return
             reply = check_reply(result, peer)
         except Exception as exc:
@@ -371,87 +356,13 @@ class TcpConnection(asyncio.Protocol):
         self._write(self.session.framing.frame(ERR_HANDLER), is_reply=False)
 
     def _write(self, wire: bytes, *, is_reply: bool) -> None:
-        """Write now, or behind pending async replies; count a reply once written."""
-        if self._queue:
-            self._queue.append((wire, is_reply, self._arrived))
-            self.session.reply_queued()
-        elif self.transport is not None:
-            if self._batch is not None:
-                self._batch.append(wire)
-            else:
-                self.transport.write(wire)
-            if is_reply:
-                self.counters.replied += 1
-                if self.settings.latency is not None:
-                    self.settings.latency.observe(self.clock() - self._arrived)
-
-    def _flush_batch(self) -> None:
-        batch, self._batch = self._batch, None
-        if batch and self.transport is not None:
-            self.transport.write(b"".join(batch))
-
-    def _queue_pending(self, pending: Awaitable[Reply]) -> None:
-        future = asyncio.ensure_future(pending)
-        self._queue.append(future)
-        latency = self.settings.latency
-        if latency is not None:
-            arrived, clock = self._arrived, self.clock
-            future.add_done_callback(lambda _: latency.observe(clock() - arrived))
-        if self._drainer is None:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
-        if self.session.reply_queued():
-            self.pause_reading(Paused.PIPELINE)
+        self.replies.write(wire, is_reply=is_reply, arrived=self._arrived)
 
     def _close_after_replies(self) -> None:
-        if not self.session.close_after_replies():
-            return
-        self._unpoll()
-        self.pause_reading(Paused.CLOSING)
-        if self._queue:
-            self._queue.append(_CLOSE)
-        elif self.transport is not None:
-            self.transport.close()
-
-    async def _drain(self) -> None:
-        """Write queued replies in request order, awaiting async handlers."""
-        queue, counters, peer, transport = self._queue, self.counters, self.peer, self.transport
-        assert peer is not None
-        assert transport is not None
-        framing = self.session.framing
-        while queue:
-            item = queue[0]
-            if item is _CLOSE:
-                queue.clear()
-                transport.close()
-                break
-            if isinstance(item, asyncio.Future):
-                try:
-                    reply = check_reply(await item, peer)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    counters.handler_errors += 1
-                    log_handler_error(peer, exc)
-                    wire: bytes | None = framing.frame(ERR_HANDLER)
-                    is_reply = False
-                else:
-                    if reply is None:
-                        counters.no_reply += 1
-                    wire = None if reply is None else framing.frame(reply)
-                    is_reply = True
-            else:
-                assert isinstance(item, tuple)
-                wire, is_reply, arrived = item
-                if is_reply and self.settings.latency is not None:
-                    self.settings.latency.observe(self.clock() - arrived)
-            queue.popleft()
-            if wire is not None:
-                transport.write(wire)
-                if is_reply:
-                    counters.replied += 1
-            if self.session.reply_written():
-                self.resume_reading(Paused.PIPELINE)
-        self._drainer = None
+        if self.session.close_after_replies():
+            self._unpoll()
+            self.pause_reading(Paused.CLOSING)
+            self.replies.close_when_written()
 
     # -- flow control: the session decides, the transport does ------------------
 
