@@ -219,8 +219,13 @@ LineReader_feed(LineReader *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(written);
         observe_replies(self->observe, replied, arrived);
     }
-    outcome = Py_BuildValue("(iLOO)", report.status, report.taken, report.rest,
-                            report.extra != NULL ? report.extra : Py_None);
+    PyObject *status = PyLong_FromLong(report.status), *taken = PyLong_FromLongLong(report.taken);
+    if (status != NULL && taken != NULL) {
+        outcome = PyTuple_Pack(4, status, taken, report.rest,
+                               report.extra != NULL ? report.extra : Py_None);
+    }
+    Py_XDECREF(status);
+    Py_XDECREF(taken);
 
 fail:
     lines_report_clear(&report);

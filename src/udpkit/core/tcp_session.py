@@ -83,7 +83,7 @@ class TcpSession:
 
     __slots__ = (
         "_admission",
-        "_lent",
+        "_lines",
         "closing",
         "counters",
         "framing",
@@ -117,7 +117,8 @@ class TcpSession:
         self.rate_limited = False
         """Whether a rate limit applies to this source (else no check per request)."""
         self._admission: Admission | None = None
-        self._lent = False
+        self._lines = framing if isinstance(framing, LineFraming) else None
+        """Line framing: the one holder of the partial line (when not lent)."""
 
     # -- admission --------------------------------------------------------------
 
@@ -135,20 +136,24 @@ class TcpSession:
     # -- the partial line -------------------------------------------------------
 
     def lend_partial(self) -> bytes:
-        """Hand the unfinished line to a C line splitter; it comes back with
-        :meth:`partial_returned`.  Only line framing lends."""
-        framing = self.framing
-        assert isinstance(framing, LineFraming)
-        assert not self._lent
-        partial, framing.partial = framing.partial, b""
-        self._lent = True
+        """Hand the unfinished line to a C line splitter (line framing only); it comes
+        back with :meth:`lines_split` or :meth:`partial_returned`."""
+        lines = self._lines
+        assert lines is not None
+        partial, lines.partial = lines.partial, b""
         return partial
 
     def partial_returned(self, partial: bytes) -> None:
         """The unfinished line is back (after a stop, the bytes left are not one)."""
-        assert isinstance(self.framing, LineFraming)
-        self.framing.partial = partial
-        self._lent = False
+        assert self._lines is not None
+        self._lines.partial = partial
+
+    def lines_split(self, taken: int, partial: bytes, now: float) -> None:
+        """A C splitter took ``taken`` requests from bytes received at ``now`` and gives
+        back the unfinished line: :meth:`partial_returned` and :meth:`lines_read`."""
+        assert self._lines is not None
+        self._lines.partial = partial
+        self.lines_read(taken, len(partial), now)
 
     # -- facts ------------------------------------------------------------------
 
@@ -189,16 +194,16 @@ class TcpSession:
     def exit(self, taken: int, now: float) -> None:
         """The client sent ``exit`` after ``taken`` requests: nothing after it counts;
         the caller closes after the replies (:meth:`close_after_replies`)."""
-        if isinstance(self.framing, LineFraming) and not self._lent:
-            self.framing.partial = b""
+        if self._lines is not None:
+            self._lines.partial = b""
         self.lines_read(taken, 0, now)
 
     def oversize(self) -> bytes:
         """A line over the limit: count it; the reply to write before closing
         (the caller closes after the replies)."""
         self.framing.too_long = True
-        if isinstance(self.framing, LineFraming) and not self._lent:
-            self.framing.partial = b""
+        if self._lines is not None:
+            self._lines.partial = b""
         self.counters.received += 1
         self.counters.dropped_oversize += 1
         return self.framing.frame(ERR_TOO_LONG)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 
 from udpkit import _native
+from udpkit._native import LINES_DONE
 from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.errors import BadInput
 from udpkit.core.framing import EXIT, Framing, LineFraming
@@ -158,9 +159,8 @@ class TcpConnection(asyncio.Protocol):
         except BaseException:
             session.partial_returned(b"")
             raise
-        if status == _native.LINES_DONE:
-            session.partial_returned(rest)
-            session.lines_read(taken, len(rest), now)
+        if status == LINES_DONE:
+            session.lines_split(taken, rest, now)
         else:
             session.partial_returned(b"")
             self.after_stop(status, taken, rest, extra, now)
@@ -217,9 +217,8 @@ class TcpConnection(asyncio.Protocol):
                 return
             status, more, rest, extra = reader.feed(session.lend_partial(), rest)
             taken += more
-            if status == _native.LINES_DONE:
-                session.partial_returned(rest)
-                session.lines_read(taken, len(rest), now)
+            if status == LINES_DONE:
+                session.lines_split(taken, rest, now)
                 return
             session.partial_returned(b"")
 
