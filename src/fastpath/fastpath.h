@@ -123,6 +123,7 @@ typedef struct {
     int polled;
     int fd;
     PyObject *owner;        /* the connection told of what was read, and when handed back */
+    PyObject *on_read;      /* owner.lines_read, looked up once at add() */
     PyObject *partial;      /* the unfinished line, lent by the owner while polled */
     /* A source under a rate limit: admission.take, its host, the grant size, and
      * the tokens left of the last grant.  take is NULL for a source never limited. */

@@ -291,6 +291,7 @@ LineReader_traverse(LineReader *self, visitproc visit, void *arg)
     Py_VISIT(self->exit_line);
     Py_VISIT(self->empty_reply);
     Py_VISIT(self->owner);
+    Py_VISIT(self->on_read);
     Py_VISIT(self->partial);
     Py_VISIT(self->take);
     Py_VISIT(self->grant);
@@ -309,6 +310,7 @@ LineReader_clear(LineReader *self)
     Py_CLEAR(self->exit_line);
     Py_CLEAR(self->empty_reply);
     Py_CLEAR(self->owner);
+    Py_CLEAR(self->on_read);
     Py_CLEAR(self->partial);
     Py_CLEAR(self->take);
     Py_CLEAR(self->grant);

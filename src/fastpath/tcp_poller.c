@@ -64,6 +64,7 @@ poller_release(LinePoller *self, LineReader *reader, PyObject **partial)
     }
     PyObject *owner = reader->owner;
     PyObject *lent = reader->partial;
+    Py_CLEAR(reader->on_read);
     reader->owner = NULL;
     reader->partial = NULL;
     reader->polled = 0;
@@ -98,12 +99,19 @@ LinePoller_add(LinePoller *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "the reader counts into other counters than the poller");
         return NULL;
     }
+    PyObject *on_read = PyObject_GetAttr(owner, names.lines_read);
+    if (on_read == NULL) return NULL;
     struct epoll_event event = {.events = EPOLLIN, .data.ptr = reader};
-    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &event) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &event) < 0) {
+        Py_DECREF(on_read);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
     if (PySet_Add(self->members, (PyObject *)reader) < 0) {
         (void)epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, &event);
+        Py_DECREF(on_read);
         return NULL;
     }
+    Py_XSETREF(reader->on_read, on_read);
     reader->polled = 1;
     reader->fd = fd;
     Py_XSETREF(reader->owner, Py_NewRef(owner));
@@ -184,8 +192,8 @@ poll_one(LinePoller *self, LineReader *reader, double now, PyObject *now_obj, Re
         PyObject *left = PyLong_FromSsize_t(PyBytes_GET_SIZE(reader->partial));
         PyObject *result = NULL;
         if (taken != NULL && left != NULL) {
-            PyObject *call[4] = {reader->owner, taken, left, now_obj};
-            result = PyObject_VectorcallMethod(names.lines_read, call, 4, NULL);
+            PyObject *call[3] = {taken, left, now_obj};
+            result = PyObject_Vectorcall(reader->on_read, call, 3, NULL);
         }
         Py_XDECREF(taken);
         Py_XDECREF(left);

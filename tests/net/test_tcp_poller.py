@@ -182,7 +182,9 @@ def test_a_python_error_in_between_hands_back_and_is_reported(
     def broken(taken: int, partial_left: int, now: float) -> None:
         raise TypeError("the owner failed")
 
+    rig.poller.remove(rig.reader)
     rig.owner.lines_read = broken  # type: ignore[method-assign]
+    rig.poller.add(rig.reader, rig.server.fileno(), rig.owner, b"")  # looked up here
     rig.send_and_poll(b"a\n")
     assert rig.owner.handed == [(HAND_FAILED, b"")]
     assert [type(r.exc_value) for r in reported] == [TypeError]
