@@ -127,7 +127,8 @@ def test_a_limited_source_is_judged_by_its_bucket_and_an_exempt_one_never() -> N
 def test_exit_drops_what_follows_and_closing_happens_once() -> None:
     s = session()
     assert s.receive(b"a\nexit\nb\npart") == [b"a", b"exit", b"b"]
-    assert s.is_exit(b"exit")
+    assert s.judge(b"exit", 101.0) is Line.EXIT
+    assert s.counters.received == 0  # not a request
     s.exit(1, 101.0)
     assert s.framing.pending() == 0
     assert (s.last_request, s.line_started) == (101.0, None)

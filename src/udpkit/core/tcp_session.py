@@ -54,6 +54,8 @@ class Line(enum.Enum):
     """Answer :data:`ERR_EMPTY` (counted)."""
     RATE_LIMITED = "rate_limited"
     """Answer :data:`ERR_RATE_LIMITED` (counted); log it as abuse."""
+    EXIT = "exit"
+    """The client asks to close: nothing after it counts (:meth:`TcpSession.exit`)."""
 
 
 class Timeout(enum.Enum):
@@ -174,7 +176,9 @@ class TcpSession:
         return self.framing.feed(data)
 
     def judge(self, message: bytes, now: float) -> Line:
-        """A complete line that is not ``exit``: count it and say what to do."""
+        """A complete line: count it (``exit`` is not a request) and say what to do."""
+        if message == EXIT:
+            return Line.EXIT
         counters = self.counters
         counters.received += 1
         if not message:
@@ -186,10 +190,6 @@ class TcpSession:
                 counters.dropped_rate_limited += 1  # denied sources were refused at connect
                 return Line.RATE_LIMITED
         return Line.HANDLE
-
-    @staticmethod
-    def is_exit(message: bytes) -> bool:
-        return message == EXIT
 
     def exit(self, taken: int, now: float) -> None:
         """The client sent ``exit`` after ``taken`` requests: nothing after it counts;

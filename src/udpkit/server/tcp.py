@@ -176,12 +176,13 @@ class TcpConnection(asyncio.Protocol):
             self.replies.start_batch()
         try:
             for message in messages:
-                if message == EXIT:
+                verdict = session.judge(message, now)
+                if verdict is Line.EXIT:
                     self.replies.flush_batch()
                     session.exit(taken, now)
                     self._close_after_replies()
                     return
-                self._handle(message, now)
+                self._handle(message, verdict, now)
                 taken += 1
         finally:
             self.replies.flush_batch()
@@ -306,10 +307,9 @@ class TcpConnection(asyncio.Protocol):
 
     # -- requests -------------------------------------------------------------
 
-    def _handle(self, message: bytes, now: float) -> None:
+    def _handle(self, message: bytes, verdict: Line, now: float) -> None:
         peer = self.peer
         assert peer is not None
-        verdict = self.session.judge(message, now)
         if verdict is not Line.HANDLE:
             if verdict is Line.RATE_LIMITED:
                 log_abuse("rate_limited", peer, now)
