@@ -66,21 +66,11 @@ def test_a_write_stall_has_its_own_deadline_and_hides_the_others() -> None:
     assert s.write_blocked(101.0) is True  # reading must pause now
     assert s.paused == Paused.WRITING
     assert s.check_timeouts(105.5) is None  # idle would not fire, nor write yet
-    assert s.next_deadline() == 106.0
     assert s.check_timeouts(106.5) is Timeout.WRITE
     assert s.counters.closed_write_timeout == 1
     assert s.write_unblocked() is True
     assert s.write_stalled is None
     assert s.paused == Paused(0)
-
-
-def test_the_next_deadline_is_the_earliest_of_idle_and_line() -> None:
-    s = session()
-    assert s.next_deadline() == 110.0
-    s.lines_read(0, 2, 108.0)
-    assert s.next_deadline() == 110.0
-    s.lines_read(1, 2, 109.0)
-    assert s.next_deadline() == 112.0  # the new line's 3 s
 
 
 def test_reading_pauses_on_the_first_reason_and_resumes_after_the_last() -> None:

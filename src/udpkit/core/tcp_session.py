@@ -280,13 +280,3 @@ class TcpSession:
             counters.closed_idle += 1
             return Timeout.IDLE
         return None
-
-    def next_deadline(self) -> float:
-        """The earliest time :meth:`check_timeouts` may close this connection."""
-        limits = self.limits
-        if self.write_stalled is not None:
-            return self.write_stalled + limits.write_timeout
-        deadline = self.last_request + limits.idle_timeout
-        if self.line_started is not None:
-            deadline = min(deadline, self.line_started + limits.line_timeout)
-        return deadline
