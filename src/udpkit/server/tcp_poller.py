@@ -49,7 +49,13 @@ class PollerHandoff:
         if sock is None:
             return
         connection.pause_reading(Paused.POLLER)
-        self.poller.add(self.reader, sock.fileno(), self, session.lend_partial())
+        partial = session.lend_partial()
+        try:
+            self.poller.add(self.reader, sock.fileno(), self, partial)
+        except BaseException:  # not polled after all: the transport reads on
+            session.partial_returned(partial)
+            connection.resume_reading(Paused.POLLER)
+            raise
 
     def unpoll(self, *, resume: bool) -> None:
         """Take reading back from the poller (``resume``: hand it to the transport)."""
