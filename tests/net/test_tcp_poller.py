@@ -5,24 +5,30 @@ reads, answers and counts, and each way it hands a connection back to its
 owner.  Then the server on real loopback connections, on asyncio's loop and
 on uvloop: a connection goes to the poller once admitted, comes back to the
 transport when a send blocks, an async reply is pending or a timeout fires,
-and goes to the poller again once it is simple again.
+and goes to the poller again once it is simple again.  Last, hypothesis: any
+split of a stream of every kind of line gives the same replies and counters
+through the poller as on the pure path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import itertools
 import socket
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.net.helpers import wait_for_counters
 from udpkit import _native
 from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.counters import Counters
-from udpkit.core.framing import EXIT
+from udpkit.core.framing import EXIT, LineFraming
 from udpkit.core.handler import Peer, Reply
 from udpkit.server import Server, ServerConfig, tcp
 from udpkit.server.tcp import TcpConnection
@@ -438,3 +444,144 @@ def test_the_poller_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None
     assert tcp.tcp_line_poller() is None
     monkeypatch.setenv("UDPKIT_NO_TCP_POLLER", "0")
     assert tcp.tcp_line_poller() is LINE_POLLER
+
+
+# -- the poller against the pure path, any split ------------------------------------
+
+
+class SocketTransport:
+    """A transport over one end of a socketpair; the test plays the event loop's
+    reading part by hand (:func:`feed_from_socket`), the real loop runs the poller."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.sock.sendall(data)
+
+    def get_extra_info(self, name: str) -> Any:
+        return {"peername": ("127.0.0.1", 4321), "socket": self.sock}.get(name)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def mixed_handler(request: bytes, peer: Peer) -> object:
+    """A result of every kind, by the first letter: as in tests/unit/test_tcp_line_paths.py."""
+    first = request[:1]
+    if first == b"n":
+        return None
+    if first == b"r":
+        raise ValueError("boom")
+    if first == b"b":
+        return bytearray(b"B" + request)
+    if first == b"a":
+        async def later() -> bytes:
+            await asyncio.sleep(0)
+            return b"A" + request
+        return later()
+    return b"<" + request + b">"
+
+
+async def feed_from_socket(connection: TcpConnection, transport: SocketTransport) -> None:
+    """A few event loop rounds: the poller reads if it holds the connection, else the
+    "transport" does (what is waiting on the socket, or the end of the stream)."""
+    for _ in range(6):
+        await asyncio.sleep(0)
+        if connection.polled or not transport.reading or transport.closed:
+            continue
+        try:
+            data = transport.sock.recv(1 << 16)
+        except BlockingIOError:
+            continue
+        if data:
+            connection.data_received(data)
+        else:
+            connection.eof_received()
+            transport.pause_reading()
+
+
+def serve_chunks(chunks: list[bytes], polled: bool) -> tuple[bytes, Any, bool]:
+    """What a client sending ``chunks`` gets back, and the counters, with the C poller
+    reading the connection (``polled``) or the pure path."""
+    server_end, client_end = socket.socketpair()
+    server_end.setblocking(False)
+
+    async def go() -> tuple[Any, bool]:
+        counters = Counters()
+        settings = tcp.TcpSettings(
+            handler=mixed_handler, counters=counters, pipeline=4,  # type: ignore[arg-type]
+            access_log=False, admission=None, max_connections=10, max_per_source=10,
+            idle_timeout=60, line_timeout=60, write_timeout=60, write_buffer=1 << 20,
+            line_reader=LINE_READER if polled else None,
+            line_poller=LINE_POLLER if polled else None,
+        )
+        registry = tcp.ConnectionRegistry(settings)
+        connection = TcpConnection(settings, LineFraming(6), registry)
+        transport = SocketTransport(server_end)
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        assert connection.polled is polled
+        for chunk in chunks:
+            client_end.sendall(chunk)
+            await feed_from_socket(connection, transport)
+        client_end.shutdown(socket.SHUT_WR)
+        await feed_from_socket(connection, transport)
+        connection.connection_lost(None)
+        registry.close()
+        return counters.snapshot(), transport.closed
+
+    try:
+        snapshot, closed = asyncio.run(go())
+        client_end.setblocking(False)
+        replies = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := client_end.recv(1 << 16):
+                replies += chunk
+        return replies, snapshot, closed
+    finally:
+        server_end.close()
+        client_end.close()
+
+
+POLLER_WORDS = [b"x", b"hi", b"n", b"r", b"b", b"a", b"exit", b"", b"longer!"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.lists(
+        st.tuples(st.sampled_from(POLLER_WORDS), st.sampled_from([b"\n", b"\r\n"])), max_size=12
+    ),
+    tail=st.sampled_from([b"", b"pa", b"x" * 8]),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+)
+def test_any_split_gives_the_same_replies_and_counters_through_the_poller(
+    body: list[tuple[bytes, bytes]], tail: bytes, cuts: list[int]
+) -> None:
+    """The poller, handing back and taking again as the stream asks, answers and
+    counts as the pure path does, however the stream is cut into sends."""
+    stream = b"".join(word + end for word, end in body) + tail
+    points = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(points)] or [b""]
+    chunks = [chunk for chunk in chunks if chunk] or [b"x\n"]
+    assert serve_chunks(chunks, polled=True) == serve_chunks(chunks, polled=False)
