@@ -15,7 +15,8 @@
  *
  * The connection (the owner) keeps its state; the poller only reports facts.
  * add() lends it the connection's partial line, which remove() and the hand-back
- * give back.  After each plain chunk, owner.lines_read(taken, partial_left, now).
+ * give back.  After each plain chunk, owner.lines_read(taken, partial_left, now)
+ * (the bound method looked up once, at add()).
  * Whatever a plain recv/handle/send cannot finish goes back with one call,
  * owner.handed_back(kind, unsent, status, taken, rest, extra, now): the peer
  * closed or the socket failed (HAND_CLOSED), a send that did not take every

@@ -110,7 +110,8 @@ class PolledConnection(Protocol):
     """What ``LinePoller`` calls on the owner of a polled connection."""
 
     def lines_read(self, taken: int, partial_left: int, now: float) -> None:
-        """Facts of one plain chunk: requests taken, bytes of partial line left, when."""
+        """Facts of one plain chunk: requests taken, bytes of partial line left, when
+        (``now``, the poller's monotonic clock).  Looked up once, at ``add``."""
 
     def handed_back(
         self, kind: int, unsent: bytes, status: int, taken: int, rest: bytes, extra: object,
