@@ -75,9 +75,9 @@ LOOPBACKS = [
 
 
 def _fast_path_built() -> bool:
-    from udpkit.server import udp
+    from udpkit import _native
 
-    return udp._fastpath is not None
+    return _native.built()
 
 
 UDP_PATHS = [
@@ -104,15 +104,15 @@ def udp_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def _tcp_fast_path_built() -> bool:
-    from udpkit.server import udp
+    from udpkit import _native
 
-    return getattr(udp._fastpath, "LineReader", None) is not None
+    return _native.built()
 
 
 def _tcp_poller_built() -> bool:
-    from udpkit.server import udp
+    from udpkit import _native
 
-    return getattr(udp._fastpath, "LinePoller", None) is not None
+    return _native.built()
 
 
 TCP_PATHS = [

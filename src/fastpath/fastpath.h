@@ -1,9 +1,14 @@
 /* udpkit._fastpath: what its C files share.  module.c has the overview.
  *
- * common.c      the clock, quiet callbacks
- * udp.c         FastPath: the UDP server's recvmmsg/handle/sendmmsg loop
- * tcp_lines.c   LineReader: one TCP connection's line framing and handler calls
+ * common.c      the interned names, the clock, counters, callbacks, exceptions
+ * udp.c         FastPath: the UDP server's recvmmsg/handle/send loop
+ * tcp_lines.c   LineReader: one TCP connection's line splitting and handler calls
  * tcp_poller.c  LinePoller: TCP connections read, answered and written from one epoll set
+ *
+ * The contract with Python is written once, in udpkit/_native.py: the status
+ * codes below are exported as module constants; the protocol literals, the
+ * batch and grant sizes come in through the constructors; the callbacks C
+ * makes are public methods declared there as Protocols.
  *
  * Built with -fvisibility=hidden: only PyInit__fastpath leaves the shared object.
  */
@@ -30,19 +35,59 @@
 
 /* -- common.c -------------------------------------------------------------- */
 
+/* The Counters fields C adds to, one index each (names in common.c). */
+enum {
+    C_RECEIVED,
+    C_REPLIED,
+    C_NO_REPLY,
+    C_EMPTY,
+    C_OVERSIZE,
+    C_TRUNCATED,
+    C_DENIED,
+    C_RATE_LIMITED,
+    C_AMPLIFICATION,
+    C_SEND_ERRORS,
+    C_KERNEL_DROPS,
+    C_COUNT
+};
+
+/* Every interned name C uses, in one struct, set once at module init. */
+typedef struct {
+    PyObject *counter[C_COUNT];
+    /* admission verdicts (udpkit.core.admission) and the Peer transport */
+    PyObject *udp, *serve, *denied, *rate_limited, *amplification;
+    /* the UDP endpoint's callbacks (_native.UdpEndpointCallbacks) */
+    PyObject *handle_result, *handler_failed, *log_abuse, *enqueue, *send_failed,
+        *receive_failed;
+    /* the polled connection's callbacks (_native.PolledConnection) */
+    PyObject *lines_read, *handed_back;
+} FastpathNames;
+
+extern FastpathNames names;
+
+int names_init(void);
+
 double monotonic_now(void);
 
 /* Call a Python callback whose failure must not stop the server. */
 void call_quietly(PyObject *callable, PyObject *const *args, size_t nargs);
 
+/* Add delta[i] to counters.<names.counter[i]> for each non-zero i; zero delta. */
+int flush_counters(PyObject *counters, long long delta[C_COUNT]);
+
+/* Observe ``count`` replies answered since ``arrived`` (observe may be NULL). */
+void observe_replies(PyObject *observe, long long count, double arrived);
+
+/* The pending exception, normalised, with its traceback attached (a new reference). */
+PyObject *take_exception(void);
+
+/* take(host, now, want): tokens granted (0: rate limited), or -1 with an error set. */
+long take_grant(PyObject *take, PyObject *host, PyObject *now, PyObject *want);
+
 /* -- tcp_lines.c: shared with tcp_poller.c ---------------------------------- */
 
-/* What LineReader.feed() returns when every complete line was handled:
- * LINES_TAKEN if there was at least one, | PARTIAL_LEFT if an unfinished line
- * is left in framing.partial.  A negative value: it stopped at a line that
- * Python must see (-status below); unusual() says the rest. */
-#define LINES_TAKEN 2
-#define PARTIAL_LEFT 1
+/* Where splitting a chunk stopped (exported to Python as LINES_*): LINES_DONE,
+ * every complete line was handled; otherwise at a line Python must see. */
 enum {
     LINES_DONE = 0,
     LINES_EXIT = 1,
@@ -51,7 +96,6 @@ enum {
     LINES_ERROR = 4,
     LINES_LIMITED = 5
 };
-#define LINES_FAILED (-100) /* a Python error is set */
 
 /* The framed replies of one call: on the stack until they outgrow it. */
 typedef struct {
@@ -70,43 +114,39 @@ typedef struct {
     PyObject *handler;
     PyObject *peer;
     PyObject *counters;
-    PyObject *framing;      /* udpkit.core.framing.LineFraming: .partial, .max_line */
     PyObject *write;        /* transport.write */
     PyObject *observe;      /* latency.observe or NULL */
     Py_ssize_t max_line;
-    /* Where the last feed() stopped, for unusual(). */
-    int status;
-    long long handled;
-    PyObject *rest;
-    PyObject *extra;
-    /* While a LinePoller reads the connection (see below). */
+    PyObject *exit_line;    /* bytes: the line that asks to close */
+    PyObject *empty_reply;  /* bytes: the framed answer to an empty line */
+    /* While a LinePoller reads the connection (see tcp_poller.c). */
     int polled;
     int fd;
-    PyObject *owner;        /* the TcpConnection, told when the poller hands it back */
-    double last_request;    /* monotonic time of the last complete line, or -1 */
-    double line_started;    /* when the unfinished line began, or -1 */
+    PyObject *owner;        /* the connection told of what was read, and when handed back */
+    PyObject *on_read;      /* owner.lines_read, looked up once at add() */
+    PyObject *partial;      /* the unfinished line, lent by the owner while polled */
     /* A source under a rate limit: admission.take, its host, the grant size, and
      * the tokens left of the last grant.  take is NULL for a source never limited. */
     PyObject *take;
     PyObject *host;
-    PyObject *take_want;
+    PyObject *grant;
     long credit;
 } LineReader;
 
-/* What the lines of one received chunk added to the counters. */
+/* What one chunk's lines came to: the report feed() returns. */
 typedef struct {
-    long long received, replied, no_reply, empty;
-} LineCounts;
+    int status;             /* LINES_* */
+    long long taken;        /* requests taken (the stopping line included for 3, 4) */
+    PyObject *rest;         /* DONE: the unfinished line; else the bytes after the stop */
+    PyObject *extra;        /* the handler's result (3) or exception (4), else NULL */
+} LinesReport;
 
-/* Add the counts to the Counters object and zero them. */
-int flush_line_counts(PyObject *counters, LineCounts *counts);
+/* Split and handle buf[0:size] (the partial line + new bytes); see tcp_lines.c.
+ * Returns 0, or -1 with a Python error set. */
+int split_lines(LineReader *self, const char *buf, Py_ssize_t size, PyObject *source,
+                Replies *out, long long delta[C_COUNT], LinesReport *report);
 
-/* Split and handle buf[0:size] (framing.partial + new bytes); see tcp_lines.c. */
-long split_lines(LineReader *self, const char *buf, Py_ssize_t size, PyObject *source,
-                 Replies *out, LineCounts *counts);
-
-/* Time each of ``replied`` replies took since ``arrived`` (when latency is observed). */
-void observe_replies(PyObject *observe, long long replied, double arrived);
+void lines_report_clear(LinesReport *report);
 
 extern PyTypeObject LineReaderType;
 

@@ -11,13 +11,20 @@
  * poller.poll)): one loop callback per wake-up however many connections are
  * ready, and for each a recv(), the lines through the same split_lines() as
  * feed(), and a send() of the replies.  The event loop's transport keeps the
- * socket but does not read it meanwhile (reading paused).  Whatever a plain
- * recv/handle/send cannot finish goes back to the connection, with
- * owner._from_poller(kind, unsent): the peer closed or the socket failed
- * (nothing read), a send that did not take every byte (the rest is `unsent`,
- * for the transport to write), a line for Python (reader.unusual() says
- * which), or a Python error in between.  The poller has let go of the
- * connection by then; the owner reads it through its transport again.
+ * socket but does not read it meanwhile (reading paused).
+ *
+ * The connection (the owner) keeps its state; the poller only reports facts.
+ * add() lends it the connection's partial line, which remove() and the hand-back
+ * give back.  After each plain chunk, owner.lines_read(taken, partial_left, now)
+ * (the bound method looked up once, at add()).
+ * Whatever a plain recv/handle/send cannot finish goes back with one call,
+ * owner.handed_back(kind, unsent, status, taken, rest, extra, now): the peer
+ * closed or the socket failed (HAND_CLOSED), a send that did not take every
+ * byte (HAND_BLOCKED; the rest is `unsent`, for the transport to write), a line
+ * for Python (HAND_UNUSUAL; status, taken, rest, extra as feed() reports them),
+ * or a Python error in between (HAND_FAILED).  With status LINES_DONE, rest is
+ * the partial line given back (and taken the lines not yet reported).  The
+ * poller has let go of the connection by then.
  */
 
 enum { HAND_CLOSED = 1, HAND_BLOCKED = 2, HAND_UNUSUAL = 3, HAND_FAILED = 4 };
@@ -33,8 +40,6 @@ enum { HAND_CLOSED = 1, HAND_BLOCKED = 2, HAND_UNUSUAL = 3, HAND_FAILED = 4 };
 #endif
 #define RECV_SIZE 65536
 
-static PyObject *str_from_poller, *str_partial;
-
 typedef struct {
     PyObject_HEAD
     int epfd;
@@ -42,38 +47,45 @@ typedef struct {
     PyObject *counters;
     PyObject *observe;  /* latency.observe or NULL */
     PyObject *members;  /* set of the polled LineReaders: the references epoll holds */
-    char *buffer;       /* framing.partial + one recv() */
+    char *buffer;       /* the partial line + one recv() */
     Py_ssize_t buffer_size;
     struct epoll_event events[POLL_EVENTS];
 } LinePoller;
 
 static PyTypeObject LinePollerType;
 
-/* Take the reader out of the epoll set.  Returns its owner (a new reference). */
+/* Take the reader out of the epoll set.  Returns its owner (a new reference);
+ * *partial gets the lent partial line back (a new reference, b"" if none). */
 static PyObject *
-poller_release(LinePoller *self, LineReader *reader)
+poller_release(LinePoller *self, LineReader *reader, PyObject **partial)
 {
     if (self->epfd >= 0 && reader->fd >= 0) {
         struct epoll_event unused = {0};
         (void)epoll_ctl(self->epfd, EPOLL_CTL_DEL, reader->fd, &unused); /* gone if fd closed */
     }
     PyObject *owner = reader->owner;
+    PyObject *lent = reader->partial;
+    Py_CLEAR(reader->on_read);
     reader->owner = NULL;
+    reader->partial = NULL;
     reader->polled = 0;
     reader->fd = -1;
     if (PySet_Discard(self->members, (PyObject *)reader) < 0) PyErr_WriteUnraisable(self->members);
+    if (partial != NULL) {
+        *partial = lent != NULL ? lent : PyBytes_FromStringAndSize(NULL, 0);
+    } else {
+        Py_XDECREF(lent);
+    }
     return owner != NULL ? owner : Py_NewRef(Py_None);
 }
 
 static PyObject *
 LinePoller_add(LinePoller *self, PyObject *args)
 {
-    PyObject *owner;
+    PyObject *owner, *partial;
     LineReader *reader;
     int fd;
-    double last_request, line_started;
-    if (!PyArg_ParseTuple(args, "O!iOdd:add", &LineReaderType, &reader, &fd, &owner,
-                          &last_request, &line_started)) {
+    if (!PyArg_ParseTuple(args, "O!iOS:add", &LineReaderType, &reader, &fd, &owner, &partial)) {
         return NULL;
     }
     if (self->epfd < 0) {
@@ -88,17 +100,23 @@ LinePoller_add(LinePoller *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "the reader counts into other counters than the poller");
         return NULL;
     }
+    PyObject *on_read = PyObject_GetAttr(owner, names.lines_read);
+    if (on_read == NULL) return NULL;
     struct epoll_event event = {.events = EPOLLIN, .data.ptr = reader};
-    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &event) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &event) < 0) {
+        Py_DECREF(on_read);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
     if (PySet_Add(self->members, (PyObject *)reader) < 0) {
         (void)epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, &event);
+        Py_DECREF(on_read);
         return NULL;
     }
+    Py_XSETREF(reader->on_read, on_read);
     reader->polled = 1;
     reader->fd = fd;
     Py_XSETREF(reader->owner, Py_NewRef(owner));
-    reader->last_request = last_request;
-    reader->line_started = line_started;
+    Py_XSETREF(reader->partial, Py_NewRef(partial));
     Py_RETURN_NONE;
 }
 
@@ -111,9 +129,10 @@ LinePoller_remove(LinePoller *self, PyObject *arg)
     }
     int member = PySet_Contains(self->members, arg);
     if (member < 0) return NULL;
-    if (!member) Py_RETURN_FALSE;
-    Py_DECREF(poller_release(self, (LineReader *)arg));
-    Py_RETURN_TRUE;
+    if (!member) Py_RETURN_NONE;
+    PyObject *partial;
+    Py_DECREF(poller_release(self, (LineReader *)arg, &partial));
+    return partial;
 }
 
 static int
@@ -130,33 +149,25 @@ poller_buffer(LinePoller *self, Py_ssize_t size)
     return 0;
 }
 
-/* One ready connection: recv, lines, send.  Returns 0 (keep polling it) or
- * the HAND_* kind; *unsent gets the replies the socket did not take. */
+/* One ready connection: recv, lines, report, send.  Returns 0 (keep polling
+ * it) or the HAND_* kind; *unsent gets the replies the socket did not take and
+ * *report what the owner must see. */
 static int
-poll_one(LinePoller *self, LineReader *reader, double now, Replies *out, LineCounts *counts,
-         PyObject **unsent)
+poll_one(LinePoller *self, LineReader *reader, double now, PyObject *now_obj, Replies *out,
+         long long delta[C_COUNT], PyObject **unsent, LinesReport *report)
 {
-    PyObject *pending = PyObject_GetAttr(reader->framing, str_partial);
-    if (pending == NULL) return HAND_FAILED;
-    if (!PyBytes_CheckExact(pending)) {
-        Py_DECREF(pending);
-        PyErr_SetString(PyExc_TypeError, "framing.partial must be bytes");
-        return HAND_FAILED;
-    }
-    Py_ssize_t held = PyBytes_GET_SIZE(pending);
-    if (poller_buffer(self, held + RECV_SIZE) < 0) {
-        Py_DECREF(pending);
-        return HAND_FAILED;
-    }
-    memcpy(self->buffer, PyBytes_AS_STRING(pending), (size_t)held);
-    Py_DECREF(pending);
+    PyObject *pending = reader->partial;  /* lent by the owner */
+    Py_ssize_t held = pending != NULL ? PyBytes_GET_SIZE(pending) : 0;
+    if (poller_buffer(self, held + RECV_SIZE) < 0) return HAND_FAILED;
+    if (held) memcpy(self->buffer, PyBytes_AS_STRING(pending), (size_t)held);
     ssize_t got = recv(reader->fd, self->buffer + held, RECV_SIZE, 0);
     if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
     if (got <= 0) return HAND_CLOSED;  /* EOF or an error: the transport reads it again */
 
-    long long replied = counts->replied;
+    Py_CLEAR(reader->partial);  /* in the buffer now; what is left comes back in *report */
+    long long replied = delta[C_REPLIED];
     int fd = reader->fd;
-    long code = split_lines(reader, self->buffer, held + got, NULL, out, counts);
+    int failed = split_lines(reader, self->buffer, held + got, NULL, out, delta, report);
     int kind = 0;
     if (!reader->polled) {
         /* Python took the connection back while its handlers ran: the replies so far
@@ -165,22 +176,34 @@ poll_one(LinePoller *self, LineReader *reader, double now, Replies *out, LineCou
         PyErr_Fetch(&error_type, &error_value, &error_tb);
         *unsent = PyBytes_FromStringAndSize(out->data, out->len);
         if (*unsent == NULL) PyErr_WriteUnraisable((PyObject *)self);
-        observe_replies(self->observe, counts->replied - replied, now);
+        observe_replies(self->observe, delta[C_REPLIED] - replied, now);
         PyErr_Restore(error_type, error_value, error_tb);
         replies_free(out);
-        return code == LINES_FAILED ? HAND_FAILED : code < 0 ? HAND_UNUSUAL : HAND_BLOCKED;
+        return failed ? HAND_FAILED : report->status != LINES_DONE ? HAND_UNUSUAL : HAND_BLOCKED;
     }
-    if (code == LINES_FAILED) {
+    if (failed) {
         kind = HAND_FAILED;
-    } else if (code < 0) {
+    } else if (report->status != LINES_DONE) {
         kind = HAND_UNUSUAL;
-    } else if (code & LINES_TAKEN) {
-        reader->last_request = now;
-        reader->line_started = code & PARTIAL_LEFT ? now : -1.0;
-    } else if (code == 0) {
-        reader->line_started = -1.0;
-    } else if (reader->line_started < 0) {
-        reader->line_started = now;
+    } else {
+        /* Plain: the partial line stays lent; the owner hears what was read. */
+        reader->partial = report->rest;
+        report->rest = NULL;
+        PyObject *taken = PyLong_FromLongLong(report->taken);
+        PyObject *left = PyLong_FromSsize_t(PyBytes_GET_SIZE(reader->partial));
+        PyObject *result = NULL;
+        if (taken != NULL && left != NULL) {
+            PyObject *call[3] = {taken, left, now_obj};
+            result = PyObject_Vectorcall(reader->on_read, call, 3, NULL);
+        }
+        Py_XDECREF(taken);
+        Py_XDECREF(left);
+        if (result == NULL) {
+            kind = HAND_FAILED;
+        } else {
+            Py_DECREF(result);
+            report->taken = 0;  /* reported */
+        }
     }
     if (out->len > 0) {
         PyObject *error_type, *error_value, *error_tb;
@@ -196,11 +219,37 @@ poll_one(LinePoller *self, LineReader *reader, double now, Replies *out, LineCou
                 kind = HAND_BLOCKED;
             }
         }
-        observe_replies(self->observe, counts->replied - replied, now);
+        observe_replies(self->observe, delta[C_REPLIED] - replied, now);
         PyErr_Restore(error_type, error_value, error_tb);
         replies_free(out);
     }
     return kind;
+}
+
+/* Tell the owner it is handed back, with the report (see the top of this file). */
+static void
+hand_back(PyObject *owner, int kind, PyObject *unsent, LinesReport *report, PyObject *now_obj)
+{
+    PyObject *kind_obj = PyLong_FromLong(kind);
+    PyObject *status = PyLong_FromLong(report->status);
+    PyObject *taken = PyLong_FromLongLong(report->taken);
+    PyObject *rest = report->rest != NULL ? Py_NewRef(report->rest) : PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *empty = unsent == NULL ? PyBytes_FromStringAndSize(NULL, 0) : NULL;
+    if (kind_obj != NULL && status != NULL && taken != NULL && rest != NULL &&
+        (unsent != NULL || empty != NULL)) {
+        PyObject *call[8] = {owner, kind_obj, unsent != NULL ? unsent : empty, status, taken,
+                             rest, report->extra != NULL ? report->extra : Py_None, now_obj};
+        PyObject *result = PyObject_VectorcallMethod(names.handed_back, call, 8, NULL);
+        if (result == NULL) PyErr_WriteUnraisable(owner);
+        Py_XDECREF(result);
+    } else {
+        PyErr_WriteUnraisable(owner);
+    }
+    Py_XDECREF(kind_obj);
+    Py_XDECREF(status);
+    Py_XDECREF(taken);
+    Py_XDECREF(rest);
+    Py_XDECREF(empty);
 }
 
 /* Serve the connections ready now, once each.  Returns how many were ready,
@@ -215,56 +264,62 @@ poll_once(LinePoller *self)
         return -1;
     }
     if (count <= 0) return 0;
+    double now = monotonic_now();
+    PyObject *now_obj = PyFloat_FromDouble(now);
+    if (now_obj == NULL) return -1;
     self->busy = 1;
     LineReader *ready[POLL_EVENTS];
     for (int i = 0; i < count; i++) {
         ready[i] = (LineReader *)self->events[i].data.ptr;
         Py_INCREF(ready[i]);  /* alive even if a handler makes Python let go of it */
     }
-    /* (owner, kind, unsent) for each connection handed back, told after the loop. */
+    /* (owner, kind, unsent, report) for each connection handed back, told after the loop. */
     PyObject *handed[POLL_EVENTS];
     int kinds[POLL_EVENTS], handbacks = 0;
     PyObject *unsent_of[POLL_EVENTS];
-    LineCounts counts = {0, 0, 0, 0};
+    LinesReport reports[POLL_EVENTS];
+    long long delta[C_COUNT] = {0};
     Replies out;
     replies_init(&out);
-    double now = monotonic_now();
     for (int i = 0; i < count; i++) {
         LineReader *reader = ready[i];
         if (!reader->polled) continue;  /* let go of by a handler earlier in this batch */
         PyObject *unsent = NULL;
+        LinesReport *report = &reports[handbacks];
+        *report = (LinesReport){LINES_DONE, 0, NULL, NULL};
         PyObject *owner = Py_NewRef(reader->owner != NULL ? reader->owner : Py_None);
-        int kind = poll_one(self, reader, now, &out, &counts, &unsent);
+        int kind = poll_one(self, reader, now, now_obj, &out, delta, &unsent, report);
         if (!kind) {
+            lines_report_clear(report);
             Py_DECREF(owner);
             continue;
         }
         if (kind == HAND_FAILED && PyErr_Occurred()) PyErr_WriteUnraisable((PyObject *)reader);
-        if (reader->polled) Py_DECREF(poller_release(self, reader));
+        if (reader->polled) {
+            PyObject *partial;
+            Py_DECREF(poller_release(self, reader, &partial));
+            if (report->status == LINES_DONE) {
+                Py_XSETREF(report->rest, partial);  /* the partial line, given back */
+            } else {
+                Py_XDECREF(partial);
+            }
+        }
         handed[handbacks] = owner;
         kinds[handbacks] = kind;
         unsent_of[handbacks] = unsent;
         handbacks++;
     }
     replies_free(&out);
-    if (flush_line_counts(self->counters, &counts) < 0) PyErr_WriteUnraisable(self->counters);
+    if (flush_counters(self->counters, delta) < 0) PyErr_WriteUnraisable(self->counters);
     self->busy = 0;
     for (int i = 0; i < handbacks; i++) {
-        PyObject *unsent = unsent_of[i] != NULL ? unsent_of[i] : PyBytes_FromStringAndSize(NULL, 0);
-        PyObject *kind = PyLong_FromLong(kinds[i]);
-        if (unsent != NULL && kind != NULL) {
-            PyObject *call[3] = {handed[i], kind, unsent};
-            PyObject *result = PyObject_VectorcallMethod(str_from_poller, call, 3, NULL);
-            if (result == NULL) PyErr_WriteUnraisable(handed[i]);
-            Py_XDECREF(result);
-        } else {
-            PyErr_WriteUnraisable((PyObject *)self);
-        }
-        Py_XDECREF(unsent);
-        Py_XDECREF(kind);
+        hand_back(handed[i], kinds[i], unsent_of[i], &reports[i], now_obj);
+        lines_report_clear(&reports[i]);
+        Py_XDECREF(unsent_of[i]);
         Py_DECREF(handed[i]);
     }
     for (int i = 0; i < count; i++) Py_DECREF(ready[i]);
+    Py_DECREF(now_obj);
     return count;
 }
 
@@ -299,7 +354,7 @@ LinePoller_close(LinePoller *self, PyObject *Py_UNUSED(ignored))
         PyObject *readers = PySequence_List(self->members);
         if (readers == NULL) return NULL;
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(readers); i++) {
-            Py_DECREF(poller_release(self, (LineReader *)PyList_GET_ITEM(readers, i)));
+            Py_DECREF(poller_release(self, (LineReader *)PyList_GET_ITEM(readers, i), NULL));
         }
         Py_DECREF(readers);
     }
@@ -373,15 +428,18 @@ LinePoller_dealloc(LinePoller *self)
 
 static PyMethodDef LinePoller_methods[] = {
     {"add", (PyCFunction)LinePoller_add, METH_VARARGS,
-     "add(reader, fd, owner, last_request, line_started)\n\n"
+     "add(reader, fd, owner, partial)\n\n"
      "Read the connection on socket fd from now on (its transport must not read it,\n"
-     "nor have bytes waiting to be written).  owner._from_poller(kind, unsent) is\n"
-     "called when the poller hands it back: 1 the peer closed or the socket failed,\n"
-     "2 a send left `unsent`, 3 a line for Python (see reader.unusual()), 4 a Python\n"
-     "error (reported as unraisable).  last_request and line_started: the\n"
-     "connection's timestamps so far (-1: none)."},
+     "nor have bytes waiting to be written), with the partial line lent.  After each\n"
+     "plain chunk owner.lines_read(taken, partial_left, now); when the poller hands\n"
+     "it back, owner.handed_back(kind, unsent, status, taken, rest, extra, now):\n"
+     "HAND_CLOSED the peer closed or the socket failed, HAND_BLOCKED a send left\n"
+     "`unsent`, HAND_UNUSUAL a line for Python (status, taken, rest, extra as\n"
+     "LineReader.feed reports them), HAND_FAILED a Python error (reported as\n"
+     "unraisable).  With status LINES_DONE, rest is the partial line given back."},
     {"remove", (PyCFunction)LinePoller_remove, METH_O,
-     "remove(reader) -> bool\n\nStop reading that connection (its owner is not told)."},
+     "remove(reader) -> bytes | None\n\nStop reading that connection (its owner is not\n"
+     "told); return its partial line, or None if it was not polled."},
     {"poll", (PyCFunction)LinePoller_poll, METH_NOARGS,
      "poll()\n\nServe every ready connection, and again those ready since, up to 4 rounds\n"
      "(the event loop's reader callback)."},
@@ -410,8 +468,13 @@ static PyTypeObject LinePollerType = {
 int
 fastpath_add_line_poller(PyObject *module)
 {
-    if ((str_from_poller = PyUnicode_InternFromString("_from_poller")) == NULL) return -1;
-    if ((str_partial = PyUnicode_InternFromString("partial")) == NULL) return -1;
     if (PyType_Ready(&LinePollerType) < 0) return -1;
-    return PyModule_AddObjectRef(module, "LinePoller", (PyObject *)&LinePollerType);
+    if (PyModule_AddObjectRef(module, "LinePoller", (PyObject *)&LinePollerType) < 0 ||
+        PyModule_AddIntConstant(module, "HAND_CLOSED", HAND_CLOSED) < 0 ||
+        PyModule_AddIntConstant(module, "HAND_BLOCKED", HAND_BLOCKED) < 0 ||
+        PyModule_AddIntConstant(module, "HAND_UNUSUAL", HAND_UNUSUAL) < 0 ||
+        PyModule_AddIntConstant(module, "HAND_FAILED", HAND_FAILED) < 0) {
+        return -1;
+    }
+    return 0;
 }

@@ -9,33 +9,10 @@
 #endif
 
 #define VLEN 64           /* datagrams per recvmmsg/sendmmsg */
-#define MAX_PER_READ 256  /* datagrams per read() call, like the Python path */
 #define CACHE_SLOTS 256   /* remembered senders (direct-mapped) */
 #define CONTROL_SPACE CMSG_SPACE(sizeof(uint32_t))
 
 enum { SERVE_ALWAYS = 0, CHECK_EACH = 1, DENY_ALWAYS = 2 };
-
-enum {
-    C_RECEIVED,
-    C_REPLIED,
-    C_NO_REPLY,
-    C_EMPTY,
-    C_OVERSIZE,
-    C_TRUNCATED,
-    C_DENIED,
-    C_RATE_LIMITED,
-    C_AMPLIFICATION,
-    C_SEND_ERRORS,
-    C_KERNEL_DROPS,
-    C_COUNT
-};
-
-static const char *counter_names[C_COUNT] = {
-    "received",         "replied",          "no_reply",
-    "dropped_empty",    "dropped_oversize", "dropped_truncated",
-    "dropped_denied",   "dropped_rate_limited", "dropped_amplification",
-    "send_errors",      "kernel_drops",
-};
 
 typedef struct {
     socklen_t namelen;                /* 0: empty slot */
@@ -48,6 +25,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     int fd;
+    int max_per_read;                 /* datagrams per read() call, as the Python path */
     Py_ssize_t max_request;
     Py_ssize_t bufsize;
     double max_amplification;         /* <= 0: off */
@@ -59,11 +37,9 @@ typedef struct {
     PyObject *admission_check;        /* admission.check or NULL */
     PyObject *constant_verdict;       /* admission.constant_verdict or NULL */
     PyObject *admission_take;         /* admission.take or NULL */
-    PyObject *take_want;              /* the grant asked for at once (a Python int) */
+    PyObject *grant;                  /* tokens asked for at once (a Python int) */
     PyObject *latency_observe;        /* latency.observe or NULL */
     PyObject *peer_type;
-    PyObject *udp;                    /* "udp" */
-    PyObject *counter_keys[C_COUNT];
     long long delta[C_COUNT];
     char *buffers;                    /* VLEN * bufsize */
     struct mmsghdr rmsgs[VLEN];
@@ -77,11 +53,6 @@ typedef struct {
     int nsend;
     PeerSlot cache[CACHE_SLOTS];
 } FastPath;
-
-/* Interned method names of the endpoint (set at module init). */
-static PyObject *str_handle_result, *str_handler_failed, *str_log_abuse, *str_enqueue,
-    *str_send_failed, *str_receive_failed, *str_denied, *str_rate_limited,
-    *str_amplification, *str_serve;
 
 static PyObject *
 endpoint_call(FastPath *self, PyObject *name, PyObject *a, PyObject *b, PyObject *c, PyObject *d,
@@ -101,32 +72,6 @@ endpoint_call_quietly(FastPath *self, PyObject *name, PyObject *a, PyObject *b, 
     } else {
         Py_DECREF(result);
     }
-}
-
-/* -- counters ------------------------------------------------------------ */
-
-static int
-flush_counters(FastPath *self)
-{
-    int status = 0;
-    for (int i = 0; i < C_COUNT; i++) {
-        if (self->delta[i] == 0) continue;
-        PyObject *key = self->counter_keys[i];
-        PyObject *old = PyObject_GetAttr(self->counters, key);
-        if (old == NULL) { status = -1; break; }
-        PyObject *add = PyLong_FromLongLong(self->delta[i]);
-        PyObject *sum = add ? PyNumber_Add(old, add) : NULL;
-        Py_DECREF(old);
-        Py_XDECREF(add);
-        if (sum == NULL || PyObject_SetAttr(self->counters, key, sum) < 0) {
-            Py_XDECREF(sum);
-            status = -1;
-            break;
-        }
-        Py_DECREF(sum);
-        self->delta[i] = 0;
-    }
-    return status;
 }
 
 /* -- senders --------------------------------------------------------------- */
@@ -175,7 +120,7 @@ lookup_peer(FastPath *self, const struct sockaddr_in6 *name, socklen_t namelen)
 
     PyObject *address = make_address(name);
     if (address == NULL) return NULL;
-    PyObject *args[2] = {address, self->udp};
+    PyObject *args[2] = {address, names.udp};
     PyObject *peer = PyObject_Vectorcall(self->peer_type, args, 2, NULL);
     Py_DECREF(address);
     if (peer == NULL) return NULL;
@@ -190,8 +135,8 @@ lookup_peer(FastPath *self, const struct sockaddr_in6 *name, socklen_t namelen)
                 return NULL;
             }
             if (fixed != Py_None) {
-                int serve = PyObject_RichCompareBool(fixed, str_serve, Py_EQ);
-                int deny = PyObject_RichCompareBool(fixed, str_denied, Py_EQ);
+                int serve = PyObject_RichCompareBool(fixed, names.serve, Py_EQ);
+                int deny = PyObject_RichCompareBool(fixed, names.denied, Py_EQ);
                 if (serve > 0) verdict = SERVE_ALWAYS;
                 else if (deny > 0) verdict = DENY_ALWAYS;
                 PyErr_Clear();
@@ -231,19 +176,6 @@ queue_reply(FastPath *self, PyObject *reply, PyObject *peer, const struct sockad
     h->msg_flags = 0;
 }
 
-static void
-observe_latency(FastPath *self, int count, double arrived)
-{
-    if (self->latency_observe == NULL || count <= 0) return;
-    PyObject *elapsed = PyFloat_FromDouble(monotonic_now() - arrived);
-    if (elapsed == NULL) {
-        PyErr_WriteUnraisable(self->endpoint);
-        return;
-    }
-    for (int i = 0; i < count; i++) call_quietly(self->latency_observe, &elapsed, 1);
-    Py_DECREF(elapsed);
-}
-
 /* Send the batched replies; what the socket cannot take now goes to Python's queue. */
 static void
 flush_sends(FastPath *self, double arrived)
@@ -253,7 +185,7 @@ flush_sends(FastPath *self, double arrived)
         int sent = sendmmsg(self->fd, &self->smsgs[i], (unsigned int)(n - i), MSG_DONTWAIT);
         if (sent > 0) {
             self->delta[C_REPLIED] += sent;
-            observe_latency(self, sent, arrived);
+            observe_replies(self->latency_observe, sent, arrived);
             i += sent;
             continue;
         }
@@ -261,7 +193,7 @@ flush_sends(FastPath *self, double arrived)
         if (sent == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
             for (; i < n; i++) {
                 PyObject *address = PyTuple_GET_ITEM(self->speer[i], 0);
-                endpoint_call_quietly(self, str_enqueue, self->sreply[i], address, NULL, 2);
+                endpoint_call_quietly(self, names.enqueue, self->sreply[i], address, NULL, 2);
             }
             break;
         }
@@ -270,7 +202,7 @@ flush_sends(FastPath *self, double arrived)
         self->delta[C_SEND_ERRORS] += 1;
         PyObject *code = PyLong_FromLong(err);
         if (code != NULL) {
-            endpoint_call_quietly(self, str_send_failed, PyTuple_GET_ITEM(self->speer[i], 0),
+            endpoint_call_quietly(self, names.send_failed, PyTuple_GET_ITEM(self->speer[i], 0),
                                   code, NULL, 2);
             Py_DECREF(code);
         } else {
@@ -313,26 +245,22 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
     if (verdict != SERVE_ALWAYS) {
         PyObject *reason = NULL;
         if (verdict == DENY_ALWAYS) {
-            reason = str_denied;
-            Py_INCREF(reason);
+            reason = Py_NewRef(names.denied);
         } else if (slot->credit > 0) {  /* a token from this sender's last grant */
             slot->credit -= 1;
             reason = Py_NewRef(Py_None);
         } else if (self->admission_take != NULL) {
             /* Ask the bucket for a grant of several tokens: one call into Python
              * per grant, not per datagram.  0 granted: rate limited. */
-            PyObject *args[3] = {PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0), now_obj,
-                                 self->take_want};
-            PyObject *granted = PyObject_Vectorcall(self->admission_take, args, 3, NULL);
-            if (granted == NULL) goto python_error;
-            long count = PyLong_AsLong(granted);
-            Py_DECREF(granted);
-            if (count == -1 && PyErr_Occurred()) goto python_error;
+            long count = take_grant(self->admission_take,
+                                    PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0), now_obj,
+                                    self->grant);
+            if (count < 0) goto python_error;
             if (count > 0) {
                 slot->credit = count - 1;
                 reason = Py_NewRef(Py_None);
             } else {
-                reason = Py_NewRef(str_rate_limited);
+                reason = Py_NewRef(names.rate_limited);
             }
         } else {
             PyObject *args[2] = {PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0), now_obj};
@@ -340,10 +268,10 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
             if (reason == NULL) goto python_error;
         }
         if (reason != Py_None) {
-            int denied = PyObject_RichCompareBool(reason, str_denied, Py_EQ);
+            int denied = PyObject_RichCompareBool(reason, names.denied, Py_EQ);
             self->delta[denied > 0 ? C_DENIED : C_RATE_LIMITED] += 1;
             PyErr_Clear();
-            endpoint_call_quietly(self, str_log_abuse, reason, peer, now_obj, 3);
+            endpoint_call_quietly(self, names.log_abuse, reason, peer, now_obj, 3);
             Py_DECREF(reason);
             Py_DECREF(peer);
             return 0;
@@ -363,7 +291,7 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
         if (self->max_amplification > 0 &&
             (double)PyBytes_GET_SIZE(result) > self->max_amplification * (double)size) {
             self->delta[C_AMPLIFICATION] += 1;
-            endpoint_call_quietly(self, str_log_abuse, str_amplification, peer, now_obj, 3);
+            endpoint_call_quietly(self, names.log_abuse, names.amplification, peer, now_obj, 3);
             Py_DECREF(result);
         } else {
             queue_reply(self, result, peer, &self->rnames[index],
@@ -374,7 +302,7 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
         Py_DECREF(result);
     } else {
         /* An awaitable, a bytes-like object or a wrong type: the Python path decides. */
-        PyObject *r = endpoint_call(self, str_handle_result, result, request, peer, now_obj, 4);
+        PyObject *r = endpoint_call(self, names.handle_result, result, request, peer, now_obj, 4);
         Py_DECREF(result);
         if (r == NULL) {
             Py_DECREF(request);
@@ -392,16 +320,9 @@ python_error:
         return -1;
     }
     {
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyErr_NormalizeException(&type, &value, &traceback);
-        if (traceback != NULL && value != NULL) PyException_SetTraceback(value, traceback);
-        if (value != NULL) {
-            endpoint_call_quietly(self, str_handler_failed, peer, value, NULL, 2);
-        }
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(traceback);
+        PyObject *exception = take_exception();
+        endpoint_call_quietly(self, names.handler_failed, peer, exception, NULL, 2);
+        Py_DECREF(exception);
     }
     Py_DECREF(peer);
     return 0;
@@ -415,21 +336,21 @@ FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
     if (now_obj == NULL) return NULL;
     int total = 0, failed = 0;
 
-    while (total < MAX_PER_READ) {
+    while (total < self->max_per_read) {
         for (int i = 0; i < VLEN; i++) {
             struct msghdr *h = &self->rmsgs[i].msg_hdr;
             h->msg_namelen = sizeof(struct sockaddr_in6);
             h->msg_controllen = self->ancillary ? CONTROL_SPACE : 0;
             h->msg_flags = 0;
         }
-        int want = MAX_PER_READ - total < VLEN ? MAX_PER_READ - total : VLEN;
+        int want = self->max_per_read - total < VLEN ? self->max_per_read - total : VLEN;
         int got = recvmmsg(self->fd, self->rmsgs, (unsigned int)want, MSG_DONTWAIT, NULL);
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
             /* e.g. an error queued on the socket: report, keep serving (counts as one). */
             PyObject *code = PyLong_FromLong(errno);
             if (code != NULL) {
-                endpoint_call_quietly(self, str_receive_failed, code, NULL, NULL, 1);
+                endpoint_call_quietly(self, names.receive_failed, code, NULL, NULL, 1);
                 Py_DECREF(code);
             }
             total += 1;
@@ -481,11 +402,11 @@ FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
     if (failed) {
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
-        if (flush_counters(self) < 0) PyErr_Clear();
+        if (flush_counters(self->counters, self->delta) < 0) PyErr_Clear();
         PyErr_Restore(type, value, traceback);
         return NULL;
     }
-    if (flush_counters(self) < 0) return NULL;
+    if (flush_counters(self->counters, self->delta) < 0) return NULL;
     return PyLong_FromLong(total);
 }
 
@@ -497,19 +418,20 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwargs)
     static char *keywords[] = {"fd", "handler", "endpoint", "counters", "peer_type",
                                "max_request", "recv_buffer", "ancillary", "admission_check",
                                "constant_verdict", "max_amplification", "latency_observe",
-                               "admission_take", NULL};
-    int fd, ancillary;
+                               "admission_take", "max_per_read", "grant", NULL};
+    int fd, ancillary, max_per_read;
     Py_ssize_t max_request, bufsize;
     PyObject *handler, *endpoint, *counters, *peer_type, *check, *constant, *amplification,
-        *observe, *take = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOnnpOOOO|O:FastPath", keywords, &fd,
+        *observe, *take, *grant;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOnnpOOOOOiO!:FastPath", keywords, &fd,
                                      &handler, &endpoint, &counters, &peer_type, &max_request,
                                      &bufsize, &ancillary, &check, &constant, &amplification,
-                                     &observe, &take)) {
+                                     &observe, &take, &max_per_read, &PyLong_Type, &grant)) {
         return -1;
     }
-    if (bufsize < 1 || bufsize > 65536 || max_request < 1) {
-        PyErr_SetString(PyExc_ValueError, "recv_buffer must be 1..65536, max_request >= 1");
+    if (bufsize < 1 || bufsize > 65536 || max_request < 1 || max_per_read < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "recv_buffer must be 1..65536, max_request and max_per_read >= 1");
         return -1;
     }
     if (self->buffers != NULL) {
@@ -526,13 +448,8 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwargs)
         PyErr_NoMemory();
         return -1;
     }
-    for (int i = 0; i < C_COUNT; i++) {
-        self->counter_keys[i] = PyUnicode_InternFromString(counter_names[i]);
-        if (self->counter_keys[i] == NULL) return -1;
-    }
-    self->udp = PyUnicode_InternFromString("udp");
-    if (self->udp == NULL) return -1;
     self->fd = fd;
+    self->max_per_read = max_per_read;
     self->max_request = max_request;
     self->bufsize = bufsize;
     self->ancillary = ancillary;
@@ -545,8 +462,7 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwargs)
     self->constant_verdict = constant == Py_None ? NULL : Py_NewRef(constant);
     self->latency_observe = observe == Py_None ? NULL : Py_NewRef(observe);
     self->admission_take = take == Py_None ? NULL : Py_NewRef(take);
-    self->take_want = PyLong_FromLong(16);
-    if (self->take_want == NULL) return -1;
+    self->grant = Py_NewRef(grant);
     for (int i = 0; i < VLEN; i++) {
         self->riov[i].iov_base = self->buffers + (size_t)i * (size_t)bufsize;
         self->riov[i].iov_len = (size_t)bufsize;
@@ -586,7 +502,7 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->admission_check);
     Py_CLEAR(self->constant_verdict);
     Py_CLEAR(self->admission_take);
-    Py_CLEAR(self->take_want);
+    Py_CLEAR(self->grant);
     Py_CLEAR(self->latency_observe);
     for (int i = 0; i < CACHE_SLOTS; i++) {
         Py_CLEAR(self->cache[i].peer);
@@ -605,28 +521,14 @@ FastPath_dealloc(FastPath *self)
 {
     PyObject_GC_UnTrack(self);
     FastPath_clear(self);
-    for (int i = 0; i < C_COUNT; i++) Py_CLEAR(self->counter_keys[i]);
-    Py_CLEAR(self->udp);
     PyMem_Free(self->buffers);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *
-FastPath_forget_peers(FastPath *self, PyObject *Py_UNUSED(ignored))
-{
-    for (int i = 0; i < CACHE_SLOTS; i++) {
-        Py_CLEAR(self->cache[i].peer);
-        self->cache[i].namelen = 0;
-    }
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef FastPath_methods[] = {
     {"read", (PyCFunction)FastPath_read, METH_NOARGS,
-     "read() -> int\n\nHandle up to 256 datagrams now waiting on the socket; return how many "
-     "were read (256 means there may be more)."},
-    {"forget_peers", (PyCFunction)FastPath_forget_peers, METH_NOARGS,
-     "Drop the remembered senders (and their admission verdicts)."},
+     "read() -> int\n\nHandle up to max_per_read datagrams now waiting on the socket; "
+     "return how many were read (max_per_read means there may be more)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -647,20 +549,6 @@ static PyTypeObject FastPathType = {
 int
 fastpath_add_udp(PyObject *module)
 {
-#define INTERN(var, text) \
-    if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
-    INTERN(str_handle_result, "_handle_result");
-    INTERN(str_handler_failed, "_handler_failed");
-    INTERN(str_log_abuse, "_log_abuse");
-    INTERN(str_enqueue, "_enqueue");
-    INTERN(str_send_failed, "_send_failed");
-    INTERN(str_receive_failed, "_receive_failed");
-    INTERN(str_denied, "denied");
-    INTERN(str_rate_limited, "rate_limited");
-    INTERN(str_amplification, "amplification");
-    INTERN(str_serve, "serve");
-#undef INTERN
     if (PyType_Ready(&FastPathType) < 0) return -1;
-    if (PyModule_AddObjectRef(module, "FastPath", (PyObject *)&FastPathType) < 0) return -1;
-    return PyModule_AddIntConstant(module, "BATCH", MAX_PER_READ);
+    return PyModule_AddObjectRef(module, "FastPath", (PyObject *)&FastPathType);
 }

@@ -6,9 +6,9 @@ import asyncio
 import os
 import socket
 
+from udpkit import _native
 from udpkit.core.counters import CounterSnapshot
 from udpkit.server import Server
-from udpkit.server import udp as udp_module
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -53,4 +53,4 @@ def expect_fast(tcp_path: str) -> bool:
     ``pure``, nor where the extension is missing or ``UDPKIT_NO_FASTPATH=1`` (the
     second run of ``make test``, which runs every param on the pure path)."""
     forced_pure = os.environ.get("UDPKIT_NO_FASTPATH", "") not in ("", "0")
-    return tcp_path != "pure" and udp_module._fastpath is not None and not forced_pure
+    return tcp_path != "pure" and _native.built() and not forced_pure

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Awaitable
 import pytest
 
 from tests.net.helpers import RawUdp, wait_for_counters
+from udpkit import _native
 from udpkit.core.counters import CounterSnapshot
 from udpkit.core.handler import Peer, Reply
 from udpkit.server import Server, ServerConfig
-from udpkit.server import udp as udp_module
 
 HOST = "127.0.0.1"
 
@@ -40,7 +40,7 @@ def config(app: object, **options: object) -> ServerConfig:
 def assert_path(server: Server, udp_path: str) -> None:
     """The server runs on the path the test asked for."""
     forced_pure = os.environ.get("UDPKIT_NO_FASTPATH", "") not in ("", "0")
-    expected = udp_path == "fast" and udp_module._fastpath is not None and not forced_pure
+    expected = udp_path == "fast" and _native.built() and not forced_pure
     assert server.udp_fast_path is expected
 
 
@@ -230,8 +230,7 @@ async def test_a_missing_extension_falls_back_and_says_why(
 ) -> None:
     """What a machine without a compiler sees: the pure path, announced, working."""
     monkeypatch.delenv("UDPKIT_NO_FASTPATH", raising=False)
-    monkeypatch.setattr(udp_module, "_fastpath", None)
-    monkeypatch.setattr(udp_module, "_FASTPATH_MISSING", "C extension not built: simulated")
+    monkeypatch.setattr(_native, "unavailable", lambda: "C extension not built: simulated")
     with caplog.at_level(logging.INFO, logger="udpkit.server"):
         async with Server(config("greeting")) as server:
             assert not server.udp_fast_path

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import parse_summary, serve
-from udpkit.server import udp
+from udpkit import _native
 
 SHIM = r"""
 #define _GNU_SOURCE
@@ -53,7 +53,7 @@ __attribute__((destructor)) static void report(void) {
 """
 
 pytestmark = [
-    pytest.mark.skipif(udp._fastpath is None, reason="udpkit._fastpath not built"),
+    pytest.mark.skipif(not _native.built(), reason="udpkit._fastpath not built"),
     pytest.mark.skipif(shutil.which("gcc") is None, reason="no C compiler for the shim"),
 ]
 

@@ -196,7 +196,7 @@ async def test_tcp_rate_limit_holds_exactly_on_every_path(tcp_path: str) -> None
         reader, writer = await connect(server.port)
         await reader.readline()
         (connection,) = server._connections
-        assert (connection._reader is not None) is expect_fast(tcp_path)
+        assert (connection.reader is not None) is expect_fast(tcp_path)
         writer.write(b"".join(b"n%d\n" % i for i in range(100)))
         lines = [await reader.readline() for _ in range(100)]
         writer.close()

@@ -231,9 +231,9 @@ async def test_the_path_asked_for_serves_and_is_announced(
         writer.write(b"x\n")
         assert await read_line(reader) == b"Hello, x!\n"
         (connection,) = server._connections
-        assert (connection._reader is not None) is expect_fast(tcp_path)
+        assert (connection.reader is not None) is expect_fast(tcp_path)
         polled = expect_fast(tcp_path) and tcp_path == "fast"
-        assert connection._polled is polled
+        assert connection.polled is polled
         writer.close()
     announced = [r.getMessage() for r in caplog.records if "TCP fast path" in r.getMessage()]
     if polled:

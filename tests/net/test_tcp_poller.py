@@ -5,35 +5,41 @@ reads, answers and counts, and each way it hands a connection back to its
 owner.  Then the server on real loopback connections, on asyncio's loop and
 on uvloop: a connection goes to the poller once admitted, comes back to the
 transport when a send blocks, an async reply is pending or a timeout fires,
-and goes to the poller again once it is simple again.
+and goes to the poller again once it is simple again.  Last, hypothesis: any
+split of a stream of every kind of line gives the same replies and counters
+through the poller as on the pure path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import itertools
 import socket
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.net.helpers import wait_for_counters
+from udpkit import _native
+from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.counters import Counters
-from udpkit.core.framing import LineFraming
+from udpkit.core.framing import EXIT, LineFraming
 from udpkit.core.handler import Peer, Reply
-from udpkit.server import Server, ServerConfig, tcp, udp
-from udpkit.server.tcp import (
-    HAND_BLOCKED,
-    HAND_CLOSED,
-    HAND_FAILED,
-    HAND_UNUSUAL,
-    LINES_EXIT,
-    TcpConnection,
-)
+from udpkit.server import Server, ServerConfig, tcp
+from udpkit.server.tcp import TcpConnection
 
-LINE_POLLER = getattr(udp._fastpath, "LinePoller", None)
-pytestmark = pytest.mark.skipif(LINE_POLLER is None, reason="udpkit._fastpath not built")
+LINE_POLLER = _native.line_poller_type()
+LINE_READER = _native.line_reader_type()
+pytestmark = pytest.mark.skipif(
+    LINE_POLLER is None, reason="udpkit._fastpath not built (or UDPKIT_NO_FASTPATH)"
+)
+HAND_BLOCKED, HAND_CLOSED = _native.HAND_BLOCKED, _native.HAND_CLOSED
+HAND_FAILED, HAND_UNUSUAL = _native.HAND_FAILED, _native.HAND_UNUSUAL
 PEER = Peer(("127.0.0.1", 4321), "tcp")
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -43,13 +49,23 @@ def greet(request: bytes, peer: Peer) -> bytes:
 
 
 class Owner:
-    """Stands in for the TcpConnection: records what the poller hands back."""
+    """Stands in for the connection (a ``_native.PolledConnection``): records what the
+    poller reports and hands back."""
 
     def __init__(self) -> None:
         self.handed: list[tuple[int, bytes]] = []
+        self.reports: list[tuple[int, int, bytes, object]] = []
+        self.read: list[tuple[int, int, float]] = []
 
-    def _from_poller(self, kind: int, unsent: bytes) -> None:
+    def lines_read(self, taken: int, partial_left: int, now: float) -> None:
+        self.read.append((taken, partial_left, now))
+
+    def handed_back(
+        self, kind: int, unsent: bytes, status: int, taken: int, rest: bytes, extra: object,
+        now: float,
+    ) -> None:
         self.handed.append((kind, unsent))
+        self.reports.append((status, taken, rest, extra))
 
 
 class Rig:
@@ -59,16 +75,16 @@ class Rig:
         self.server, self.peer = socket.socketpair()
         self.server.setblocking(False)
         self.counters = Counters()
-        self.framing = LineFraming(max_line)
         self.writes: list[bytes] = []
-        assert udp._fastpath is not None
-        self.reader = udp._fastpath.LineReader(
-            handler, PEER, self.counters, self.framing, self.writes.append, observe
+        assert LINE_READER is not None
+        self.reader = LINE_READER(
+            handler, PEER, self.counters, self.writes.append, observe, max_line=max_line,
+            exit_line=EXIT, empty_reply=b"error: empty request\n", grant=TOKENS_PER_GRANT,
         )
         assert LINE_POLLER is not None
         self.poller = LINE_POLLER(self.counters, observe)
         self.owner = Owner()
-        self.poller.add(self.reader, self.server.fileno(), self.owner, -1.0, -1.0)
+        self.poller.add(self.reader, self.server.fileno(), self.owner, b"")
 
     def send_and_poll(self, data: bytes) -> None:
         self.peer.sendall(data)
@@ -105,32 +121,33 @@ def test_lines_are_answered_from_the_socket_and_counted(rig: Rig) -> None:
     assert rig.received() == b"Hello, Michael!\nerror: empty request\nHello, Tracy!\n"
     snapshot = rig.counters.snapshot()
     assert (snapshot.received, snapshot.replied, snapshot.dropped_empty) == (3, 2, 1)
-    assert rig.framing.partial == b"Sar"
-    assert rig.reader.last_request > 0
-    assert rig.reader.line_started == rig.reader.last_request  # the unfinished "Sar"
+    ((taken, left, now),) = rig.owner.read  # facts, one report a chunk
+    assert (taken, left) == (3, 3)  # the unfinished "Sar"
+    assert now > 0
     rig.send_and_poll(b"ah\n")
     assert rig.received() == b"Hello, Sarah!\n"
-    assert (rig.framing.partial, rig.reader.line_started) == (b"", -1.0)
+    assert rig.owner.read[1][:2] == (1, 0)
     assert rig.owner.handed == []  # nothing unusual: still polled
     assert rig.reader.polled
     assert rig.poller.count() == 1
     assert rig.writes == []  # the poller sends itself; the transport's write is not used
 
 
-def test_a_line_still_unfinished_keeps_the_time_it_started(rig: Rig) -> None:
+def test_the_lent_partial_line_comes_back_whole(rig: Rig) -> None:
+    """The poller keeps no clock: it reports each chunk, and gives the partial line
+    back on remove()."""
     rig.send_and_poll(b"slo")
-    started = rig.reader.line_started
-    assert started > 0
-    assert rig.reader.last_request == -1.0
     rig.send_and_poll(b"w")
-    assert rig.reader.line_started == started  # a slowloris cannot reset its clock
+    assert [(taken, left) for taken, left, _ in rig.owner.read] == [(0, 3), (0, 4)]
     assert rig.received() == b""
+    assert rig.poller.remove(rig.reader) == b"slow"
 
 
 def test_the_peer_closing_hands_the_connection_back_unread(rig: Rig) -> None:
     rig.peer.shutdown(socket.SHUT_WR)
     rig.poller.poll()
     assert rig.owner.handed == [(HAND_CLOSED, b"")]
+    assert rig.owner.reports == [(_native.LINES_DONE, 0, b"", None)]  # the partial, back
     assert not rig.reader.polled
     assert rig.poller.count() == 0
     rig.poller.poll()  # no longer in the epoll set: nothing more happens
@@ -141,8 +158,7 @@ def test_a_line_for_python_hands_back_after_the_replies_before_it(rig: Rig) -> N
     rig.send_and_poll(b"a\nexit\nb\n")
     assert rig.received() == b"Hello, a!\n"
     assert rig.owner.handed == [(HAND_UNUSUAL, b"")]
-    status, rest, handled, _ = rig.reader.unusual()
-    assert (status, rest, handled) == (LINES_EXIT, b"b\n", 1)
+    assert rig.owner.reports == [(_native.LINES_EXIT, 1, b"b\n", None)]  # one report
 
 
 def test_a_send_the_socket_cannot_take_hands_back_the_rest() -> None:
@@ -168,7 +184,13 @@ def test_a_python_error_in_between_hands_back_and_is_reported(
 ) -> None:
     reported: list[Any] = []
     monkeypatch.setattr("sys.unraisablehook", reported.append)
-    rig.framing.partial = "not bytes"  # type: ignore[assignment]
+
+    def broken(taken: int, partial_left: int, now: float) -> None:
+        raise TypeError("the owner failed")
+
+    rig.poller.remove(rig.reader)
+    rig.owner.lines_read = broken  # type: ignore[method-assign]
+    rig.poller.add(rig.reader, rig.server.fileno(), rig.owner, b"")  # looked up here
     rig.send_and_poll(b"a\n")
     assert rig.owner.handed == [(HAND_FAILED, b"")]
     assert [type(r.exc_value) for r in reported] == [TypeError]
@@ -188,21 +210,21 @@ def test_latency_is_observed_once_per_reply() -> None:
 
 def test_add_and_remove_refuse_what_would_corrupt_the_set(rig: Rig) -> None:
     with pytest.raises(ValueError, match="polled already"):
-        rig.poller.add(rig.reader, rig.server.fileno(), rig.owner, -1.0, -1.0)
+        rig.poller.add(rig.reader, rig.server.fileno(), rig.owner, b"")
     with pytest.raises(RuntimeError, match="LinePoller"):
-        rig.reader.feed(b"x\n")  # one reader of a connection at a time
-    assert rig.poller.remove(rig.reader) is True
-    assert rig.poller.remove(rig.reader) is False
+        rig.reader.feed(b"", b"x\n")  # one reader of a connection at a time
+    assert rig.poller.remove(rig.reader) == b""
+    assert rig.poller.remove(rig.reader) is None
     assert LINE_POLLER is not None
     other = LINE_POLLER(Counters())
     with pytest.raises(ValueError, match="other counters"):
-        other.add(rig.reader, rig.server.fileno(), rig.owner, -1.0, -1.0)
+        other.add(rig.reader, rig.server.fileno(), rig.owner, b"")
     other.close()
     assert rig.owner.handed == []  # remove() does not call the owner back
     rig.poller.close()
     assert rig.poller.fileno() == -1
     with pytest.raises(ValueError, match="closed"):
-        rig.poller.add(rig.reader, rig.server.fileno(), rig.owner, -1.0, -1.0)
+        rig.poller.add(rig.reader, rig.server.fileno(), rig.owner, b"")
 
 
 def test_a_handler_that_lets_go_of_its_own_connection_is_not_read_again() -> None:
@@ -254,6 +276,13 @@ def only_connection(server: Server) -> TcpConnection:
     return connection
 
 
+def only_connection_poller(server: Server) -> _native.LinePoller:
+    """The C poller of the server's connections (they share one)."""
+    (poller,) = {c.registry.poller for c in server._connections}
+    assert poller is not None
+    return poller
+
+
 async def until(condition: Any, timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
@@ -279,17 +308,17 @@ async def _an_admitted_connection_is_read_by_the_poller() -> None:
         writer.write(b"hael\n")
         assert await read_line(reader) == b"Hello, Michael!\n"
         connection = only_connection(server)
-        assert connection._polled
-        assert server._registry is not None
-        assert server._registry.poller is not None
-        assert server._registry.poller.count() == 1
+        assert connection.polled
+        poller = connection.registry.poller
+        assert poller is not None
+        assert poller.count() == 1
         assert not connection.transport.is_reading()  # type: ignore[union-attr]
         writer.write(b"exit\n")
         async with asyncio.timeout(3):
             assert await reader.read() == b""
         writer.close()
         await until(lambda: not server._connections)
-        assert server._registry.poller.count() == 0
+        assert poller.count() == 0
         stats = server.stats()["tcp"]
         assert (stats.received, stats.replied, stats.connections_closed) == (1, 1, 1)
 
@@ -310,16 +339,16 @@ async def _a_blocked_send_goes_through_the_transport_then_back_to_the_poller() -
         reader, writer = await asyncio.open_connection(sock=sock)
         assert await read_line(reader) == b"Welcome!\n"
         connection = only_connection(server)
-        await until(lambda: connection._polled)
+        await until(lambda: connection.polled)
         writer.write(b"".join(b"n%d\n" % i for i in range(count)))  # and read nothing yet
-        await until(lambda: not connection._polled, timeout=10)
+        await until(lambda: not connection.polled, timeout=10)
         assert connection.transport.get_write_buffer_size() > 0  # type: ignore[union-attr]
         expected = b"".join(b"Hello, n%d!\n" % i for i in range(count))
         async with asyncio.timeout(10):
             assert await reader.readexactly(len(expected)) == expected
         writer.write(b"again\n")
         assert await read_line(reader) == b"Hello, again!\n"
-        await until(lambda: connection._polled)  # simple again: polled again
+        await until(lambda: connection.polled)  # simple again: polled again
         writer.close()
         stats = await wait_for_counters(server, "tcp", count + 1)
         assert (stats.replied, stats.send_errors) == (count + 1, 0)
@@ -342,13 +371,13 @@ async def _an_async_reply_takes_the_connection_back_until_it_is_written() -> Non
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         await read_line(reader)
         connection = only_connection(server)
-        await until(lambda: connection._polled)
+        await until(lambda: connection.polled)
         writer.write(b"a\ns1\nb\n")
         assert [await read_line(reader) for _ in range(3)] == [
             b"fast a\n", b"slow s1\n", b"fast b\n"]
         writer.write(b"c\n")
         assert await read_line(reader) == b"fast c\n"
-        await until(lambda: connection._polled)
+        await until(lambda: connection.polled)
         writer.close()
 
 
@@ -365,7 +394,8 @@ async def _timeouts_close_polled_connections() -> None:
         for reader in (idle_reader, slow_reader):
             await read_line(reader)
         await until(lambda: len(server._connections) == 2
-                    and all(c._polled for c in server._connections))
+                    and all(c.polled for c in server._connections))
+        poller = only_connection_poller(server)
         idle_writer.write(b"one\n")
         assert await read_line(idle_reader) == b"Hello, one!\n"
         for _ in range(3):  # a line that never ends, a byte at a time
@@ -379,9 +409,7 @@ async def _timeouts_close_polled_connections() -> None:
         await until(lambda: not server._connections)
         stats = server.stats()["tcp"]
         assert (stats.closed_idle, stats.closed_slow) == (1, 1)
-        assert server._registry is not None
-        assert server._registry.poller is not None
-        assert server._registry.poller.count() == 0
+        assert poller.count() == 0
 
 
 def test_shutdown_closes_polled_connections_and_the_poller(run: Runner) -> None:
@@ -397,12 +425,11 @@ async def _shutdown_closes_polled_connections_and_the_poller() -> None:
         await read_line(reader)
         writer.write(b"half a li")
         readers.append((reader, writer))
-    registry = server._registry
-    assert registry is not None
-    assert registry.poller is not None
-    poller = registry.poller
+    await until(lambda: len(server._connections) == 5
+                and all(c.polled for c in server._connections))
+    poller = only_connection_poller(server)
     await until(lambda: poller.count() == 5 and all(
-        c.framing.partial == b"half a li" for c in server._connections))  # type: ignore[attr-defined]
+        c.session.line_started is not None for c in server._connections))
     await server.shutdown()
     assert poller.fileno() == -1
     assert poller.count() == 0
@@ -417,3 +444,144 @@ def test_the_poller_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None
     assert tcp.tcp_line_poller() is None
     monkeypatch.setenv("UDPKIT_NO_TCP_POLLER", "0")
     assert tcp.tcp_line_poller() is LINE_POLLER
+
+
+# -- the poller against the pure path, any split ------------------------------------
+
+
+class SocketTransport:
+    """A transport over one end of a socketpair; the test plays the event loop's
+    reading part by hand (:func:`feed_from_socket`), the real loop runs the poller."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.sock.sendall(data)
+
+    def get_extra_info(self, name: str) -> Any:
+        return {"peername": ("127.0.0.1", 4321), "socket": self.sock}.get(name)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def mixed_handler(request: bytes, peer: Peer) -> object:
+    """A result of every kind, by the first letter: as in tests/unit/test_tcp_line_paths.py."""
+    first = request[:1]
+    if first == b"n":
+        return None
+    if first == b"r":
+        raise ValueError("boom")
+    if first == b"b":
+        return bytearray(b"B" + request)
+    if first == b"a":
+        async def later() -> bytes:
+            await asyncio.sleep(0)
+            return b"A" + request
+        return later()
+    return b"<" + request + b">"
+
+
+async def feed_from_socket(connection: TcpConnection, transport: SocketTransport) -> None:
+    """A few event loop rounds: the poller reads if it holds the connection, else the
+    "transport" does (what is waiting on the socket, or the end of the stream)."""
+    for _ in range(6):
+        await asyncio.sleep(0)
+        if connection.polled or not transport.reading or transport.closed:
+            continue
+        try:
+            data = transport.sock.recv(1 << 16)
+        except BlockingIOError:
+            continue
+        if data:
+            connection.data_received(data)
+        else:
+            connection.eof_received()
+            transport.pause_reading()
+
+
+def serve_chunks(chunks: list[bytes], polled: bool) -> tuple[bytes, Any, bool]:
+    """What a client sending ``chunks`` gets back, and the counters, with the C poller
+    reading the connection (``polled``) or the pure path."""
+    server_end, client_end = socket.socketpair()
+    server_end.setblocking(False)
+
+    async def go() -> tuple[Any, bool]:
+        counters = Counters()
+        settings = tcp.TcpSettings(
+            handler=mixed_handler, counters=counters, pipeline=4,  # type: ignore[arg-type]
+            access_log=False, admission=None, max_connections=10, max_per_source=10,
+            idle_timeout=60, line_timeout=60, write_timeout=60, write_buffer=1 << 20,
+            line_reader=LINE_READER if polled else None,
+            line_poller=LINE_POLLER if polled else None,
+        )
+        registry = tcp.ConnectionRegistry(settings)
+        connection = TcpConnection(settings, LineFraming(6), registry)
+        transport = SocketTransport(server_end)
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        assert connection.polled is polled
+        for chunk in chunks:
+            client_end.sendall(chunk)
+            await feed_from_socket(connection, transport)
+        client_end.shutdown(socket.SHUT_WR)
+        await feed_from_socket(connection, transport)
+        connection.connection_lost(None)
+        registry.close()
+        return counters.snapshot(), transport.closed
+
+    try:
+        snapshot, closed = asyncio.run(go())
+        client_end.setblocking(False)
+        replies = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := client_end.recv(1 << 16):
+                replies += chunk
+        return replies, snapshot, closed
+    finally:
+        server_end.close()
+        client_end.close()
+
+
+POLLER_WORDS = [b"x", b"hi", b"n", b"r", b"b", b"a", b"exit", b"", b"longer!"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.lists(
+        st.tuples(st.sampled_from(POLLER_WORDS), st.sampled_from([b"\n", b"\r\n"])), max_size=12
+    ),
+    tail=st.sampled_from([b"", b"pa", b"x" * 8]),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+)
+def test_any_split_gives_the_same_replies_and_counters_through_the_poller(
+    body: list[tuple[bytes, bytes]], tail: bytes, cuts: list[int]
+) -> None:
+    """The poller, handing back and taking again as the stream asks, answers and
+    counts as the pure path does, however the stream is cut into sends."""
+    stream = b"".join(word + end for word, end in body) + tail
+    points = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(points)] or [b""]
+    chunks = [chunk for chunk in chunks if chunk] or [b"x\n"]
+    assert serve_chunks(chunks, polled=True) == serve_chunks(chunks, polled=False)

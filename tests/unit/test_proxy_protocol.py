@@ -16,7 +16,7 @@ from udpkit.core.proxy_protocol import (
     V2_SIGNATURE,
     ParseResult,
     ProxyHeader,
-    ProxyPolicy,
+    ProxyProtocolPolicy,
     parse_untrusted,
 )
 from udpkit.core.sources import parse_networks
@@ -184,9 +184,9 @@ def test_empty_buffer_needs_more() -> None:
 
 
 def test_policy_trusts_only_its_networks() -> None:
-    everyone = ProxyPolicy()
+    everyone = ProxyProtocolPolicy()
     assert everyone.expects_header("198.51.100.9")
-    balancers = ProxyPolicy(parse_networks(["10.0.0.0/8", "::1"]))
+    balancers = ProxyProtocolPolicy(parse_networks(["10.0.0.0/8", "::1"]))
     assert balancers.expects_header("10.1.2.3")
     assert balancers.expects_header("::ffff:10.1.2.3")
     assert balancers.expects_header("::1")

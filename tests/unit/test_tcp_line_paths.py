@@ -1,9 +1,9 @@
 """Tier (a): TCP line handling on the C line reader and on the pure path, compared.
 
 A :class:`TcpConnection` on a fake transport and a hand-driven clock is fed
-the same stream, split anywhere, once with ``udpkit._fastpath.LineReader``
-and once without: the bytes written, every counter, whether it closed and
-the idle/line timestamps after each segment must be the same.  The handler
+the same stream, split anywhere, once with the C ``LineReader`` and once
+without: the bytes written, every counter, whether it closed and its
+session's idle/line timestamps after each segment must be the same.  The handler
 gives every kind of result by the request's first letter (bytes, ``None``,
 raise, bytes-like, wrong type, awaitable), the stream holds empty lines,
 ``\\r\\n``, ``exit`` and lines over the limit.
@@ -21,14 +21,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from udpkit import _native
+from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.counters import Counters, CounterSnapshot
-from udpkit.core.framing import LineFraming
+from udpkit.core.framing import EXIT, LineFraming
 from udpkit.core.handler import Peer
-from udpkit.server import tcp, udp
-from udpkit.server.tcp import ConnectionRegistry, LineReaderType, TcpConnection, TcpSettings
+from udpkit.server.tcp import ConnectionRegistry, TcpConnection, TcpSettings
 
-LINE_READER: LineReaderType | None = getattr(udp._fastpath, "LineReader", None)
-needs_reader = pytest.mark.skipif(LINE_READER is None, reason="udpkit._fastpath not built")
+LINE_READER = _native.line_reader_type()
+needs_reader = pytest.mark.skipif(
+    LINE_READER is None, reason="udpkit._fastpath not built (or UDPKIT_NO_FASTPATH)"
+)
 MAX_LINE = 6
 
 
@@ -82,25 +85,46 @@ def handler(request: bytes, peer: Peer) -> object:
 Outcome = tuple[bytes, CounterSnapshot, bool, list[tuple[float, float | None]]]
 
 
-def run(chunks: list[bytes], reader: LineReaderType | None) -> Outcome:
+def new_reader(*args: Any, **kwargs: Any) -> _native.LineReader:
+    assert LINE_READER is not None
+    return LINE_READER(
+        *args, max_line=MAX_LINE, exit_line=EXIT, empty_reply=b"error: empty request\n",
+        grant=TOKENS_PER_GRANT, **kwargs,
+    )
+
+
+def run(
+    chunks: list[bytes], reader: _native.LineReaderType | None, gaps: list[int] | None = None,
+    idle_timeout: float = 60, line_timeout: float = 60,
+) -> Outcome:
+    """Feed ``chunks`` to one connection, the clock moving by ``gaps`` (cycled; one
+    second each if not given) before each chunk, the registry's sweep looking at
+    the connection just before the chunk arrives."""
+    steps = itertools.cycle(gaps or [1])
+    now = 1.0
+
     async def go() -> Outcome:
+        nonlocal now
         counters = Counters()
         options = TcpSettings(
             handler=handler,  # type: ignore[arg-type]  # wrong result types on purpose
             counters=counters, pipeline=4, access_log=False, admission=None,
-            max_connections=10, max_per_source=10, idle_timeout=60, line_timeout=60,
-            write_timeout=60, write_buffer=1 << 20, line_reader=reader,
+            max_connections=10, max_per_source=10, idle_timeout=idle_timeout,
+            line_timeout=line_timeout, write_timeout=60, write_buffer=1 << 20,
+            line_reader=reader, clock=lambda: now,
         )
         registry = ConnectionRegistry(options)
         connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
         transport = FakeTransport()
         connection.connection_made(transport)  # type: ignore[arg-type]
-        assert (connection._reader is not None) is (reader is not None)
-        connection._last_request = -1.0
+        assert (connection.reader is not None) is (reader is not None)
+        session = connection.session
         times: list[tuple[float, float | None]] = []
         for chunk in chunks:
+            now += next(steps)
+            connection.check_timeouts(now)
             connection.data_received(chunk)
-            times.append((connection._last_request, connection._line_started))
+            times.append((session.last_request, session.line_started))
             for _ in range(4):  # let async replies finish, the same way for both
                 await asyncio.sleep(0)
         connection.eof_received()
@@ -110,13 +134,7 @@ def run(chunks: list[bytes], reader: LineReaderType | None) -> Outcome:
         registry.close()
         return b"".join(transport.written), counters.snapshot(), transport.closed, times
 
-    clock = itertools.count(1)
-    original = tcp._monotonic
-    tcp._monotonic = lambda: float(next(clock))
-    try:
-        return asyncio.run(go())
-    finally:
-        tcp._monotonic = original
+    return asyncio.run(go())
 
 
 @pytest.fixture(autouse=True)
@@ -156,6 +174,28 @@ def test_any_split_of_any_stream_gives_the_same_result_on_both_paths(
 
 
 @needs_reader
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=lines,
+    tail=st.sampled_from([b"", b"pa", b"x" * (MAX_LINE + 1)]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    gaps=st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=8),
+    idle_timeout=st.integers(min_value=1, max_value=12),
+    line_timeout=st.integers(min_value=1, max_value=6),
+)
+def test_any_timing_gives_the_same_timeouts_and_clocks_on_both_paths(
+    body: list[tuple[bytes, bytes]], tail: bytes, cuts: list[int], gaps: list[int],
+    idle_timeout: int, line_timeout: int,
+) -> None:
+    """The session's clocks and timeout decisions do not depend on which path split
+    the lines: the same idle and slow closes, at the same chunk, on both."""
+    stream = b"".join(word + end for word, end in body) + tail
+    chunks = split(stream, cuts) or [b""]
+    fast = run(chunks, LINE_READER, gaps, idle_timeout, line_timeout)
+    assert fast == run(chunks, None, gaps, idle_timeout, line_timeout)
+
+
+@needs_reader
 def test_lines_after_an_awaitable_queue_behind_it_on_both_paths() -> None:
     chunks = [b"x\na1\nhi\n", b"n\nhi\n"]
     fast, pure = run(chunks, LINE_READER), run(chunks, None)
@@ -164,35 +204,28 @@ def test_lines_after_an_awaitable_queue_behind_it_on_both_paths() -> None:
 
 
 @needs_reader
-def test_line_reader_alone_counts_and_keeps_the_partial_line() -> None:
-    assert LINE_READER is not None
+def test_line_reader_alone_counts_and_reports_the_partial_line() -> None:
     counters = Counters()
-    framing = LineFraming(MAX_LINE)
     written: list[bytes] = []
     peer = Peer(("127.0.0.1", 1), "tcp")
-    reader = LINE_READER(handler, peer, counters, framing, written.append, None, None)  # type: ignore[arg-type]
-    assert reader.feed(b"hi\r\n\nn\nx") == tcp.LINES_TAKEN | tcp.PARTIAL_LEFT
-    assert framing.partial == b"x"
-    assert reader.feed(b"y\n") == tcp.LINES_TAKEN
+    reader = new_reader(handler, peer, counters, written.append)
+    assert reader.feed(b"", b"hi\r\n\nn\nx") == (_native.LINES_DONE, 3, b"x", None)
+    assert reader.feed(b"x", b"y\n") == (_native.LINES_DONE, 1, b"", None)
     assert written == [b"<hi>\nerror: empty request\n", b"<xy>\n"]
     snapshot = counters.snapshot()
     assert (snapshot.received, snapshot.replied, snapshot.no_reply, snapshot.dropped_empty) == (
         4, 2, 1, 1,
     )
-    assert reader.feed(b"hi\nr\nhi\n") == -tcp.LINES_ERROR
-    status, rest, handled, extra = reader.unusual()
-    assert (status, rest, handled) == (tcp.LINES_ERROR, b"hi\n", 2)
+    status, taken, rest, extra = reader.feed(b"", b"hi\nr\nhi\n")
+    assert (status, taken, rest) == (_native.LINES_ERROR, 2, b"hi\n")
     assert isinstance(extra, ValueError)
-    assert reader.feed(b"x" * (MAX_LINE + 2)) == -tcp.LINES_OVERSIZE
-    assert reader.unusual()[:3] == (tcp.LINES_OVERSIZE, b"", 0)
-    assert framing.partial == b""
+    assert reader.feed(b"", b"x" * (MAX_LINE + 2)) == (_native.LINES_OVERSIZE, 0, b"", None)
 
 
 @needs_reader
 def test_a_limited_source_takes_tokens_in_grants_and_stops_at_the_line_without_one() -> None:
     """Empty lines and ``exit`` take no token (as on the pure path); a grant of 2
     serves two lines; a grant of 0 leaves that line, and the rest, to Python."""
-    assert LINE_READER is not None
     grants = [2, 0]
     asked: list[tuple[str, float, int]] = []
 
@@ -201,18 +234,19 @@ def test_a_limited_source_takes_tokens_in_grants_and_stops_at_the_line_without_o
         return grants.pop(0)
 
     counters = Counters()
-    framing = LineFraming(MAX_LINE)
     written: list[bytes] = []
     peer = Peer(("192.0.2.7", 1), "tcp")
-    reader = LINE_READER(handler, peer, counters, framing, written.append, None, take)  # type: ignore[arg-type]
-    assert reader.feed(b"\nhi\nho\nhe\nhu\n") == -tcp.LINES_LIMITED
+    reader = new_reader(handler, peer, counters, written.append, None, take)
+    assert reader.feed(b"", b"\nhi\nho\nhe\nhu\n") == (
+        _native.LINES_LIMITED, 3, b"he\nhu\n", None,
+    )
     assert written == [b"error: empty request\n<hi>\n<ho>\n"]
-    assert [(host, want) for host, _, want in asked] == [("192.0.2.7", 16), ("192.0.2.7", 16)]
-    assert reader.unusual()[:3] == (tcp.LINES_LIMITED, b"he\nhu\n", 3)
+    want = TOKENS_PER_GRANT
+    assert [(host, w) for host, _, w in asked] == [("192.0.2.7", want), ("192.0.2.7", want)]
     snapshot = counters.snapshot()
     assert (snapshot.received, snapshot.replied, snapshot.dropped_empty) == (3, 2, 1)
     grants.append(0)
-    assert reader.feed(b"exit\n") == -tcp.LINES_EXIT  # no token asked for
+    assert reader.feed(b"", b"exit\n")[0] == _native.LINES_EXIT  # no token asked for
     assert len(asked) == 2
 
 
@@ -237,3 +271,18 @@ def test_a_base_exception_from_the_handler_is_not_swallowed() -> None:
         registry.close()
 
     asyncio.run(go())
+
+
+@needs_reader
+def test_a_slow_line_and_an_idle_client_close_alike_on_both_paths() -> None:
+    """One close of each kind by the sweep, at the same point of the stream."""
+    slow = [b"hi\n", b"pa", b"r", b"t\n"]
+    fast = run(slow, LINE_READER, [2], idle_timeout=9, line_timeout=3)
+    assert fast == run(slow, None, [2], idle_timeout=9, line_timeout=3)
+    assert fast[0] == b"Welcome!\n<hi>\n"  # "part" never ends in time
+    assert (fast[1].closed_slow, fast[1].closed_idle, fast[2]) == (1, 0, True)
+    idle = [b"hi\n", b"ho\n", b"hu\n"]
+    fast = run(idle, LINE_READER, [1, 5], idle_timeout=4, line_timeout=3)
+    assert fast == run(idle, None, [1, 5], idle_timeout=4, line_timeout=3)
+    assert fast[0] == b"Welcome!\n<hi>\n"
+    assert (fast[1].closed_slow, fast[1].closed_idle) == (0, 1)

@@ -201,7 +201,7 @@ def _check_tlvs(tlvs: bytes) -> None:
 # -- who may send it ------------------------------------------------------------
 
 
-class ProxyPolicy:
+class ProxyProtocolPolicy:
     """Which peers must start with a PROXY header (the trusted load balancers)."""
 
     __slots__ = ("limit", "trusted")

@@ -19,7 +19,7 @@ from udpkit.core.errors import UsageError
 from udpkit.core.framing import make_framing
 from udpkit.core.handler import Handler, format_address
 from udpkit.core.histogram import LatencyHistogram
-from udpkit.core.proxy_protocol import ProxyPolicy
+from udpkit.core.proxy_protocol import ProxyProtocolPolicy
 from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier, parse_networks
 from udpkit.server.accept import TcpListener, listen_tcp
@@ -277,11 +277,11 @@ def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool) 
     return "; ".join(parts)
 
 
-def make_proxy_policy(config: ServerConfig) -> ProxyPolicy | None:
+def make_proxy_policy(config: ServerConfig) -> ProxyProtocolPolicy | None:
     """Who must send a PROXY header, or ``None`` when the PROXY protocol is off."""
     if not config.proxy_protocol:
         return None
-    return ProxyPolicy(parse_networks(config.proxy_trusted))
+    return ProxyProtocolPolicy(parse_networks(config.proxy_trusted))
 
 
 def record_address(addresses: list[tuple[str, int]], sockname: tuple[str, int]) -> tuple[str, int]:

@@ -13,31 +13,31 @@ the pure-Python ``recvmsg``/``sendto`` loop here, used when the extension did
 not build, when ``UDPKIT_NO_FASTPATH=1`` or ``fast_path=False``, and for async
 handlers or the access log.  The C side calls back into this class for
 everything that is not a byte-level check (awaitables, handler errors, logs,
-the send queue), so both paths share that code.
+the send queue: :class:`udpkit._native.UdpEndpointCallbacks`), so both paths
+share that code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import os
 import socket
 import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from types import ModuleType
 
-from udpkit.core.admission import Admission
+from udpkit import _native
+from udpkit.core.admission import TOKENS_PER_GRANT, Admission
 from udpkit.core.counters import Counters
 from udpkit.core.handler import Address, Handler, Peer, Reply
 from udpkit.core.histogram import LatencyHistogram
-from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
+from udpkit.server.dispatch import check_reply, is_async_handler, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access, server_log
 
-_BATCH = 256
-"""Datagrams handled per wake-up before yielding to the event loop."""
+DATAGRAMS_PER_WAKEUP = 256
+"""Datagrams read and handled per wake-up (on either path) before yielding to the
+event loop, so that TCP and timers are not starved by a UDP flood."""
 
 _MSG_TRUNC = socket.MSG_TRUNC
 # Linux: the count of datagrams the kernel dropped for a full receive queue
@@ -45,35 +45,23 @@ _MSG_TRUNC = socket.MSG_TRUNC
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform == "linux" else None
 _ANCILLARY_SPACE = socket.CMSG_SPACE(4)
 
-
-
-def _load_fastpath() -> tuple[ModuleType | None, str]:
-    try:
-        return importlib.import_module("udpkit._fastpath"), ""
-    except ImportError as exc:  # no compiler at install time, or not Linux
-        return None, f"C extension not built: {exc}"
-
-
-_fastpath, _FASTPATH_MISSING = _load_fastpath()
-
 FAST_PATH_NAME = "recvmmsg/sendmmsg (C extension)"
 
 
-def fast_path_refusal(handler: Handler, *, enabled: bool = True, access_log: bool = False) -> str:
-    """Why the C fast path cannot serve ``handler`` here; ``""`` if it can."""
+def fast_path_refusal(
+    handler: Handler, *, enabled: bool = True, access_log: bool = False
+) -> str | None:
+    """Why the C fast path cannot serve ``handler`` here, or ``None`` if it can."""
     if not enabled:
         return "disabled by configuration"
-    if os.environ.get("UDPKIT_NO_FASTPATH", "") not in ("", "0"):
-        return "UDPKIT_NO_FASTPATH is set"
-    if _fastpath is None:
-        return _FASTPATH_MISSING
-    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
-    ):
+    missing = _native.unavailable()
+    if missing is not None:
+        return missing
+    if is_async_handler(handler):
         return "async handler"
     if access_log:
         return "access log on"
-    return ""
+    return None
 
 
 class UdpEndpoint:
@@ -120,10 +108,10 @@ class UdpEndpoint:
         self.fast_path_refusal = fast_path_refusal(
             handler, enabled=fast_path, access_log=access_log
         )
-        self._read: Callable[[], int] = self._read_batch
-        if not self.fast_path_refusal:
-            assert _fastpath is not None
-            self._read = _fastpath.FastPath(
+        self._read: Callable[[], int] = self.read_batch
+        fast_path_type = _native.fast_path_type()
+        if self.fast_path_refusal is None and fast_path_type is not None:
+            self._read = fast_path_type(
                 fd=sock.fileno(),
                 handler=handler,
                 endpoint=self,
@@ -137,12 +125,14 @@ class UdpEndpoint:
                 admission_take=admission.take if admission is not None else None,
                 max_amplification=max_amplification,
                 latency_observe=latency.observe if latency is not None else None,
+                max_per_read=DATAGRAMS_PER_WAKEUP,
+                grant=TOKENS_PER_GRANT,
             ).read
 
     @property
     def fast(self) -> bool:
         """Whether the C fast path serves this socket."""
-        return not self.fast_path_refusal
+        return self.fast_path_refusal is None
 
     def start(self) -> None:
         self._loop.add_reader(self.sock.fileno(), self._read)
@@ -158,7 +148,7 @@ class UdpEndpoint:
     def drain_kernel_queue(self, max_batches: int = 64) -> None:
         """Handle what the kernel already holds (bounded, should a flood go on)."""
         for _ in range(max_batches):
-            if self._read() < _BATCH:
+            if self._read() < DATAGRAMS_PER_WAKEUP:
                 return
 
     def busy(self) -> bool:
@@ -186,11 +176,9 @@ class UdpEndpoint:
 
     # -- receive -------------------------------------------------------------
 
-    def on_readable(self) -> None:
-        self._read()
-
-    def _read_batch(self) -> int:
-        """Handle up to ``_BATCH`` datagrams; return how many were read."""
+    def read_batch(self) -> int:
+        """The pure path: handle up to ``DATAGRAMS_PER_WAKEUP`` datagrams; return how
+        many were read."""
         recvmsg = self.sock.recvmsg
         bufsize = self.recv_buffer
         ancillary = self._ancillary
@@ -198,7 +186,7 @@ class UdpEndpoint:
         max_request = self.max_request
         check = self.admission.check if self.admission is not None else None
         now = time.monotonic()
-        for count in range(_BATCH):
+        for count in range(DATAGRAMS_PER_WAKEUP):
             try:
                 data, anc, flags, address = recvmsg(bufsize, ancillary)
             except (BlockingIOError, InterruptedError):
@@ -224,7 +212,7 @@ class UdpEndpoint:
                 log_abuse(verdict, Peer(address, "udp"), now)
             else:
                 self._handle(data, address, now)
-        return _BATCH
+        return DATAGRAMS_PER_WAKEUP
 
     def _kernel_drops(self, ancillary: list[tuple[int, int, bytes]]) -> None:
         for level, kind, value in ancillary:
@@ -240,18 +228,18 @@ class UdpEndpoint:
         try:
             result = self.handler(data, peer)
         except Exception as exc:
-            self._handler_failed(peer, exc)
+            self.handler_failed(peer, exc)
             return
         if type(result) is bytes:
             self._reply(result, data, address, arrived)
         elif result is None:
             self.counters.no_reply += 1
         else:
-            self._handle_result(result, data, peer, arrived)
+            self.handle_result(result, data, peer, arrived)
 
-    # -- shared with the C fast path (it calls these by name) -----------------
+    # -- shared with the C fast path (_native.UdpEndpointCallbacks) ------------
 
-    def _handle_result(self, result: object, request: bytes, peer: Peer, arrived: float) -> None:
+    def handle_result(self, result: object, request: bytes, peer: Peer, arrived: float) -> None:
         """A handler result that is not plain bytes or ``None``: an awaitable, or a mistake."""
         try:
             if is_awaitable(result):
@@ -259,26 +247,26 @@ class UdpEndpoint:
                 return
             reply = check_reply(result, peer)
         except Exception as exc:
-            self._handler_failed(peer, exc)
+            self.handler_failed(peer, exc)
             return
         if reply is None:
             self.counters.no_reply += 1
         else:
             self._reply(reply, request, peer.address, arrived)
 
-    def _handler_failed(self, peer: Peer, exc: BaseException) -> None:
+    def handler_failed(self, peer: Peer, exc: BaseException) -> None:
         self.counters.handler_errors += 1
         log_handler_error(peer, exc)
 
-    def _log_abuse(self, reason: str, peer: Peer, now: float) -> None:
+    def log_abuse(self, reason: str, peer: Peer, now: float) -> None:
         log_abuse(reason, peer, now)
 
-    def _send_failed(self, address: Address, errno: int) -> None:
+    def send_failed(self, address: Address, errno: int) -> None:
         server_log.warning(
             "UDP send to %s failed: %s", Peer(address, "udp"), os.strerror(errno)
         )
 
-    def _receive_failed(self, errno: int) -> None:
+    def receive_failed(self, errno: int) -> None:
         server_log.warning("UDP receive error (ignored): %s", os.strerror(errno))
 
     def _spawn(
@@ -321,19 +309,19 @@ class UdpEndpoint:
     def send(self, reply: bytes, address: Address) -> None:
         """Send at once; queue only while the socket is full."""
         if self._queue:
-            self._enqueue(reply, address)
+            self.enqueue(reply, address)
             return
         try:
             self.sock.sendto(reply, address)
         except (BlockingIOError, InterruptedError):
-            self._enqueue(reply, address)
+            self.enqueue(reply, address)
         except OSError as exc:
             self.counters.send_errors += 1
             server_log.warning("UDP send to %s failed: %s", Peer(address, "udp"), exc)
         else:
             self.counters.replied += 1
 
-    def _enqueue(self, reply: bytes, address: Address) -> None:
+    def enqueue(self, reply: bytes, address: Address) -> None:
         if len(self._queue) >= self._queue_limit:
             self.counters.send_errors += 1
             return
