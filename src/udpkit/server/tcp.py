@@ -59,6 +59,20 @@ __all__ = [
 BUSY = b"busy"
 
 
+def peer_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+    """The peer's address, asked once; ``None`` if the peer is already gone (uvloop gives
+    no ``peername`` for a connection reset before it was accepted; the socket then says
+    ``ENOTCONN``)."""
+    address = transport.get_extra_info("peername")
+    if address is None:
+        sock = transport.get_extra_info("socket")
+        try:
+            address = None if sock is None else sock.getpeername()
+        except OSError:
+            return None
+    return address  # type: ignore[no-any-return]
+
+
 class TcpConnection(asyncio.Protocol):
     """One client connection: feeds its session, answers in order."""
 
@@ -93,8 +107,13 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvloop's transports are not asyncio.Transport subclasses, only alike: no isinstance.
         self.transport = transport
-        self.peer = Peer(transport.get_extra_info("peername"), "tcp")
         self.counters.connections_opened += 1
+        address = peer_address(transport)
+        if address is None:  # reset between the kernel's accept and now: nobody to serve
+            self.session.abort()
+            transport.abort()  # connection_lost follows, and counts the close
+            return
+        self.peer = Peer(address, "tcp")
         proxy = self.settings.proxy
         if proxy is not None and proxy.expects_header(self.peer.host):
             self._proxy_buffer = bytearray()
