@@ -85,6 +85,17 @@ def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
               type=click.IntRange(1, 65507), help="Largest request in bytes.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="Log one line per request.")
+@click.option("--handler-timeout", default=_defaults.handler_timeout, show_default=True,
+              type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Longest an async handler's call may take; then it counts as "
+                   "handler_timeouts (TCP: 'error: handler timed out'). 0: no limit.")
+@click.option("--max-pending", default=_defaults.max_pending, show_default=True,
+              type=click.IntRange(min=1), metavar="N",
+              help="Async handler calls running at once per transport; beyond it a request "
+                   "is dropped as dropped_overload (TCP: 'error: overloaded').")
+@click.option("--max-pending-per-source", default=_defaults.max_pending_per_source,
+              show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Async handler calls running at once for one source (its /32 or /64).")
 @click.option("--handler-threads", default=_defaults.handler_threads, show_default=True,
               type=click.IntRange(min=0), metavar="N",
               help="Run a sync handler on N threads, so one that blocks (sleep, disk, a "
@@ -163,6 +174,9 @@ def serve(
     max_request: int,
     access_log: bool,
     graceful_timeout: float,
+    handler_timeout: float,
+    max_pending: int,
+    max_pending_per_source: int,
     handler_threads: int,
     stall_warning: float,
     rate_limit: str,
@@ -203,6 +217,9 @@ def serve(
         max_request=max_request,
         access_log=access_log,
         graceful_timeout=graceful_timeout,
+        handler_timeout=handler_timeout,
+        max_pending=max_pending,
+        max_pending_per_source=max_pending_per_source,
         handler_threads=handler_threads,
         stall_warning=stall_warning,
         rate_limit=_optional_float(rate_limit, "--rate-limit"),

@@ -20,7 +20,9 @@ OUTCOMES: tuple[str, ...] = (
     "dropped_denied",
     "dropped_rate_limited",
     "dropped_amplification",
+    "dropped_overload",
     "handler_errors",
+    "handler_timeouts",
     "send_errors",
 )
 
@@ -40,10 +42,12 @@ class Counters:
         "dropped_amplification",
         "dropped_denied",
         "dropped_empty",
+        "dropped_overload",
         "dropped_oversize",
         "dropped_rate_limited",
         "dropped_truncated",
         "handler_errors",
+        "handler_timeouts",
         "kernel_drops",
         "no_reply",
         "received",
@@ -61,7 +65,9 @@ class Counters:
         self.dropped_denied = 0
         self.dropped_rate_limited = 0
         self.dropped_amplification = 0
+        self.dropped_overload = 0
         self.handler_errors = 0
+        self.handler_timeouts = 0
         self.send_errors = 0
         self.kernel_drops = 0
         self.connections_opened = 0
@@ -99,8 +105,14 @@ class CounterSnapshot:
     """Requests over their source's rate limit."""
     dropped_amplification: int = 0
     """UDP replies larger than ``max_amplification`` times their request, not sent."""
+    dropped_overload: int = 0
+    """Requests whose async handler call would have gone over the in-flight caps (in all,
+    or of its source); never awaited."""
     handler_errors: int = 0
-    """Handler raised; logged, and the server kept serving."""
+    """Handler raised (any exception) or returned a wrong type; logged, and the server
+    kept serving."""
+    handler_timeouts: int = 0
+    """Async handler calls that did not finish within ``handler_timeout``."""
     send_errors: int = 0
     """The reply could not be sent (socket error, peer gone, send queue full)."""
     kernel_drops: int = 0
@@ -129,7 +141,7 @@ class CounterSnapshot:
 
     @property
     def errors(self) -> int:
-        return self.handler_errors + self.send_errors
+        return self.handler_errors + self.handler_timeouts + self.send_errors
 
     @property
     def accounted(self) -> int:
@@ -143,8 +155,10 @@ class CounterSnapshot:
             f"dropped(empty={self.dropped_empty} oversize={self.dropped_oversize} "
             f"truncated={self.dropped_truncated} denied={self.dropped_denied} "
             f"rate_limited={self.dropped_rate_limited} "
-            f"amplification={self.dropped_amplification}) "
-            f"errors(handler={self.handler_errors} send={self.send_errors})"
+            f"amplification={self.dropped_amplification} "
+            f"overload={self.dropped_overload}) "
+            f"errors(handler={self.handler_errors} timeout={self.handler_timeouts} "
+            f"send={self.send_errors})"
         )
 
     def as_dict(self) -> dict[str, int]:

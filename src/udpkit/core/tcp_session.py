@@ -25,6 +25,8 @@ ERR_EMPTY = error_message("empty request")
 ERR_TOO_LONG = error_message("request too long")
 ERR_HANDLER = error_message("handler failed")
 ERR_RATE_LIMITED = error_message("rate limited")
+ERR_TIMEOUT = error_message("handler timed out")
+ERR_OVERLOADED = error_message("overloaded")
 
 
 class Paused(enum.Flag):

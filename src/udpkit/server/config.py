@@ -13,6 +13,7 @@ from udpkit.apps import DEFAULT_APP
 from udpkit.core.errors import UsageError
 from udpkit.core.framing import FramingName
 from udpkit.core.handler import Handler
+from udpkit.core.inflight import HANDLER_TIMEOUT, MAX_PENDING, MAX_PENDING_PER_SOURCE
 
 DEFAULT_PORT = 9999
 
@@ -53,6 +54,15 @@ class ServerConfig:
     """Seconds a shutdown waits for in-flight requests before closing anyway."""
     metrics: tuple[str, int] | None = None
     """Serve Prometheus metrics on this (host, port); port 0 picks one."""
+    handler_timeout: float = HANDLER_TIMEOUT
+    """Seconds an async handler's call may take; past it the request is counted in
+    ``handler_timeouts`` (TCP: ``error: handler timed out`` in its place); 0: no limit."""
+    max_pending: int = MAX_PENDING
+    """Async handler calls running at once, per transport; a request beyond it is dropped
+    and counted (``dropped_overload``; TCP: ``error: overloaded``)."""
+    max_pending_per_source: int = MAX_PENDING_PER_SOURCE
+    """Async handler calls running at once for one source (its rate-limit key: a /32 or
+    /64), so one client cannot take the whole ``max_pending``."""
     handler_threads: int = 0
     """Run a sync handler on this many threads (``--handler-threads``), so handlers that
     block (sleep, disk, a database) do not stop the loop; it must then be thread-safe.
@@ -137,6 +147,10 @@ class ServerConfig:
                 "the PROXY protocol needs --proxy-trusted CIDR, the load balancers that send "
                 "the header (--proxy-trusted any lets every client choose its own source)"
             )
+        if self.handler_timeout < 0:
+            raise UsageError(f"handler_timeout must be >= 0 (got {self.handler_timeout})")
+        if self.max_pending < 1 or self.max_pending_per_source < 1:
+            raise UsageError("max_pending and max_pending_per_source must be >= 1")
         if self.handler_threads < 0 or self.stall_warning < 0:
             raise UsageError("handler_threads and stall_warning must be >= 0")
         if self.graceful_timeout < 0:

@@ -2,17 +2,35 @@
 
 Rule: a handler's result is bytes, ``None``, or an awaitable of either; any
 other type, and any exception, is the handler's error: counted, logged with its
-traceback, and the server goes on.  The log is rate-limited as abuse lines are
+traceback, and the server goes on.  "Any" means any ``BaseException``: a handler that
+raises ``SystemExit``, ``KeyboardInterrupt`` or its own ``CancelledError`` has failed
+like one that raises ``ValueError`` (Ctrl-C and SIGTERM reach the server as signals,
+handled by :mod:`udpkit.signals`, never as exceptions out of a handler); only the
+cancellation of the server's own task (a forced stop) is let through.
+
+An async handler's call is bounded by :class:`AsyncCalls`: a deadline
+(``handler_timeout``, counted as ``handler_timeouts``) and caps on how many run at
+once, per transport and per source (:mod:`udpkit.core.inflight`, counted as
+``dropped_overload``), so a handler that never returns cannot hold a connection or
+grow memory without bound.  The log is rate-limited as abuse lines are
 (a burst, then about one a second): a handler that always raises must not turn
 every request into kilobytes of log, and the next line says how many were left out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
+from collections.abc import Awaitable, Hashable
 
 from udpkit.core.handler import Peer, Reply
+from udpkit.core.inflight import (
+    HANDLER_TIMEOUT,
+    MAX_PENDING,
+    MAX_PENDING_PER_SOURCE,
+    InFlight,
+)
 from udpkit.server import logs
 from udpkit.server.logs import server_log
 
@@ -21,6 +39,56 @@ _clock = time.monotonic
 
 class HandlerError(Exception):
     """A handler raised or returned something that is not a reply."""
+
+
+class HandlerTimeout(Exception):
+    """An async handler did not finish within the server's ``handler_timeout``."""
+
+
+def cancelled_from_outside() -> bool:
+    """Whether a ``CancelledError`` just caught is the running task's own cancellation
+    (a forced stop), rather than one the handler raised or got from its own awaits."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def discard(result: object) -> None:
+    """Drop an awaitable that will not be awaited, without a "never awaited" warning."""
+    close = getattr(result, "close", None)
+    if inspect.iscoroutine(result) and close is not None:
+        close()
+    elif isinstance(result, asyncio.Future):
+        result.cancel()
+
+
+class AsyncCalls:
+    """The async handler calls of one transport: how many run, and for how long."""
+
+    def __init__(
+        self, *, timeout: float = HANDLER_TIMEOUT, max_total: int = MAX_PENDING,
+        max_per_source: int = MAX_PENDING_PER_SOURCE,
+    ) -> None:
+        self.timeout = timeout
+        """Seconds an async handler may take; 0: no limit."""
+        self.inflight = InFlight(max_total=max_total, max_per_source=max_per_source)
+
+    def try_take(self, source: Hashable) -> bool:
+        return self.inflight.try_take(source)
+
+    async def finish(self, pending: Awaitable[Reply], source: Hashable) -> Reply:
+        """Await the handler's call within the deadline; :class:`HandlerTimeout` past it."""
+        try:
+            if self.timeout <= 0:
+                return await pending
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await pending
+            except TimeoutError:
+                if cancelled_from_outside():
+                    raise
+                raise HandlerTimeout(f"handler did not finish within {self.timeout:g} s") from None
+        finally:
+            self.inflight.release(source)
 
 
 def check_reply(result: object, peer: Peer) -> Reply:
@@ -52,7 +120,9 @@ def log_handler_error(peer: Peer, exc: BaseException) -> None:
     if left_out is None:
         return
     more = f" ({left_out} more handler errors not logged)" if left_out else ""
-    if isinstance(exc, HandlerError):
+    if isinstance(exc, HandlerTimeout):
+        server_log.error("%s for %s%s", exc, peer, more)
+    elif isinstance(exc, HandlerError):
         server_log.error("%s%s", exc, more)
     else:
         server_log.error("handler failed for request from %s%s", peer, more, exc_info=exc)

@@ -49,6 +49,8 @@ _ABUSE_TEXT = {
     "slow": "Closing TCP connection from %s: request line too slow",
     "write_timeout": "Closing TCP connection from %s: it does not read its replies",
     "bad_proxy": "Closing TCP connection from %s: malformed PROXY protocol header",
+    "overload": "Dropping a request from %s: too many async handler calls running "
+                "(max_pending, max_pending_per_source)",
 }
 _abuse_limiter = LogLimiter(per_second=1.0, burst=5)
 handler_error_limiter = LogLimiter(per_second=1.0, burst=5)

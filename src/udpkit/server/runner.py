@@ -25,7 +25,7 @@ from udpkit.core.sources import SourceClassifier, parse_networks
 from udpkit.server.accept import TcpListener, listen_tcp
 from udpkit.server.binding import BoundSockets, bind
 from udpkit.server.config import ServerConfig
-from udpkit.server.dispatch import is_async_handler
+from udpkit.server.dispatch import AsyncCalls, is_async_handler
 from udpkit.server.event_loops import run_with_loop
 from udpkit.server.handler_threads import ThreadedHandler
 from udpkit.server.limits import ensure_open_files
@@ -69,6 +69,12 @@ class Server(Service):
         self.addresses: list[tuple[str, int]] = []
         self._sockets: BoundSockets | None = None
         self.admission = make_admission(config)
+        self.async_calls = {
+            transport: AsyncCalls(timeout=config.handler_timeout, max_total=config.max_pending,
+                                  max_per_source=config.max_pending_per_source)
+            for transport in ("udp", "tcp")
+        }
+        """Each transport's running async handler calls, capped and timed."""
         self._udp: list[UdpEndpoint] = []
         self._tcp_servers: list[TcpListener] = []
         self._registry: ConnectionRegistry | None = None
@@ -136,6 +142,7 @@ class Server(Service):
                 TcpSettings(
                     handler=self.handler,
                     counters=self.tcp_counters,
+                    async_calls=self.async_calls["tcp"],
                     pipeline=config.tcp_pipeline,
                     access_log=config.access_log,
                     admission=self.admission,
@@ -156,6 +163,7 @@ class Server(Service):
                 sock,
                 self.handler,
                 self.udp_counters,
+                async_calls=self.async_calls["udp"],
                 max_request=config.max_request,
                 recv_buffer=config.recv_buffer,
                 send_queue=config.udp_send_queue,

@@ -34,12 +34,13 @@ from udpkit.core.proxy_protocol import NEEDS_MORE, parse_untrusted
 from udpkit.core.tcp_session import (
     ERR_EMPTY,
     ERR_HANDLER,
+    ERR_OVERLOADED,
     ERR_RATE_LIMITED,
     Line,
     Paused,
     TcpSession,
 )
-from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
+from udpkit.server.dispatch import check_reply, discard, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access
 from udpkit.server.tcp_poller import TCP_POLLER_NAME, PollerHandoff
 from udpkit.server.tcp_registry import (
@@ -226,10 +227,8 @@ class TcpConnection(asyncio.Protocol):
             if status == _native.LINES_LIMITED:  # this chunk's rest as the pure path does
                 self._receive(rest, now, taken)
                 return
-            if status == _native.LINES_ERROR:
-                if not isinstance(extra, Exception):
-                    raise extra  # type: ignore[misc]  # KeyboardInterrupt, SystemExit
-                self._handler_failed(extra)
+            if status == _native.LINES_ERROR:  # any exception, SystemExit included
+                self._handler_failed(extra)  # type: ignore[arg-type]
             else:
                 self._handle_result(extra)
             if session.pending:  # an async reply is pending: later ones queue behind it
@@ -339,7 +338,7 @@ class TcpConnection(asyncio.Protocol):
             log_access(peer, message)
         try:
             result = self.handler(message, peer)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the handler's
             self._handler_failed(exc)
             return
         if type(result) is bytes:
@@ -356,10 +355,16 @@ class TcpConnection(asyncio.Protocol):
         assert peer is not None
         try:
             if is_awaitable(result):
+                if not self.settings.async_calls.try_take(self.source_key):
+                    discard(result)
+                    self.counters.dropped_overload += 1
+                    log_abuse("overload", peer, self._arrived)
+                    self._write(self.session.framing.frame(ERR_OVERLOADED), is_reply=False)
+                    return
                 self.replies.queue_pending(result, self._arrived)  # type: ignore[arg-type]
                 return
             reply = check_reply(result, peer)
-        except Exception as exc:
+        except BaseException as exc:
             self._handler_failed(exc)
             return
         if reply is None:
@@ -367,7 +372,7 @@ class TcpConnection(asyncio.Protocol):
         else:
             self._write(self.session.framing.frame(reply), is_reply=True)
 
-    def _handler_failed(self, exc: Exception) -> None:
+    def _handler_failed(self, exc: BaseException) -> None:
         assert self.peer is not None
         self.counters.handler_errors += 1
         log_handler_error(self.peer, exc)

@@ -13,7 +13,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from udpkit import _native
@@ -24,6 +24,7 @@ from udpkit.core.histogram import LatencyHistogram
 from udpkit.core.proxy_protocol import ProxyProtocolPolicy
 from udpkit.core.tcp_session import SessionLimits
 from udpkit.server import udp as _udp_glue
+from udpkit.server.dispatch import AsyncCalls
 
 if TYPE_CHECKING:
     from udpkit.server.tcp import TcpConnection
@@ -77,6 +78,8 @@ class TcpSettings:
     line_poller: _native.LinePollerType | None = None
     """With ``line_reader``: the C poller that reads connections in the simple state
     (see :func:`tcp_line_poller`), or ``None``: the event loop reads every connection."""
+    async_calls: AsyncCalls = field(default_factory=AsyncCalls)
+    """The async handler calls of the transport: their deadline and caps."""
     clock: Callable[[], float] = time.monotonic
     """The monotonic clock whose readings the sessions are given."""
 

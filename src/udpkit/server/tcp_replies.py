@@ -15,8 +15,13 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from udpkit.core.handler import Reply
-from udpkit.core.tcp_session import ERR_HANDLER, Paused
-from udpkit.server.dispatch import check_reply, log_handler_error
+from udpkit.core.tcp_session import ERR_HANDLER, ERR_TIMEOUT, Paused
+from udpkit.server.dispatch import (
+    HandlerTimeout,
+    cancelled_from_outside,
+    check_reply,
+    log_handler_error,
+)
 
 if TYPE_CHECKING:
     from udpkit.server.tcp import TcpConnection
@@ -67,7 +72,9 @@ class OrderedReplies:
     def queue_pending(self, pending: Awaitable[Reply], arrived: float) -> None:
         """An async handler's reply: later replies wait for it."""
         connection = self._connection
-        future = asyncio.ensure_future(pending)
+        future = asyncio.ensure_future(
+            connection.settings.async_calls.finish(pending, connection.source_key)
+        )
         self._queue.append(future)
         latency = connection.settings.latency
         if latency is not None:
@@ -117,12 +124,17 @@ class OrderedReplies:
             if isinstance(item, asyncio.Future):
                 try:
                     reply = check_reply(await item, peer)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
+                except HandlerTimeout as exc:
+                    counters.handler_timeouts += 1
+                    log_handler_error(peer, exc)
+                    wire: bytes | None = framing.frame(ERR_TIMEOUT)
+                    is_reply = False
+                except BaseException as exc:  # the handler's own CancelledError too
+                    if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+                        raise  # the connection is going: cancel() counts what is left
                     counters.handler_errors += 1
                     log_handler_error(peer, exc)
-                    wire: bytes | None = framing.frame(ERR_HANDLER)
+                    wire = framing.frame(ERR_HANDLER)
                     is_reply = False
                 else:
                     if reply is None:

@@ -25,14 +25,23 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 from udpkit import _native
 from udpkit.core.admission import TOKENS_PER_GRANT, Admission
 from udpkit.core.counters import Counters
 from udpkit.core.handler import Address, Handler, Peer, Reply
 from udpkit.core.histogram import LatencyHistogram
-from udpkit.server.dispatch import check_reply, is_async_handler, is_awaitable, log_handler_error
+from udpkit.server.dispatch import (
+    AsyncCalls,
+    HandlerTimeout,
+    cancelled_from_outside,
+    check_reply,
+    discard,
+    is_async_handler,
+    is_awaitable,
+    log_handler_error,
+)
 from udpkit.server.logs import log_abuse, log_access, server_log
 
 DATAGRAMS_PER_WAKEUP = 256
@@ -73,6 +82,7 @@ class UdpEndpoint:
         handler: Handler,
         counters: Counters,
         *,
+        async_calls: AsyncCalls | None = None,
         max_request: int,
         recv_buffer: int,
         send_queue: int,
@@ -85,6 +95,7 @@ class UdpEndpoint:
         self.sock = sock
         self.handler = handler
         self.counters = counters
+        self.async_calls = async_calls if async_calls is not None else AsyncCalls()
         self.max_request = max_request
         self.recv_buffer = recv_buffer
         self.access_log = access_log
@@ -227,7 +238,7 @@ class UdpEndpoint:
             log_access(peer, data)
         try:
             result = self.handler(data, peer)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the handler's
             self.handler_failed(peer, exc)
             return
         if type(result) is bytes:
@@ -246,7 +257,7 @@ class UdpEndpoint:
                 self._spawn(result, request, peer, arrived)  # type: ignore[arg-type]
                 return
             reply = check_reply(result, peer)
-        except Exception as exc:
+        except BaseException as exc:
             self.handler_failed(peer, exc)
             return
         if reply is None:
@@ -272,19 +283,34 @@ class UdpEndpoint:
     def _spawn(
         self, pending: Awaitable[Reply], request: bytes, peer: Peer, arrived: float
     ) -> None:
-        task = self._loop.create_task(self._finish(pending, request, peer, arrived))
+        admission = self.admission
+        source = admission.source_key(peer.host)[0] if admission is not None else peer.host
+        if not self.async_calls.try_take(source):
+            discard(pending)
+            self.counters.dropped_overload += 1
+            log_abuse("overload", peer, arrived)
+            return
+        task = self._loop.create_task(self._finish(pending, source, request, peer, arrived))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _finish(
-        self, pending: Awaitable[Reply], request: bytes, peer: Peer, arrived: float
+        self, pending: Awaitable[Reply], source: Hashable, request: bytes, peer: Peer,
+        arrived: float,
     ) -> None:
         try:
-            reply = check_reply(await pending, peer)
-        except asyncio.CancelledError:
+            reply = check_reply(await self.async_calls.finish(pending, source), peer)
+        except HandlerTimeout as exc:
+            self.counters.handler_timeouts += 1
+            log_handler_error(peer, exc)
+            return
+        except asyncio.CancelledError as exc:
             self.counters.handler_errors += 1
-            raise
-        except Exception as exc:
+            if cancelled_from_outside():  # a forced stop: counted, and let through
+                raise
+            log_handler_error(peer, exc)  # the handler's own cancellation: its failure
+            return
+        except BaseException as exc:
             self.counters.handler_errors += 1
             log_handler_error(peer, exc)
             return
