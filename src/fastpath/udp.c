@@ -530,6 +530,14 @@ static PyMethodDef FastPath_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef FastPath_members[] = {
+    {"kernel_drops_seen", T_UINT, offsetof(FastPath, kernel_drops_seen), 0,
+     "The socket's kernel drop count (sk_drops) already added to counters.kernel_drops:\n"
+     "from SO_RXQ_OVFL as datagrams arrive; the endpoint sets it when it reads the\n"
+     "count directly (tail drops, see udpkit.server.kernel_drops)."},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject FastPathType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "udpkit._fastpath.FastPath",
@@ -542,6 +550,7 @@ static PyTypeObject FastPathType = {
     .tp_traverse = (traverseproc)FastPath_traverse,
     .tp_clear = (inquiry)FastPath_clear,
     .tp_methods = FastPath_methods,
+    .tp_members = FastPath_members,
 };
 
 int

@@ -128,6 +128,9 @@ class PolledConnection(Protocol):
 class FastPath(Protocol):
     """``_fastpath.FastPath``: one UDP socket's recvmmsg/handle/sendmmsg loop."""
 
+    kernel_drops_seen: int
+    """The socket's kernel drop count already added to ``counters.kernel_drops``."""
+
     def read(self) -> int:
         """Handle up to ``max_per_read`` waiting datagrams; return how many were read."""
         ...

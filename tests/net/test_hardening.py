@@ -285,6 +285,32 @@ async def test_metrics_endpoint_serves_the_counters() -> None:
 
 
 @pytest.mark.usefixtures("udp_path")
+async def test_kernel_drops_at_the_tail_of_a_flood_are_counted() -> None:
+    """Regression (issue 16, item 15): drops were only learnt from the next datagram's
+    SO_RXQ_OVFL, so a flood's last drops (nothing after them) were never counted."""
+    async with Server(ServerConfig(port=0, tcp=False)) as server:
+        endpoint = server._udp[0]
+        endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel minimum
+        raw = RawUdp(HOST)
+        try:
+            for index in range(300):  # without yielding: the server cannot read meanwhile
+                raw.sock.sendto(b"t%d" % index, (HOST, server.port))
+            async with asyncio.timeout(5):  # no datagram after the drops
+                while True:
+                    stats = server.stats()["udp"]
+                    if stats.received + stats.kernel_drops >= 300 and stats.accounted == (
+                        stats.received
+                    ):
+                        break
+                    await asyncio.sleep(0.01)
+        finally:
+            raw.close()
+    assert stats.kernel_drops > 0
+    assert stats.received + stats.kernel_drops == 300
+    assert server.stats()["udp"].kernel_drops == stats.kernel_drops  # counted once
+
+
+@pytest.mark.usefixtures("udp_path")
 async def test_kernel_drops_are_read_from_so_rxq_ovfl_and_add_up() -> None:
     """Datagrams the kernel drops for a full receive queue are counted, exactly."""
     async with Server(ServerConfig(port=0, tcp=False)) as server:

@@ -87,7 +87,9 @@ class Server(Service):
     # -- public state ---------------------------------------------------------
 
     def stats(self) -> dict[str, CounterSnapshot]:
-        """Frozen counters per transport."""
+        """Frozen counters per transport (the kernel's drop counts read just now)."""
+        for endpoint in self._udp:
+            endpoint.account_kernel_drops()
         return {"udp": self.udp_counters.snapshot(), "tcp": self.tcp_counters.snapshot()}
 
     def summary(self) -> str:

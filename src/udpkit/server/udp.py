@@ -42,6 +42,7 @@ from udpkit.server.dispatch import (
     is_awaitable,
     log_handler_error,
 )
+from udpkit.server.kernel_drops import socket_drops
 from udpkit.server.logs import log_abuse, log_access, server_log
 
 DATAGRAMS_PER_WAKEUP = 256
@@ -102,7 +103,9 @@ class UdpEndpoint:
         self.admission = admission
         self.max_amplification = max_amplification
         self.latency = latency
-        self._kernel_drops_seen = 0  # this socket's running total, as the kernel reports it
+        self.kernel_drops_seen = 0
+        """This socket's kernel drop count (sk_drops) already in ``counters.kernel_drops``:
+        the pure path's; on the C path the C object keeps it (one owner per socket)."""
         self._ancillary = 0
         if _SO_RXQ_OVFL is not None:
             try:
@@ -120,9 +123,10 @@ class UdpEndpoint:
             handler, enabled=fast_path, access_log=access_log
         )
         self._read: Callable[[], int] = self.read_batch
+        self._fast: _native.FastPath | None = None
         fast_path_type = _native.fast_path_type()
         if self.fast_path_refusal is None and fast_path_type is not None:
-            self._read = fast_path_type(
+            self._fast = fast_path_type(
                 fd=sock.fileno(),
                 handler=handler,
                 endpoint=self,
@@ -138,7 +142,8 @@ class UdpEndpoint:
                 latency_observe=latency.observe if latency is not None else None,
                 max_per_read=DATAGRAMS_PER_WAKEUP,
                 grant=TOKENS_PER_GRANT,
-            ).read
+            )
+            self._read = self._fast.read
 
     @property
     def fast(self) -> bool:
@@ -172,7 +177,20 @@ class UdpEndpoint:
             else:
                 await asyncio.sleep(0.01)
 
+    def account_kernel_drops(self) -> None:
+        """Add the drops the kernel counted for this socket that no datagram has reported
+        yet (SO_RXQ_OVFL comes with the next datagram, so a flood's tail went uncounted)."""
+        if self.sock.fileno() < 0:
+            return
+        total = socket_drops(self.sock)
+        if total is None:
+            return
+        keeper: _native.FastPath | UdpEndpoint = self._fast if self._fast is not None else self
+        self.counters.kernel_drops += (total - keeper.kernel_drops_seen) & 0xFFFFFFFF
+        keeper.kernel_drops_seen = total & 0xFFFFFFFF
+
     def close(self) -> None:
+        self.account_kernel_drops()
         if self._reading:
             self._loop.remove_reader(self.sock.fileno())
             self._reading = False
@@ -229,8 +247,8 @@ class UdpEndpoint:
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
                 total = int.from_bytes(value[:4], sys.byteorder)
-                self.counters.kernel_drops += (total - self._kernel_drops_seen) & 0xFFFFFFFF
-                self._kernel_drops_seen = total
+                self.counters.kernel_drops += (total - self.kernel_drops_seen) & 0xFFFFFFFF
+                self.kernel_drops_seen = total
 
     def _handle(self, data: bytes, address: Address, arrived: float) -> None:
         peer = Peer(address, "udp")
