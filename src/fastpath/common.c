@@ -21,11 +21,6 @@ names_init(void)
     }
 #define INTERN(field) \
     if ((names.field = PyUnicode_InternFromString(#field)) == NULL) return -1
-    INTERN(udp);
-    INTERN(serve);
-    INTERN(denied);
-    INTERN(rate_limited);
-    INTERN(amplification);
     INTERN(handle_result);
     INTERN(handler_failed);
     INTERN(log_abuse);
@@ -36,6 +31,25 @@ names_init(void)
     INTERN(handed_back);
 #undef INTERN
     return 0;
+}
+
+/* The names above, for udpkit._native to check against their Python owners
+ * (Counters' fields, the callback Protocols) when it loads the extension. */
+int
+names_export(PyObject *module)
+{
+    PyObject *counters = PyTuple_New(C_COUNT);
+    if (counters == NULL) return -1;
+    for (int i = 0; i < C_COUNT; i++) PyTuple_SET_ITEM(counters, i, Py_NewRef(names.counter[i]));
+    PyObject *callbacks = PyTuple_Pack(8, names.handle_result, names.handler_failed,
+                                       names.log_abuse, names.enqueue, names.send_failed,
+                                       names.receive_failed, names.lines_read, names.handed_back);
+    int status = callbacks == NULL ? -1 : 0;
+    if (status == 0) status = PyModule_AddObjectRef(module, "COUNTER_FIELDS", counters);
+    if (status == 0) status = PyModule_AddObjectRef(module, "CALLBACKS", callbacks);
+    Py_DECREF(counters);
+    Py_XDECREF(callbacks);
+    return status;
 }
 
 double

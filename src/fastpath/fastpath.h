@@ -54,8 +54,6 @@ enum {
 /* Every interned name C uses, in one struct, set once at module init. */
 typedef struct {
     PyObject *counter[C_COUNT];
-    /* admission verdicts (udpkit.core.admission) and the Peer transport */
-    PyObject *udp, *serve, *denied, *rate_limited, *amplification;
     /* the UDP endpoint's callbacks (_native.UdpEndpointCallbacks) */
     PyObject *handle_result, *handler_failed, *log_abuse, *enqueue, *send_failed,
         *receive_failed;
@@ -66,6 +64,7 @@ typedef struct {
 extern FastpathNames names;
 
 int names_init(void);
+int names_export(PyObject *module);
 
 double monotonic_now(void);
 

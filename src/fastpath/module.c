@@ -59,7 +59,7 @@ PyInit__fastpath(void)
     PyObject *module = PyModule_Create(&fastpath_module);
     if (module == NULL) return NULL;
     if (fastpath_add_udp(module) < 0 || fastpath_add_line_reader(module) < 0 ||
-        fastpath_add_line_poller(module) < 0 ||
+        fastpath_add_line_poller(module) < 0 || names_export(module) < 0 ||
         PyModule_AddIntConstant(module, "LINES_DONE", LINES_DONE) < 0 ||
         PyModule_AddIntConstant(module, "LINES_EXIT", LINES_EXIT) < 0 ||
         PyModule_AddIntConstant(module, "LINES_OVERSIZE", LINES_OVERSIZE) < 0 ||

@@ -40,6 +40,8 @@ typedef struct {
     PyObject *grant;                  /* tokens asked for at once (a Python int) */
     PyObject *latency_observe;        /* latency.observe or NULL */
     PyObject *peer_type;
+    /* Words Python owns (udpkit.core.admission, the Peer's transport), given to init. */
+    PyObject *transport, *serve, *denied, *rate_limited, *amplification;
     long long delta[C_COUNT];
     char *buffers;                    /* VLEN * bufsize */
     struct mmsghdr rmsgs[VLEN];
@@ -120,7 +122,7 @@ lookup_peer(FastPath *self, const struct sockaddr_in6 *name, socklen_t namelen)
 
     PyObject *address = make_address(name);
     if (address == NULL) return NULL;
-    PyObject *args[2] = {address, names.udp};
+    PyObject *args[2] = {address, self->transport};
     PyObject *peer = PyObject_Vectorcall(self->peer_type, args, 2, NULL);
     Py_DECREF(address);
     if (peer == NULL) return NULL;
@@ -135,8 +137,8 @@ lookup_peer(FastPath *self, const struct sockaddr_in6 *name, socklen_t namelen)
                 return NULL;
             }
             if (fixed != Py_None) {
-                int serve = PyObject_RichCompareBool(fixed, names.serve, Py_EQ);
-                int deny = PyObject_RichCompareBool(fixed, names.denied, Py_EQ);
+                int serve = PyObject_RichCompareBool(fixed, self->serve, Py_EQ);
+                int deny = PyObject_RichCompareBool(fixed, self->denied, Py_EQ);
                 if (serve > 0) verdict = SERVE_ALWAYS;
                 else if (deny > 0) verdict = DENY_ALWAYS;
                 PyErr_Clear();
@@ -245,7 +247,7 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
     if (verdict != SERVE_ALWAYS) {
         PyObject *reason = NULL;
         if (verdict == DENY_ALWAYS) {
-            reason = Py_NewRef(names.denied);
+            reason = Py_NewRef(self->denied);
         } else if (slot->credit > 0) {  /* a token from this sender's last grant */
             slot->credit -= 1;
             reason = Py_NewRef(Py_None);
@@ -260,7 +262,7 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
                 slot->credit = count - 1;
                 reason = Py_NewRef(Py_None);
             } else {
-                reason = Py_NewRef(names.rate_limited);
+                reason = Py_NewRef(self->rate_limited);
             }
         } else {
             PyObject *args[2] = {PyTuple_GET_ITEM(PyTuple_GET_ITEM(peer, 0), 0), now_obj};
@@ -268,7 +270,7 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
             if (reason == NULL) goto python_error;
         }
         if (reason != Py_None) {
-            int denied = PyObject_RichCompareBool(reason, names.denied, Py_EQ);
+            int denied = PyObject_RichCompareBool(reason, self->denied, Py_EQ);
             self->delta[denied > 0 ? C_DENIED : C_RATE_LIMITED] += 1;
             PyErr_Clear();
             endpoint_call_quietly(self, names.log_abuse, reason, peer, now_obj, 3);
@@ -291,7 +293,7 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
         if (self->max_amplification > 0 &&
             (double)PyBytes_GET_SIZE(result) > self->max_amplification * (double)size) {
             self->delta[C_AMPLIFICATION] += 1;
-            endpoint_call_quietly(self, names.log_abuse, names.amplification, peer, now_obj, 3);
+            endpoint_call_quietly(self, names.log_abuse, self->amplification, peer, now_obj, 3);
             Py_DECREF(result);
         } else {
             queue_reply(self, result, peer, &self->rnames[index],
@@ -416,15 +418,18 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwargs)
     static char *keywords[] = {"fd", "handler", "endpoint", "counters", "peer_type",
                                "max_request", "recv_buffer", "ancillary", "admission_check",
                                "constant_verdict", "max_amplification", "latency_observe",
-                               "admission_take", "max_per_read", "grant", NULL};
+                               "admission_take", "max_per_read", "grant", "transport",
+                               "serve", "denied", "rate_limited", "amplification", NULL};
     int fd, ancillary, max_per_read;
     Py_ssize_t max_request, bufsize;
     PyObject *handler, *endpoint, *counters, *peer_type, *check, *constant, *amplification,
-        *observe, *take, *grant;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOnnpOOOOOiO!:FastPath", keywords, &fd,
-                                     &handler, &endpoint, &counters, &peer_type, &max_request,
-                                     &bufsize, &ancillary, &check, &constant, &amplification,
-                                     &observe, &take, &max_per_read, &PyLong_Type, &grant)) {
+        *observe, *take, *grant, *transport, *serve, *denied, *rate_limited, *too_large;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOnnpOOOOOiO!UUUUU:FastPath", keywords,
+                                     &fd, &handler, &endpoint, &counters, &peer_type,
+                                     &max_request, &bufsize, &ancillary, &check, &constant,
+                                     &amplification, &observe, &take, &max_per_read,
+                                     &PyLong_Type, &grant, &transport, &serve, &denied,
+                                     &rate_limited, &too_large)) {
         return -1;
     }
     if (bufsize < 1 || bufsize > 65536 || max_request < 1 || max_per_read < 1) {
@@ -461,6 +466,11 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwargs)
     self->latency_observe = observe == Py_None ? NULL : Py_NewRef(observe);
     self->admission_take = take == Py_None ? NULL : Py_NewRef(take);
     self->grant = Py_NewRef(grant);
+    self->transport = Py_NewRef(transport);
+    self->serve = Py_NewRef(serve);
+    self->denied = Py_NewRef(denied);
+    self->rate_limited = Py_NewRef(rate_limited);
+    self->amplification = Py_NewRef(too_large);
     for (int i = 0; i < VLEN; i++) {
         self->riov[i].iov_base = self->buffers + (size_t)i * (size_t)bufsize;
         self->riov[i].iov_len = (size_t)bufsize;
@@ -486,6 +496,11 @@ FastPath_traverse(FastPath *self, visitproc visit, void *arg)
     Py_VISIT(self->constant_verdict);
     Py_VISIT(self->admission_take);
     Py_VISIT(self->latency_observe);
+    Py_VISIT(self->transport);
+    Py_VISIT(self->serve);
+    Py_VISIT(self->denied);
+    Py_VISIT(self->rate_limited);
+    Py_VISIT(self->amplification);
     for (int i = 0; i < CACHE_SLOTS; i++) Py_VISIT(self->cache[i].peer);
     return 0;
 }
@@ -498,6 +513,11 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->counters);
     Py_CLEAR(self->peer_type);
     Py_CLEAR(self->admission_check);
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->serve);
+    Py_CLEAR(self->denied);
+    Py_CLEAR(self->rate_limited);
+    Py_CLEAR(self->amplification);
     Py_CLEAR(self->constant_verdict);
     Py_CLEAR(self->admission_take);
     Py_CLEAR(self->grant);

@@ -6,8 +6,11 @@ every object C offers (:class:`FastPath`, :class:`LineReader`,
 :class:`LinePoller`) and every interface C calls back
 (:class:`UdpEndpointCallbacks`, :class:`PolledConnection`), under public names;
 and re-exports the status codes C defines (``LINES_*``, ``HAND_*``).  What
-Python defines (protocol literals, batch and grant sizes) C receives through
-its constructors; nothing is written on both sides.
+Python defines (protocol literals, verdict words, the transport, batch and grant
+sizes) C receives through its constructors.  The names C must spell itself (the
+Counters fields it adds to, the callbacks it calls) it exports, and :func:`_check`
+holds them against their owners here when the extension loads: a build that no
+longer matches is refused with the reason, never half used.
 """
 
 from __future__ import annotations
@@ -32,7 +35,20 @@ def _load() -> tuple[ModuleType | None, str]:
         return None, f"C extension not built: {exc}"
 
 
-_fastpath, _MISSING = _load()
+def _check(extension: ModuleType) -> str:
+    """Why ``extension`` does not match this Python code, or ``""``."""
+    fields = set(getattr(extension, "COUNTER_FIELDS", ()))
+    unknown = fields - set(Counters.__slots__)
+    callbacks = set(getattr(extension, "CALLBACKS", ()))
+    declared = {name for protocol in (UdpEndpointCallbacks, PolledConnection)
+                for name in vars(protocol) if not name.startswith("_")}
+    undeclared = callbacks - declared
+    if not fields or not callbacks:
+        return "C extension out of date (it exports no contract): rebuild it"
+    if unknown or undeclared:
+        return (f"C extension out of date (counters {sorted(unknown)}, callbacks "
+                f"{sorted(undeclared)} unknown here): rebuild it")
+    return ""
 
 
 def built() -> bool:
@@ -48,34 +64,6 @@ def unavailable() -> str | None:
         return _MISSING
     return None
 
-
-def _status(name: str) -> int:
-    # Only compared with what C returns, so without C any value that C never gives.
-    return -1 if _fastpath is None else int(getattr(_fastpath, name))
-
-
-# -- status codes, defined in C (fastpath.h, tcp_poller.c) -----------------------
-
-LINES_DONE = _status("LINES_DONE")
-"""LineReader report: every complete line was handled; ``rest`` is the partial line."""
-LINES_EXIT = _status("LINES_EXIT")
-"""Stopped at the exit line; ``rest`` follows it."""
-LINES_OVERSIZE = _status("LINES_OVERSIZE")
-"""Stopped at a line over the limit (or an unfinished one already over it)."""
-LINES_RESULT = _status("LINES_RESULT")
-"""Stopped at a handler result neither bytes nor ``None`` (``extra``)."""
-LINES_ERROR = _status("LINES_ERROR")
-"""Stopped at a handler (or ``admission.take``) that raised (``extra``)."""
-LINES_LIMITED = _status("LINES_LIMITED")
-"""Stopped at a line of a source over its rate limit; ``rest`` starts with it."""
-HAND_CLOSED = _status("HAND_CLOSED")
-"""LinePoller hand-back: the peer closed or the socket failed (nothing read)."""
-HAND_BLOCKED = _status("HAND_BLOCKED")
-"""LinePoller hand-back: a send left ``unsent`` bytes for the transport."""
-HAND_UNUSUAL = _status("HAND_UNUSUAL")
-"""LinePoller hand-back: a line for Python (the report says which)."""
-HAND_FAILED = _status("HAND_FAILED")
-"""LinePoller hand-back: a Python error in between (reported as unraisable)."""
 
 LinesReport = tuple[int, int, bytes, object]
 """``(status, taken, rest, extra)``: what one chunk's lines came to (``LineReader.feed``)."""
@@ -144,7 +132,8 @@ class FastPathType(Protocol):
         constant_verdict: Callable[[str], str | None] | None,
         admission_take: Callable[[str, float, int], int] | None,
         max_amplification: float | None, latency_observe: Callable[[float], None] | None,
-        max_per_read: int, grant: int,
+        max_per_read: int, grant: int, transport: str, serve: str, denied: str,
+        rate_limited: str, amplification: str,
     ) -> FastPath: ...
 
 
@@ -190,6 +179,40 @@ class LinePollerType(Protocol):
     def __call__(
         self, counters: Counters, observe: Callable[[float], None] | None = None, /
     ) -> LinePoller: ...
+
+
+_fastpath, _MISSING = _load()
+if _fastpath is not None and (_mismatch := _check(_fastpath)):
+    _fastpath, _MISSING = None, _mismatch
+
+
+def _status(name: str) -> int:
+    # Only compared with what C returns, so without C any value that C never gives.
+    return -1 if _fastpath is None else int(getattr(_fastpath, name))
+
+
+# -- status codes, defined in C (fastpath.h, tcp_poller.c) -----------------------
+
+LINES_DONE = _status("LINES_DONE")
+"""LineReader report: every complete line was handled; ``rest`` is the partial line."""
+LINES_EXIT = _status("LINES_EXIT")
+"""Stopped at the exit line; ``rest`` follows it."""
+LINES_OVERSIZE = _status("LINES_OVERSIZE")
+"""Stopped at a line over the limit (or an unfinished one already over it)."""
+LINES_RESULT = _status("LINES_RESULT")
+"""Stopped at a handler result neither bytes nor ``None`` (``extra``)."""
+LINES_ERROR = _status("LINES_ERROR")
+"""Stopped at a handler (or ``admission.take``) that raised (``extra``)."""
+LINES_LIMITED = _status("LINES_LIMITED")
+"""Stopped at a line of a source over its rate limit; ``rest`` starts with it."""
+HAND_CLOSED = _status("HAND_CLOSED")
+"""LinePoller hand-back: the peer closed or the socket failed (nothing read)."""
+HAND_BLOCKED = _status("HAND_BLOCKED")
+"""LinePoller hand-back: a send left ``unsent`` bytes for the transport."""
+HAND_UNUSUAL = _status("HAND_UNUSUAL")
+"""LinePoller hand-back: a line for Python (the report says which)."""
+HAND_FAILED = _status("HAND_FAILED")
+"""LinePoller hand-back: a Python error in between (reported as unraisable)."""
 
 
 def fast_path_type() -> FastPathType | None:

@@ -12,6 +12,16 @@ from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier
 
 Verdict = Literal["denied", "rate_limited"] | None
+ConstantVerdict = Literal["serve", "denied"] | None
+
+SERVE: Literal["serve"] = "serve"
+"""A source whose requests are always served (permitted, never rate limited)."""
+DENIED: Literal["denied"] = "denied"
+"""A source the access lists refuse: the verdict, the counter's and the log's reason."""
+RATE_LIMITED: Literal["rate_limited"] = "rate_limited"
+"""A request over its source's rate: the verdict, the counter's and the log's reason."""
+AMPLIFICATION = "amplification"
+"""A UDP reply over ``max_amplification`` times its request: the log's reason."""
 
 TOKENS_PER_GRANT = 16
 """Tokens a fast path asks :meth:`Admission.take` for at once, then spends one a
@@ -30,13 +40,13 @@ class Admission:
     def check(self, host: str, now: float) -> Verdict:
         key, permitted, exempt = self.classifier.classify(host)
         if not permitted:
-            return "denied"
+            return DENIED
         limiter = self.limiter
         if limiter is None or exempt or limiter.allow(key, now):
             return None
-        return "rate_limited"
+        return RATE_LIMITED
 
-    def constant_verdict(self, host: str) -> Literal["serve", "denied"] | None:
+    def constant_verdict(self, host: str) -> ConstantVerdict:
         """What ``check`` will say for ``host`` whatever the time, or ``None`` if it varies.
 
         The access lists and the exemption depend only on the address, so a
@@ -46,9 +56,9 @@ class Admission:
         """
         _, permitted, exempt = self.classifier.classify(host)
         if not permitted:
-            return "denied"
+            return DENIED
         if self.limiter is None or exempt:
-            return "serve"
+            return SERVE
         return None
 
     def take(self, host: str, now: float, want: int) -> int:

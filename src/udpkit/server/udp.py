@@ -28,9 +28,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 
 from udpkit import _native
-from udpkit.core.admission import TOKENS_PER_GRANT, Admission
+from udpkit.core.admission import (
+    AMPLIFICATION,
+    DENIED,
+    RATE_LIMITED,
+    SERVE,
+    TOKENS_PER_GRANT,
+    Admission,
+)
 from udpkit.core.counters import Counters
-from udpkit.core.handler import Address, Handler, Peer, Reply
+from udpkit.core.handler import Address, Handler, Peer, Reply, TransportName
 from udpkit.core.histogram import LatencyHistogram
 from udpkit.server.dispatch import (
     AsyncCalls,
@@ -54,6 +61,9 @@ _MSG_TRUNC = socket.MSG_TRUNC
 # comes as ancillary data once this option is on (socket(7), SO_RXQ_OVFL).
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform == "linux" else None
 _ANCILLARY_SPACE = socket.CMSG_SPACE(4)
+
+TRANSPORT: TransportName = "udp"
+"""The transport every :class:`Peer` of this module names (C is given it too)."""
 
 FAST_PATH_NAME = "recvmmsg/sendmmsg (C extension)"
 
@@ -142,6 +152,11 @@ class UdpEndpoint:
                 latency_observe=latency.observe if latency is not None else None,
                 max_per_read=DATAGRAMS_PER_WAKEUP,
                 grant=TOKENS_PER_GRANT,
+                transport=TRANSPORT,
+                serve=SERVE,
+                denied=DENIED,
+                rate_limited=RATE_LIMITED,
+                amplification=AMPLIFICATION,
             )
             self._read = self._fast.read
 
@@ -234,11 +249,11 @@ class UdpEndpoint:
             elif len(data) > max_request:
                 counters.dropped_oversize += 1
             elif check is not None and (verdict := check(address[0], now)) is not None:
-                if verdict == "denied":
+                if verdict == DENIED:
                     counters.dropped_denied += 1
                 else:
                     counters.dropped_rate_limited += 1
-                log_abuse(verdict, Peer(address, "udp"), now)
+                log_abuse(verdict, Peer(address, TRANSPORT), now)
             else:
                 self._handle(data, address, now)
         return DATAGRAMS_PER_WAKEUP
@@ -251,7 +266,7 @@ class UdpEndpoint:
                 self.kernel_drops_seen = total
 
     def _handle(self, data: bytes, address: Address, arrived: float) -> None:
-        peer = Peer(address, "udp")
+        peer = Peer(address, TRANSPORT)
         if self.access_log:
             log_access(peer, data)
         try:
@@ -292,7 +307,7 @@ class UdpEndpoint:
 
     def send_failed(self, address: Address, errno: int) -> None:
         server_log.warning(
-            "UDP send to %s failed: %s", Peer(address, "udp"), os.strerror(errno)
+            "UDP send to %s failed: %s", Peer(address, TRANSPORT), os.strerror(errno)
         )
 
     def receive_failed(self, errno: int) -> None:
@@ -344,7 +359,7 @@ class UdpEndpoint:
         limit = self.max_amplification
         if limit is not None and len(reply) > limit * len(request):
             self.counters.dropped_amplification += 1
-            log_abuse("amplification", Peer(address, "udp"), time.monotonic())
+            log_abuse(AMPLIFICATION, Peer(address, TRANSPORT), time.monotonic())
             return
         self.send(reply, address)
         if self.latency is not None:
@@ -361,7 +376,7 @@ class UdpEndpoint:
             self.enqueue(reply, address)
         except OSError as exc:
             self.counters.send_errors += 1
-            server_log.warning("UDP send to %s failed: %s", Peer(address, "udp"), exc)
+            server_log.warning("UDP send to %s failed: %s", Peer(address, TRANSPORT), exc)
         else:
             self.counters.replied += 1
 
