@@ -250,27 +250,41 @@ def test_a_limited_source_takes_tokens_in_grants_and_stops_at_the_line_without_o
     assert len(asked) == 2
 
 
-@needs_reader
-def test_a_base_exception_from_the_handler_is_not_swallowed() -> None:
-    """KeyboardInterrupt in a handler leaves data_received, as on the pure path."""
+@pytest.mark.parametrize("reader", [None, LINE_READER], ids=["pure", "reader"])
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_a_base_exception_from_the_handler_is_a_counted_handler_error(
+    reader: object, raised: type[BaseException]
+) -> None:
+    """KeyboardInterrupt or SystemExit raised by a handler is that handler's failure,
+    alike on both paths (issue 16, item 7: it used to escape data_received, and the
+    request was never counted); Ctrl-C reaches the server as a signal, not this way."""
+    if reader is None and LINE_READER is None:
+        pytest.skip("the C line reader is not built")
 
     def interrupted(request: bytes, peer: Peer) -> bytes:
-        raise KeyboardInterrupt
+        if request == b"x":
+            raise raised
+        return b"Hello, " + request + b"!"
 
-    async def go() -> None:
+    async def go() -> tuple[list[bytes], Counters]:
+        counters = Counters()
         options = TcpSettings(
-            handler=interrupted, counters=Counters(), pipeline=4, access_log=False,
+            handler=interrupted, counters=counters, pipeline=4, access_log=False,
             admission=None, max_connections=10, max_per_source=10, idle_timeout=60,
-            line_timeout=60, write_timeout=60, write_buffer=1 << 20, line_reader=LINE_READER,
+            line_timeout=60, write_timeout=60, write_buffer=1 << 20,
+            line_reader=reader,  # type: ignore[arg-type]
         )
         registry = ConnectionRegistry(options)
+        transport = FakeTransport()
         connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
-        connection.connection_made(FakeTransport())  # type: ignore[arg-type]
-        with pytest.raises(KeyboardInterrupt):
-            connection.data_received(b"x\n")
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(b"x\ny\n")
         registry.close()
+        return transport.written, counters
 
-    asyncio.run(go())
+    written, counters = asyncio.run(go())
+    assert b"".join(written) == b"Welcome!\nerror: handler failed\nHello, y!\n"
+    assert (counters.received, counters.handler_errors, counters.replied) == (2, 1, 1)
 
 
 @needs_reader

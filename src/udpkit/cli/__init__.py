@@ -10,11 +10,9 @@ one path of :mod:`udpkit.cli.errors` (one line, exit 2 usage, 1 failed run).
 
 from __future__ import annotations
 
-import importlib.util
-
 import click
 
-from udpkit import __version__
+from udpkit import __version__, _native
 from udpkit.cli.audit import audit
 from udpkit.cli.bench import bench
 from udpkit.cli.errors import UdpkitGroup
@@ -28,7 +26,7 @@ from udpkit.cli.serve import serve
 @click.version_option(
     __version__, prog_name="udpkit",
     message="%(prog)s, version %(version)s (C extension: "
-    + ("built" if importlib.util.find_spec("udpkit._fastpath") else "not built: pure Python")
+    + ("built" if _native.built() else "not built: pure Python")
     + ")",
 )
 def cli() -> None:

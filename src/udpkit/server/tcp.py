@@ -47,6 +47,7 @@ from udpkit.server.tcp_registry import (
     TCP_FAST_PATH_NAME,
     ConnectionRegistry,
     TcpSettings,
+    peer_address,
     tcp_fast_path,
     tcp_line_poller,
 )
@@ -58,20 +59,6 @@ __all__ = [
 ]
 
 BUSY = b"busy"
-
-
-def peer_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
-    """The peer's address, asked once; ``None`` if the peer is already gone (uvloop gives
-    no ``peername`` for a connection reset before it was accepted; the socket then says
-    ``ENOTCONN``)."""
-    address = transport.get_extra_info("peername")
-    if address is None:
-        sock = transport.get_extra_info("socket")
-        try:
-            address = None if sock is None else sock.getpeername()
-        except OSError:
-            return None
-    return address  # type: ignore[no-any-return]
 
 
 class TcpConnection(asyncio.Protocol):

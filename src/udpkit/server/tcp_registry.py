@@ -84,6 +84,20 @@ class TcpSettings:
     """The monotonic clock whose readings the sessions are given."""
 
 
+def peer_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+    """The peer's address, asked once; ``None`` if the peer is already gone (uvloop gives
+    no ``peername`` for a connection reset before it was accepted; the socket then says
+    ``ENOTCONN``)."""
+    address = transport.get_extra_info("peername")
+    if address is None:
+        sock = transport.get_extra_info("socket")
+        try:
+            address = None if sock is None else sock.getpeername()
+        except OSError:
+            return None
+    return address  # type: ignore[no-any-return]
+
+
 class ConnectionRegistry:
     """The open connections: caps on admission, timeouts by periodic sweep."""
 
