@@ -178,7 +178,7 @@ async def test_a_burst_larger_than_one_batch_is_answered_in_full(
     raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     async with Server(config("echo", recv_buffer=2048)) as server:
         assert_path(server, udp_path)
-        server_sock = server._udp[0].sock
+        server_sock = server.udp_endpoints[0].sock
         server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         total = 600
         for index in range(total):
@@ -201,7 +201,7 @@ async def test_async_handler_takes_the_pure_path(raw: RawUdp, udp_path: str) -> 
     async with Server(config(handler)) as server:
         assert not server.udp_fast_path
         if udp_path == "fast":
-            refusal = server._udp[0].fast_path_refusal
+            refusal = server.udp_endpoints[0].fast_path_refusal
             assert refusal in ("async handler", "UDPKIT_NO_FASTPATH is set")
         assert await exchange(raw, server.port, [b"x"]) == [b"x"]
 
@@ -244,5 +244,5 @@ async def test_a_missing_extension_falls_back_and_says_why(
 async def test_fast_path_false_forces_the_pure_path(raw: RawUdp) -> None:
     async with Server(config("greeting", fast_path=False)) as server:
         assert not server.udp_fast_path
-        assert server._udp[0].fast_path_refusal == "disabled by configuration"
+        assert server.udp_endpoints[0].fast_path_refusal == "disabled by configuration"
         assert await exchange(raw, server.port, [b"Tracy"]) == [b"Hello, Tracy!"]

@@ -195,7 +195,7 @@ async def test_tcp_rate_limit_holds_exactly_on_every_path(tcp_path: str) -> None
     async with Server(config) as server:
         reader, writer = await connect(server.port)
         await reader.readline()
-        (connection,) = server._connections
+        (connection,) = server.connections
         assert (connection.reader is not None) is expect_fast(tcp_path)
         writer.write(b"".join(b"n%d\n" % i for i in range(100)))
         lines = [await reader.readline() for _ in range(100)]
@@ -289,7 +289,7 @@ async def test_kernel_drops_at_the_tail_of_a_flood_are_counted() -> None:
     """Regression (issue 16, item 15): drops were only learnt from the next datagram's
     SO_RXQ_OVFL, so a flood's last drops (nothing after them) were never counted."""
     async with Server(ServerConfig(port=0, tcp=False)) as server:
-        endpoint = server._udp[0]
+        endpoint = server.udp_endpoints[0]
         endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel minimum
         raw = RawUdp(HOST)
         try:
@@ -314,7 +314,7 @@ async def test_kernel_drops_at_the_tail_of_a_flood_are_counted() -> None:
 async def test_kernel_drops_are_read_from_so_rxq_ovfl_and_add_up() -> None:
     """Datagrams the kernel drops for a full receive queue are counted, exactly."""
     async with Server(ServerConfig(port=0, tcp=False)) as server:
-        endpoint = server._udp[0]
+        endpoint = server.udp_endpoints[0]
         endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel minimum
         raw = RawUdp(HOST)
         try:

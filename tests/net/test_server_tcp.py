@@ -230,7 +230,7 @@ async def test_the_path_asked_for_serves_and_is_announced(
         await read_line(reader)
         writer.write(b"x\n")
         assert await read_line(reader) == b"Hello, x!\n"
-        (connection,) = server._connections
+        (connection,) = server.connections
         assert (connection.reader is not None) is expect_fast(tcp_path)
         polled = expect_fast(tcp_path) and tcp_path == "fast"
         assert connection.polled is polled

@@ -101,8 +101,14 @@ class Server(Service):
         return len(self._registry) if self._registry is not None else 0
 
     @property
-    def _connections(self) -> set[TcpConnection]:
-        return self._registry.connections if self._registry is not None else set()
+    def connections(self) -> frozenset[TcpConnection]:
+        """The open TCP connections (a copy: closing one does not change it)."""
+        return frozenset(self._registry.connections if self._registry is not None else ())
+
+    @property
+    def udp_endpoints(self) -> tuple[UdpEndpoint, ...]:
+        """The UDP sockets served, one per bound address."""
+        return tuple(self._udp)
 
     # -- life cycle -----------------------------------------------------------
 
@@ -229,12 +235,12 @@ class Server(Service):
             server.close()
         for endpoint in self._udp:
             endpoint.stop_reading()
-        for connection in list(self._connections):
+        for connection in self.connections:
             connection.stop_reading()
         try:
             await self.wait_or_force(self._drained(), self.config.graceful_timeout)
         finally:
-            for connection in list(self._connections):
+            for connection in self.connections:
                 connection.abort()
             for endpoint in self._udp:
                 endpoint.close()
@@ -256,7 +262,7 @@ class Server(Service):
     async def _drained(self) -> None:
         for endpoint in self._udp:
             await endpoint.wait_idle()
-        pending = [connection.closed for connection in self._connections]
+        pending = [connection.closed for connection in self.connections]
         if pending:
             await asyncio.wait(pending)
 
