@@ -284,17 +284,23 @@ async def test_metrics_endpoint_serves_the_counters() -> None:
     assert 'udpkit_request_seconds_count 1.0' in text
 
 
+def flood_a_tiny_buffer(server: Server, count: int) -> RawUdp:
+    """Shrink the server's receive buffer to the kernel's minimum, then send ``count``
+    datagrams without yielding (the server cannot read meanwhile): the kernel drops most."""
+    server.udp_endpoints[0].sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    raw = RawUdp(HOST)
+    for index in range(count):
+        raw.sock.sendto(b"k%d" % index, (HOST, server.port))
+    return raw
+
+
 @pytest.mark.usefixtures("udp_path")
 async def test_kernel_drops_at_the_tail_of_a_flood_are_counted() -> None:
     """Regression (issue 16, item 15): drops were only learnt from the next datagram's
     SO_RXQ_OVFL, so a flood's last drops (nothing after them) were never counted."""
     async with Server(ServerConfig(port=0, tcp=False)) as server:
-        endpoint = server.udp_endpoints[0]
-        endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel minimum
-        raw = RawUdp(HOST)
+        raw = flood_a_tiny_buffer(server, 300)
         try:
-            for index in range(300):  # without yielding: the server cannot read meanwhile
-                raw.sock.sendto(b"t%d" % index, (HOST, server.port))
             async with asyncio.timeout(5):  # no datagram after the drops
                 while True:
                     stats = server.stats()["udp"]
@@ -314,12 +320,8 @@ async def test_kernel_drops_at_the_tail_of_a_flood_are_counted() -> None:
 async def test_kernel_drops_are_read_from_so_rxq_ovfl_and_add_up() -> None:
     """Datagrams the kernel drops for a full receive queue are counted, exactly."""
     async with Server(ServerConfig(port=0, tcp=False)) as server:
-        endpoint = server.udp_endpoints[0]
-        endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel minimum
-        raw = RawUdp(HOST)
+        raw = flood_a_tiny_buffer(server, 300)
         try:
-            for index in range(300):  # without yielding: the server cannot read meanwhile
-                raw.sock.sendto(b"k%d" % index, (HOST, server.port))
             await asyncio.sleep(0.2)
             # One more after the drops, to carry the drop count to the server.
             raw.sock.sendto(b"last", (HOST, server.port))

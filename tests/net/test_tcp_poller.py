@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.net.helpers import wait_for_counters
+from tests.transports import FakeTransport
 from udpkit import _native
 from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.counters import Counters
@@ -451,13 +452,13 @@ def test_the_poller_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None
 # -- the poller against the pure path, any split ------------------------------------
 
 
-class SocketTransport:
+class SocketTransport(FakeTransport):
     """A transport over one end of a socketpair; the test plays the event loop's
     reading part by hand (:func:`feed_from_socket`), the real loop runs the poller."""
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         self.sock = sock
-        self.closed = False
         self.reading = True
 
     def write(self, data: bytes) -> None:
@@ -466,20 +467,6 @@ class SocketTransport:
 
     def get_extra_info(self, name: str) -> Any:
         return {"peername": ("127.0.0.1", 4321), "socket": self.sock}.get(name)
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    abort = close
 
     def pause_reading(self) -> None:
         self.reading = False

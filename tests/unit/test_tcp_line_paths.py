@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.transports import FakeTransport
 from udpkit import _native
 from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.counters import Counters, CounterSnapshot
@@ -33,35 +34,6 @@ needs_reader = pytest.mark.skipif(
     LINE_READER is None, reason="udpkit._fastpath not built (or UDPKIT_NO_FASTPATH)"
 )
 MAX_LINE = 6
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 4321) if name == "peername" else None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    abort = close
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def handler(request: bytes, peer: Peer) -> object:
