@@ -125,6 +125,8 @@ typedef struct {
     PyObject *owner;        /* the connection told of what was read, and when handed back */
     PyObject *on_read;      /* owner.lines_read, looked up once at add() */
     PyObject *partial;      /* the unfinished line, lent by the owner while polled */
+    unsigned long turn;     /* the poller's callback this connection's turn was in */
+    Py_ssize_t turn_left;   /* bytes it may still read in that callback */
     /* A source under a rate limit: admission.take, its host, the grant size, and
      * the tokens left of the last grant.  take is NULL for a source never limited. */
     PyObject *take;

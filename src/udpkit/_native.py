@@ -185,8 +185,12 @@ class LinePoller(Protocol):
 
 class LinePollerType(Protocol):
     def __call__(
-        self, counters: Counters, observe: Callable[[float], None] | None = None, /
-    ) -> LinePoller: ...
+        self, counters: Counters, observe: Callable[[float], None] | None = None, *,
+        turn_bytes: int, poll_bytes: int,
+    ) -> LinePoller:
+        """Per callback each connection reads at most ``turn_bytes``, all together
+        about ``poll_bytes`` (:class:`udpkit.core.tcp_session.SessionLimits`)."""
+        ...
 
 
 def fast_path_type() -> FastPathType | None:

@@ -190,7 +190,13 @@ async def test_tcp_rate_limit_answers_an_error_line() -> None:
 
 async def test_tcp_rate_limit_holds_exactly_on_every_path(tcp_path: str) -> None:
     """A limited source stays on the C path (tokens taken in grants of 16) and the
-    limit is the same as on the pure path: the burst, to the request."""
+    limit is the same as on the pure path: the burst, to the request.
+
+    Issue 16, item 11: each line over the limit used to get its own
+    ``error: rate limited`` (80 here), so a greedy limited client still cost a reply
+    a line.  Now the first one is answered and the connection waits for tokens
+    (here 1 s, the longest pause): the lines after it are neither answered nor
+    counted until then, and then served or refused in order."""
     config = ServerConfig(port=0, rate_limit=1, rate_burst=20, limit_exempt=())
     async with Server(config) as server:
         reader, writer = await connect(server.port)
@@ -198,12 +204,17 @@ async def test_tcp_rate_limit_holds_exactly_on_every_path(tcp_path: str) -> None
         (connection,) = server._connections
         assert (connection.reader is not None) is expect_fast(tcp_path)
         writer.write(b"".join(b"n%d\n" % i for i in range(100)))
-        lines = [await reader.readline() for _ in range(100)]
+        lines = [await reader.readline() for _ in range(21)]
+        paused = server.stats()["tcp"]
+        with pytest.raises(TimeoutError):  # the pause: no reply a line
+            await asyncio.wait_for(reader.readline(), 0.3)
+        async with asyncio.timeout(5):  # a token later: one more served, one refused
+            after = [await reader.readline() for _ in range(2)]
         writer.close()
-        stats = server.stats()["tcp"]
     assert lines[:20] == [b"Hello, n%d!\n" % i for i in range(20)]
-    assert lines[20:] == [b"error: rate limited\n"] * 80
-    assert (stats.received, stats.replied, stats.dropped_rate_limited) == (100, 20, 80)
+    assert lines[20] == b"error: rate limited\n"
+    assert (paused.received, paused.replied, paused.dropped_rate_limited) == (21, 20, 1)
+    assert after == [b"Hello, n21!\n", b"error: rate limited\n"]
 
 
 @pytest.mark.usefixtures("tcp_path")

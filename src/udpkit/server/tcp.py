@@ -6,7 +6,10 @@ reports, calls the handler and does what the session decides.  Replies go out
 in request order (:mod:`udpkit.server.tcp_replies`): sync handlers answer
 inline; once an async handler is pending, later replies queue behind it.  A
 client that does not read its replies is paused (``pause_writing`` pauses
-reading), so one slow client never holds up another.
+reading), so one slow client never holds up another; one greedy client has
+its session's turn of bytes handled per loop iteration, the rest of what it
+sent waits for its next turn (``call_soon``) with reading paused, and a line
+over its rate pauses reading until the session's ``refill_at``.
 
 What all connections share (caps, the sweep, the C poller) is the
 :class:`ConnectionRegistry`'s (:mod:`udpkit.server.tcp_registry`).
@@ -96,6 +99,8 @@ class TcpConnection(asyncio.Protocol):
         """The C line reader, once admitted, if this connection may use it."""
         self.handoff: PollerHandoff | None = None
         """Its seat at the registry's C poller, if there is one."""
+        self._turn: asyncio.Handle | None = None  # the backlog's next turn, when scheduled
+        self._refill: asyncio.TimerHandle | None = None  # the end of a rate pause
 
     @property
     def polled(self) -> bool:
@@ -167,10 +172,16 @@ class TcpConnection(asyncio.Protocol):
             data = self._take_proxy_header(data)
             if not data or session.closing:
                 return
+        self._take_turn(session.take_turn(data))
+
+    def _take_turn(self, data: bytes) -> None:
+        """Handle this turn's bytes (:meth:`TcpSession.take_turn`), then see to the rest."""
+        session = self.session
         now = self._arrived = self.clock()
         reader = self.reader
         if reader is None or session.pending:
             self._receive(data, now, 0)
+            self.end_turn()
             return
         # The C path: every line of the chunk in one call, the replies in one write.
         try:
@@ -183,6 +194,52 @@ class TcpConnection(asyncio.Protocol):
         else:
             session.partial_returned(b"")
             self.after_stop(status, taken, rest, extra, now)
+        self.end_turn()
+        if self.handoff is not None:
+            self.handoff.poll()
+
+    def end_turn(self) -> None:
+        """After a turn: what the session kept back waits for the next turn (reading
+        paused meanwhile), after the rate pause if there is one."""
+        session = self.session
+        if session.closing:
+            return
+        if session.backlog:
+            self.pause_reading(Paused.TURN)
+            self._turn_soon()
+        elif session.paused & Paused.TURN:
+            self.resume_reading(Paused.TURN)
+
+    def _turn_soon(self) -> None:
+        if self._turn is None and self.session.turn_due:
+            self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        session = self.session
+        if session.turn_due:
+            self._take_turn(session.take_turn(b""))
+
+    def _wait_for_tokens(self) -> None:
+        """A line was over the rate: read nothing more until the session's ``refill_at``."""
+        refill_at = self.session.refill_at
+        if refill_at is None or self._refill is not None:
+            return
+        self.pause_reading(Paused.RATE)
+        self._refill = asyncio.get_running_loop().call_later(
+            max(0.0, refill_at - self.clock()), self._tokens_refilled
+        )
+
+    def _tokens_refilled(self) -> None:
+        self._refill = None
+        session = self.session
+        if session.closing:
+            return
+        if session.backlog:
+            self.pause_reading(Paused.TURN)  # the backlog first, then the socket
+        if session.tokens_refilled():
+            self._transport_reading(True)
+        self._turn_soon()
         if self.handoff is not None:
             self.handoff.poll()
 
@@ -191,6 +248,7 @@ class TcpConnection(asyncio.Protocol):
         (``taken``: requests the C path already took from this chunk)."""
         session = self.session
         messages = session.receive(data)
+        first = taken
         if len(messages) > 1:
             self.replies.start_batch()
         try:
@@ -203,6 +261,10 @@ class TcpConnection(asyncio.Protocol):
                     return
                 self._handle(message, verdict, now)
                 taken += 1
+                if verdict is Line.RATE_LIMITED:  # the rest waits for tokens
+                    session.hold_back(messages[taken - first :])
+                    self._wait_for_tokens()
+                    break
         finally:
             self.replies.flush_batch()
         session.lines_read(taken, session.framing.pending(), now)
@@ -275,6 +337,9 @@ class TcpConnection(asyncio.Protocol):
         return True  # keep the write side open until the replies are out
 
     def connection_lost(self, exc: Exception | None) -> None:
+        for handle in (self._turn, self._refill):
+            if handle is not None:
+                handle.cancel()
         self._unpoll()
         self.session.abort()
         self.replies.cancel()
@@ -290,6 +355,7 @@ class TcpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.session.write_unblocked():
             self._transport_reading(True)
+        self._turn_soon()
 
     def check_timeouts(self, now: float) -> None:
         """Close the connection if its session is past a timeout (the registry's sweep)."""
@@ -391,6 +457,7 @@ class TcpConnection(asyncio.Protocol):
     def resume_reading(self, reason: Paused) -> None:
         if self.session.resume(reason):
             self._transport_reading(True)
+        self._turn_soon()  # a backlog held only by this reason goes on
 
     def _transport_reading(self, on: bool) -> None:
         transport = self.transport

@@ -93,5 +93,6 @@ class PollerHandoff:
             return
         if kind == _native.HAND_UNUSUAL:
             connection.after_stop(status, taken, rest, extra, now)
+            connection.end_turn()
         if ours and not session.paused and not transport.is_closing():
             transport.resume_reading()
