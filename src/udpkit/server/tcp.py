@@ -165,6 +165,7 @@ class TcpConnection(asyncio.Protocol):
         transport.write(framing.welcome)
 
     def data_received(self, data: bytes) -> None:
+        # Also the backlog's next turn (``data`` empty): see _next_turn.
         session = self.session
         if session.closing:
             return
@@ -172,16 +173,14 @@ class TcpConnection(asyncio.Protocol):
             data = self._take_proxy_header(data)
             if not data or session.closing:
                 return
-        self._take_turn(session.take_turn(data))
-
-    def _take_turn(self, data: bytes) -> None:
-        """Handle this turn's bytes (:meth:`TcpSession.take_turn`), then see to the rest."""
-        session = self.session
+        if session.backlog or len(data) > session.limits.turn_bytes:
+            data = session.take_turn(data)  # this turn's share; the rest waits
         now = self._arrived = self.clock()
         reader = self.reader
         if reader is None or session.pending:
             self._receive(data, now, 0)
-            self.end_turn()
+            if session.backlog or session.paused:
+                self.end_turn()
             return
         # The C path: every line of the chunk in one call, the replies in one write.
         try:
@@ -194,7 +193,8 @@ class TcpConnection(asyncio.Protocol):
         else:
             session.partial_returned(b"")
             self.after_stop(status, taken, rest, extra, now)
-        self.end_turn()
+        if session.backlog or session.paused:
+            self.end_turn()
         if self.handoff is not None:
             self.handoff.poll()
 
@@ -216,9 +216,8 @@ class TcpConnection(asyncio.Protocol):
 
     def _next_turn(self) -> None:
         self._turn = None
-        session = self.session
-        if session.turn_due:
-            self._take_turn(session.take_turn(b""))
+        if self.session.turn_due:
+            self.data_received(b"")  # the backlog's turn
 
     def _wait_for_tokens(self) -> None:
         """A line was over the rate: read nothing more until the session's ``refill_at``."""
