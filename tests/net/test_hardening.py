@@ -268,6 +268,52 @@ async def test_client_that_never_reads_is_closed_after_the_write_timeout() -> No
     assert server.stats()["tcp"].closed_write_timeout == 1
 
 
+BIG_REPLY = b"r" * 100_000
+
+
+def big_reply(request: bytes, peer: object) -> bytes:
+    return BIG_REPLY
+
+
+@pytest.mark.usefixtures("tcp_path")
+async def test_replies_thrown_away_at_an_abort_are_send_errors_not_replied() -> None:
+    """Issue 16, item 15: ``replied`` counted replies handed to the transport, even those
+    it threw away when the connection was aborted (194,226 counted, 384 readable).  Now
+    replied means handed to the kernel: a client that never reads is aborted at the
+    write timeout, and every reply the server counted it can still read afterwards."""
+    config = ServerConfig(app=big_reply, port=0, udp=False,
+                          tcp_write_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    async with Server(config) as server:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (HOST, server.port))
+            await loop.sock_sendall(sock, b"x\n" * 200)  # 20 MB of replies, never read
+            async with asyncio.timeout(20):
+                while not server.stats()["tcp"].closed_write_timeout:
+                    await asyncio.sleep(0.02)
+            received = bytearray()
+            async with asyncio.timeout(20):  # what the kernel took, the client now reads
+                while True:
+                    try:
+                        chunk = await loop.sock_recv(sock, 1 << 20)
+                    except ConnectionError:
+                        break
+                    if not chunk:
+                        break
+                    received += chunk
+        stats = server.stats()["tcp"]
+    lines = bytes(received).split(b"\n")
+    assert lines[0] == b"Welcome!"
+    readable = lines[1:-1]  # complete lines; the last one may be cut
+    assert set(readable) <= {BIG_REPLY}
+    assert stats.received == 200
+    assert stats.replied + stats.send_errors == 200
+    assert stats.send_errors > 0  # the abort threw replies away
+    assert stats.replied == len(readable)
+
+
 @pytest.mark.usefixtures("tcp_path")
 async def test_metrics_endpoint_serves_the_counters() -> None:
     config = ServerConfig(port=0, metrics=("127.0.0.1", 0))

@@ -49,6 +49,9 @@ class FakeTransport:
     def set_write_buffer_limits(self, high: int) -> None:
         pass
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # every write goes out at once
+
     def is_closing(self) -> bool:
         return self.closed
 

@@ -38,12 +38,14 @@ from udpkit.core.tcp_session import (
     ERR_EMPTY,
     ERR_HANDLER,
     ERR_RATE_LIMITED,
+    ERR_TOO_LONG,
     Line,
     Paused,
     TcpSession,
 )
 from udpkit.server.dispatch import check_reply, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access
+from udpkit.server.tcp_ledger import WriteLedger
 from udpkit.server.tcp_poller import TCP_POLLER_NAME, PollerHandoff
 from udpkit.server.tcp_registry import (
     TCP_FAST_PATH_NAME,
@@ -82,6 +84,7 @@ class TcpConnection(asyncio.Protocol):
     def __init__(
         self, settings: TcpSettings, framing: Framing, registry: ConnectionRegistry
     ) -> None:
+        server_lines = _server_lines(framing)
         self.settings = settings
         self.handler = settings.handler
         self.counters = settings.counters
@@ -93,6 +96,8 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Peer | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self.replies = OrderedReplies(self)
+        self.ledger = WriteLedger(server_lines)
+        """The replies the transport still holds (``replied`` means handed to the kernel)."""
         self._arrived = 0.0  # when the bytes being handled were received
         self._proxy_buffer: bytearray | None = None  # held until the PROXY header is parsed
         self.reader: _native.LineReader | None = None
@@ -152,7 +157,7 @@ class TcpConnection(asyncio.Protocol):
         if settings.line_reader is not None and isinstance(framing, LineFraming):
             admission = settings.admission
             self.reader = settings.line_reader(
-                self.handler, peer, self.counters, transport.write,
+                self.handler, peer, self.counters, self.write_lines,
                 None if settings.latency is None else settings.latency.observe,
                 # A limited source's lines take tokens in C, in grants.
                 admission.take if session.rate_limited and admission is not None else None,
@@ -303,6 +308,24 @@ class TcpConnection(asyncio.Protocol):
                 return
             session.partial_returned(b"")
 
+    def write_lines(self, wire: bytes) -> None:
+        """Write lines the C line reader framed (replies and its own error lines)."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(wire)
+        held = transport.get_write_buffer_size()
+        if held:
+            self.ledger.wrote(held, wire, None)
+
+    def _discard(self, transport: asyncio.Transport, *, lost: bool = False) -> None:
+        """The transport is about to throw away what it holds (``lost``: it has, and
+        how much is known only from the last look): the replies in it are not replied
+        but send errors."""
+        discarded = self.ledger.discarded(None if lost else transport.get_write_buffer_size())
+        if discarded:
+            self.counters.replied -= discarded
+            self.counters.send_errors += discarded
+
     def _too_long(self) -> None:
         self._write(self.session.oversize(), is_reply=False)
         self._close_after_replies()
@@ -339,6 +362,8 @@ class TcpConnection(asyncio.Protocol):
         for handle in (self._turn, self._refill):
             if handle is not None:
                 handle.cancel()
+        if exc is not None and self.transport is not None and self.session.write_stalled:
+            self._discard(self.transport, lost=True)  # lost with its buffer full
         self._unpoll()
         self.session.abort()
         self.replies.cancel()
@@ -370,6 +395,7 @@ class TcpConnection(asyncio.Protocol):
         log_abuse(reason, self.peer, self.clock())
         self._unpoll()
         self.session.abort()
+        self._discard(self.transport)
         self.transport.abort()
 
     # -- life cycle used by the server ----------------------------------------
@@ -383,6 +409,7 @@ class TcpConnection(asyncio.Protocol):
     def abort(self) -> None:
         self._unpoll()
         if self.transport is not None:
+            self._discard(self.transport)
             self.transport.abort()
 
     def _unpoll(self) -> None:
@@ -465,3 +492,18 @@ class TcpConnection(asyncio.Protocol):
                 transport.resume_reading()
             else:
                 transport.pause_reading()
+
+
+_SERVER_LINES: dict[type, frozenset[bytes]] = {}
+
+
+def _server_lines(framing: Framing) -> frozenset[bytes]:
+    """The lines the server writes that are not replies, framed (one set per framing)."""
+    kind = type(framing)
+    lines = _SERVER_LINES.get(kind)
+    if lines is None:
+        errors = (ERR_EMPTY, ERR_HANDLER, ERR_RATE_LIMITED, ERR_TOO_LONG, BUSY)
+        lines = _SERVER_LINES[kind] = frozenset(
+            [framing.welcome, *(framing.frame(error) for error in errors)]
+        )
+    return lines
