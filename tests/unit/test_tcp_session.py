@@ -166,13 +166,27 @@ def test_a_turn_takes_at_most_turn_bytes_and_keeps_the_rest_in_order() -> None:
                            write_timeout=5.0, turn_bytes=6)
     s = TcpSession(LineFraming(8), limits, Counters(), now=100.0)
     assert s.take_turn(b"ab\ncd\nef\n") == b"ab\ncd\n"
-    assert s.backlog == b"ef\n"
+    assert s.unhandled == b"ef\n"
     assert s.turn_due
     s.pause(Paused.WRITING)  # another reason holds reading: not now
     assert not s.turn_due
     s.resume(Paused.WRITING)
     assert s.take_turn(b"gh\n") == b"ef\ngh\n"  # what came later goes behind it
     assert (s.backlog, s.turn_due) == (b"", False)
+
+
+def test_turns_move_through_a_large_backlog_without_copying_it() -> None:
+    limits = SessionLimits(pipeline=4, idle_timeout=10.0, line_timeout=3.0,
+                           write_timeout=5.0, turn_bytes=3)
+    s = TcpSession(LineFraming(8), limits, Counters(), now=100.0)
+    data = b"".join(b"%02d\n" % i for i in range(20))
+    turns = [s.take_turn(data)]
+    buffer = s.backlog
+    while s.backlog:
+        assert s.backlog is buffer  # the same bytes, a moving start
+        turns.append(s.take_turn(b""))
+    assert turns == [b"%02d\n" % i for i in range(20)]
+    assert s.backlog_start == 0
     assert limits.poll_bytes > limits.turn_bytes
 
 
@@ -187,7 +201,7 @@ def test_a_limited_line_pauses_until_a_grant_refills_and_holds_back_the_rest() -
                                                           Line.RATE_LIMITED]
     assert s.refill_at == pytest.approx(100.02)  # a grant: 16 tokens, at most the burst
     s.hold_back(messages[3:])
-    assert (s.backlog, s.framing.pending()) == (b"d\ne\npar", 0)
+    assert (s.unhandled, s.framing.pending()) == (b"d\ne\npar", 0)
     s.pause(Paused.RATE)
     assert not pause_state(s)[1]  # waiting for tokens: the backlog is not due
     assert s.tokens_refilled() is True

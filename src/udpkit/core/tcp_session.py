@@ -125,6 +125,7 @@ class TcpSession:
         "_admission",
         "_lines",
         "backlog",
+        "backlog_start",
         "closing",
         "counters",
         "framing",
@@ -161,7 +162,10 @@ class TcpSession:
         self.refill_at: float | None = None
         """After a rate-limited line: when to read again (the source's bucket holds a grant)."""
         self.backlog = b""
-        """Bytes received and not yet handled: they go first in the next turn."""
+        """Bytes received and not yet handled, from :attr:`backlog_start` on: they go first
+        in the next turn.  Empty when nothing is left (then the start is 0)."""
+        self.backlog_start = 0
+        """Where the unhandled part of :attr:`backlog` begins (turns move it, not copy)."""
         self._admission: Admission | None = None
         self._lines = framing if isinstance(framing, LineFraming) else None
         """Line framing: the one holder of the partial line (when not lent)."""
@@ -219,13 +223,24 @@ class TcpSession:
         """The bytes to handle in this turn: the backlog, then ``data``, up to
         ``turn_bytes`` (line framing; a raw chunk is one message, taken whole).  What is
         left is the backlog, for the next turn (:attr:`turn_due`)."""
-        backlog = self.backlog + data if self.backlog else data
-        turn = self.limits.turn_bytes
-        if self._lines is None or len(backlog) <= turn:
-            self.backlog = b""
-            return backlog
-        self.backlog = backlog[turn:]
-        return backlog[:turn]
+        start = 0
+        backlog = data
+        if self.backlog:
+            start = self.backlog_start
+            backlog = self.backlog
+            if data:  # rare: reading is paused while a backlog waits
+                backlog, start = backlog[start:] + data, 0
+        end = start + self.limits.turn_bytes
+        if self._lines is None or len(backlog) <= end:
+            self.backlog, self.backlog_start = b"", 0
+            return backlog[start:] if start else backlog
+        self.backlog, self.backlog_start = backlog, end
+        return backlog[start:end]
+
+    @property
+    def unhandled(self) -> bytes:
+        """The backlog's bytes not yet handled."""
+        return self.backlog[self.backlog_start :]
 
     @property
     def turn_due(self) -> bool:
@@ -240,7 +255,7 @@ class TcpSession:
             return
         held = b"".join(message + b"\n" for message in messages) + lines.partial
         lines.partial = b""
-        self.backlog = held + self.backlog
+        self.backlog, self.backlog_start = held + self.unhandled, 0
 
     def tokens_refilled(self) -> bool:
         """The rate pause is over; ``True`` if reading must resume now."""
