@@ -7,7 +7,7 @@
  *
  * The contract with Python is written once, in udpkit/_native.py: the status
  * codes below are exported as module constants; the protocol literals, the
- * batch and grant sizes come in through the constructors; the callbacks C
+ * batch, grant and turn sizes come in through the constructors; the callbacks C
  * makes are public methods declared there as Protocols.
  *
  * Built with -fvisibility=hidden: only PyInit__fastpath leaves the shared object.

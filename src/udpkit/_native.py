@@ -6,8 +6,9 @@ every object C offers (:class:`FastPath`, :class:`LineReader`,
 :class:`LinePoller`) and every interface C calls back
 (:class:`UdpEndpointCallbacks`, :class:`PolledConnection`), under public names;
 and re-exports the status codes C defines (``LINES_*``, ``HAND_*``).  What
-Python defines (protocol literals, batch and grant sizes) C receives through
-its constructors; nothing is written on both sides.
+Python defines (protocol literals, batch and grant sizes, the TCP session's
+turn budgets) C receives through its constructors; nothing is written on both
+sides.
 """
 
 from __future__ import annotations

@@ -401,9 +401,13 @@ class TcpConnection(asyncio.Protocol):
     # -- life cycle used by the server ----------------------------------------
 
     def stop_reading(self) -> None:
-        """Take no new requests; the ones received are still answered."""
+        """Take no new requests; the ones received are still answered (the backlog's
+        too, at once, unless they wait for the rate limit's tokens)."""
         self._unpoll()
         self.pause_reading(Paused.SHUTDOWN)
+        session = self.session
+        while session.backlog and not session.closing and session.refill_at is None:
+            self.data_received(b"")  # bounded: each turn takes a turn's bytes of it
         self._close_after_replies()
 
     def abort(self) -> None:
