@@ -115,6 +115,8 @@ typedef struct {
     PyObject *peer;
     PyObject *counters;
     PyObject *write;        /* transport.write */
+    PyObject *buffered;     /* transport.get_write_buffer_size, or NULL */
+    PyObject *kept;         /* with buffered: kept(held, wire, None) when held > 0 */
     PyObject *observe;      /* latency.observe or NULL */
     Py_ssize_t max_line;
     PyObject *exit_line;    /* bytes: the line that asks to close */

@@ -163,7 +163,12 @@ class LineReaderType(Protocol):
         observe: Callable[[float], None] | None = None,
         take: Callable[[str, float, int], int] | None = None, *, max_line: int,
         exit_line: bytes, empty_reply: bytes, grant: int,
-    ) -> LineReader: ...
+        buffered: Callable[[], int] | None = None,
+        kept: Callable[[int, bytes, int | None], None] | None = None,
+    ) -> LineReader:
+        """``buffered`` and ``kept`` (together): after each write, if ``buffered()`` (the
+        transport's write buffer size) is not 0, ``kept(held, wire, None)``."""
+        ...
 
 
 class LinePoller(Protocol):

@@ -157,12 +157,14 @@ class TcpConnection(asyncio.Protocol):
         if settings.line_reader is not None and isinstance(framing, LineFraming):
             admission = settings.admission
             self.reader = settings.line_reader(
-                self.handler, peer, self.counters, self.write_lines,
+                self.handler, peer, self.counters, transport.write,
                 None if settings.latency is None else settings.latency.observe,
                 # A limited source's lines take tokens in C, in grants.
                 admission.take if session.rate_limited and admission is not None else None,
                 max_line=framing.max_line, exit_line=EXIT, empty_reply=framing.frame(ERR_EMPTY),
                 grant=TOKENS_PER_GRANT,
+                # A write the transport holds is kept in the ledger (looked at in C).
+                buffered=transport.get_write_buffer_size, kept=self.ledger.wrote,
             )
             if self.registry.poller is not None:
                 self.handoff = PollerHandoff(self, self.registry.poller, self.reader)
@@ -309,7 +311,8 @@ class TcpConnection(asyncio.Protocol):
             session.partial_returned(b"")
 
     def write_lines(self, wire: bytes) -> None:
-        """Write lines the C line reader framed (replies and its own error lines)."""
+        """Write lines C framed (replies and its own error lines: what the poller's
+        send() did not take)."""
         transport = self.transport
         assert transport is not None
         transport.write(wire)
