@@ -7,7 +7,7 @@
  *
  * The contract with Python is written once, in udpkit/_native.py: the status
  * codes below are exported as module constants; the protocol literals, the
- * batch and grant sizes come in through the constructors; the callbacks C
+ * batch, grant and turn sizes come in through the constructors; the callbacks C
  * makes are public methods declared there as Protocols.
  *
  * Built with -fvisibility=hidden: only PyInit__fastpath leaves the shared object.
@@ -114,6 +114,8 @@ typedef struct {
     PyObject *peer;
     PyObject *counters;
     PyObject *write;        /* transport.write */
+    PyObject *buffered;     /* transport.get_write_buffer_size, or NULL */
+    PyObject *kept;         /* with buffered: kept(held, wire, None) when held > 0 */
     PyObject *observe;      /* latency.observe or NULL */
     Py_ssize_t max_line;
     PyObject *exit_line;    /* bytes: the line that asks to close */
@@ -124,6 +126,8 @@ typedef struct {
     PyObject *owner;        /* the connection told of what was read, and when handed back */
     PyObject *on_read;      /* owner.lines_read, looked up once at add() */
     PyObject *partial;      /* the unfinished line, lent by the owner while polled */
+    unsigned long turn;     /* the poller's callback this connection's turn was in */
+    Py_ssize_t turn_left;   /* bytes it may still read in that callback */
     /* A source under a rate limit: admission.take, its host, the grant size, and
      * the tokens left of the last grant.  take is NULL for a source never limited. */
     PyObject *take;

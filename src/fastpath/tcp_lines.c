@@ -175,6 +175,24 @@ done:
     return failed;
 }
 
+/* After a write: if the transport still holds bytes, kept(held, wire, None), so
+ * that replies an abort throws away can be told from those the kernel took. */
+static int
+keep_if_held(LineReader *self, PyObject *wire)
+{
+    PyObject *held = PyObject_CallNoArgs(self->buffered);
+    if (held == NULL) return -1;
+    int some = PyObject_IsTrue(held);
+    if (some > 0) {
+        PyObject *args[3] = {held, wire, Py_None};
+        PyObject *result = PyObject_Vectorcall(self->kept, args, 3, NULL);
+        if (result == NULL) some = -1;
+        Py_XDECREF(result);
+    }
+    Py_DECREF(held);
+    return some < 0 ? -1 : 0;
+}
+
 static PyObject *
 LineReader_feed(LineReader *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -214,9 +232,16 @@ LineReader_feed(LineReader *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *wire = PyBytes_FromStringAndSize(out.data, out.len);
         if (wire == NULL) goto fail;
         PyObject *written = PyObject_CallOneArg(self->write, wire);
-        Py_DECREF(wire);
-        if (written == NULL) goto fail;
+        if (written == NULL) {
+            Py_DECREF(wire);
+            goto fail;
+        }
         Py_DECREF(written);
+        if (self->buffered != NULL && keep_if_held(self, wire) < 0) {
+            Py_DECREF(wire);
+            goto fail;
+        }
+        Py_DECREF(wire);
         observe_replies(self->observe, replied, arrived);
     }
     PyObject *status = PyLong_FromLong(report.status), *taken = PyLong_FromLongLong(report.taken);
@@ -238,14 +263,20 @@ static int
 LineReader_init(LineReader *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"handler", "peer", "counters", "write", "observe", "take",
-                               "max_line", "exit_line", "empty_reply", "grant", NULL};
+                               "max_line", "exit_line", "empty_reply", "grant", "buffered",
+                               "kept", NULL};
     PyObject *handler, *peer, *counters, *write, *observe = Py_None, *take = Py_None;
     PyObject *exit_line = NULL, *empty_reply = NULL, *grant = NULL;
+    PyObject *buffered = Py_None, *kept = Py_None;
     Py_ssize_t max_line = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO$nSSO!:LineReader", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO$nSSO!OO:LineReader", keywords,
                                      &handler, &peer, &counters, &write, &observe, &take,
                                      &max_line, &exit_line, &empty_reply, &PyLong_Type,
-                                     &grant)) {
+                                     &grant, &buffered, &kept)) {
+        return -1;
+    }
+    if ((buffered == Py_None) != (kept == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "LineReader takes buffered and kept together");
         return -1;
     }
     if (max_line < 0 || exit_line == NULL || empty_reply == NULL || grant == NULL) {
@@ -268,6 +299,8 @@ LineReader_init(LineReader *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->peer, Py_NewRef(peer));
     Py_XSETREF(self->counters, Py_NewRef(counters));
     Py_XSETREF(self->write, Py_NewRef(write));
+    Py_XSETREF(self->buffered, buffered == Py_None ? NULL : Py_NewRef(buffered));
+    Py_XSETREF(self->kept, kept == Py_None ? NULL : Py_NewRef(kept));
     Py_XSETREF(self->observe, observe == Py_None ? NULL : Py_NewRef(observe));
     self->max_line = max_line;
     Py_XSETREF(self->exit_line, Py_NewRef(exit_line));
@@ -287,6 +320,8 @@ LineReader_traverse(LineReader *self, visitproc visit, void *arg)
     Py_VISIT(self->peer);
     Py_VISIT(self->counters);
     Py_VISIT(self->write);
+    Py_VISIT(self->buffered);
+    Py_VISIT(self->kept);
     Py_VISIT(self->observe);
     Py_VISIT(self->exit_line);
     Py_VISIT(self->empty_reply);
@@ -306,6 +341,8 @@ LineReader_clear(LineReader *self)
     Py_CLEAR(self->peer);
     Py_CLEAR(self->counters);
     Py_CLEAR(self->write);
+    Py_CLEAR(self->buffered);
+    Py_CLEAR(self->kept);
     Py_CLEAR(self->observe);
     Py_CLEAR(self->exit_line);
     Py_CLEAR(self->empty_reply);
@@ -339,7 +376,8 @@ static PyMethodDef LineReader_methods[] = {
      "LINES_RESULT a result neither bytes nor None (extra), LINES_ERROR the handler\n"
      "(or take) raised (extra, the exception), LINES_LIMITED take granted no token.\n"
      "taken: the requests taken, the stopping line included for RESULT and ERROR.\n"
-     "The replies before the stopping line are written."},
+     "The replies before the stopping line are written; then, with buffered and\n"
+     "kept, kept(held, wire, None) if buffered() says the transport holds bytes."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -353,9 +391,11 @@ PyTypeObject LineReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "udpkit._fastpath.LineReader",
     .tp_doc = "LineReader(handler, peer, counters, write, observe=None, take=None, *, "
-              "max_line, exit_line, empty_reply, grant): one TCP connection's line "
-              "splitting and sync handler calls in C.  take: admission.take for a source "
-              "under a rate limit (tokens asked for in grants of `grant`).",
+              "max_line, exit_line, empty_reply, grant, buffered=None, kept=None): one TCP "
+              "connection's line splitting and sync handler calls in C.  take: "
+              "admission.take for a source under a rate limit (tokens asked for in grants "
+              "of `grant`).  buffered, kept: transport.get_write_buffer_size and the "
+              "connection's WriteLedger.wrote, told of a write the transport holds.",
     .tp_basicsize = sizeof(LineReader),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

@@ -7,10 +7,10 @@ every object C offers (:class:`FastPath`, :class:`LineReader`,
 (:class:`UdpEndpointCallbacks`, :class:`PolledConnection`), under public names;
 and re-exports the status codes C defines (``LINES_*``, ``HAND_*``).  What
 Python defines (protocol literals, verdict words, the transport, batch and grant
-sizes) C receives through its constructors.  The names C must spell itself (the
-Counters fields it adds to, the callbacks it calls) it exports, and :func:`_check`
-holds them against their owners here when the extension loads: a build that no
-longer matches is refused with the reason, never half used.
+sizes, the TCP session's turn budgets) C receives through its constructors.  The
+names C must spell itself (the Counters fields it adds to, the callbacks it calls) it
+exports, and :func:`_check` holds them against their owners here when the extension
+loads: a build that no longer matches is refused with the reason, never half used.
 """
 
 from __future__ import annotations
@@ -154,7 +154,12 @@ class LineReaderType(Protocol):
         observe: Callable[[float], None] | None = None,
         take: Callable[[str, float, int], int] | None = None, *, max_line: int,
         exit_line: bytes, empty_reply: bytes, grant: int,
-    ) -> LineReader: ...
+        buffered: Callable[[], int] | None = None,
+        kept: Callable[[int, bytes, int | None], None] | None = None,
+    ) -> LineReader:
+        """``buffered`` and ``kept`` (together): after each write, if ``buffered()`` (the
+        transport's write buffer size) is not 0, ``kept(held, wire, None)``."""
+        ...
 
 
 class LinePoller(Protocol):
@@ -177,8 +182,12 @@ class LinePoller(Protocol):
 
 class LinePollerType(Protocol):
     def __call__(
-        self, counters: Counters, observe: Callable[[float], None] | None = None, /
-    ) -> LinePoller: ...
+        self, counters: Counters, observe: Callable[[float], None] | None = None, *,
+        turn_bytes: int, poll_bytes: int,
+    ) -> LinePoller:
+        """Per callback each connection reads at most ``turn_bytes``, all together
+        about ``poll_bytes`` (:class:`udpkit.core.tcp_session.SessionLimits`)."""
+        ...
 
 
 _fastpath, _MISSING = _load()

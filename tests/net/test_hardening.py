@@ -190,7 +190,13 @@ async def test_tcp_rate_limit_answers_an_error_line() -> None:
 
 async def test_tcp_rate_limit_holds_exactly_on_every_path(tcp_path: str) -> None:
     """A limited source stays on the C path (tokens taken in grants of 16) and the
-    limit is the same as on the pure path: the burst, to the request."""
+    limit is the same as on the pure path: the burst, to the request.
+
+    Issue 16, item 11: each line over the limit used to get its own
+    ``error: rate limited`` (80 here), so a greedy limited client still cost a reply
+    a line.  Now the first one is answered and the connection waits for tokens
+    (here 1 s, the longest pause): the lines after it are neither answered nor
+    counted until then, and then served or refused in order."""
     config = ServerConfig(port=0, rate_limit=1, rate_burst=20, limit_exempt=())
     async with Server(config) as server:
         reader, writer = await connect(server.port)
@@ -198,12 +204,17 @@ async def test_tcp_rate_limit_holds_exactly_on_every_path(tcp_path: str) -> None
         (connection,) = server.connections
         assert (connection.reader is not None) is expect_fast(tcp_path)
         writer.write(b"".join(b"n%d\n" % i for i in range(100)))
-        lines = [await reader.readline() for _ in range(100)]
+        lines = [await reader.readline() for _ in range(21)]
+        paused = server.stats()["tcp"]
+        with pytest.raises(TimeoutError):  # the pause: no reply a line
+            await asyncio.wait_for(reader.readline(), 0.3)
+        async with asyncio.timeout(5):  # a token later: one more served, one refused
+            after = [await reader.readline() for _ in range(2)]
         writer.close()
-        stats = server.stats()["tcp"]
     assert lines[:20] == [b"Hello, n%d!\n" % i for i in range(20)]
-    assert lines[20:] == [b"error: rate limited\n"] * 80
-    assert (stats.received, stats.replied, stats.dropped_rate_limited) == (100, 20, 80)
+    assert lines[20] == b"error: rate limited\n"
+    assert (paused.received, paused.replied, paused.dropped_rate_limited) == (21, 20, 1)
+    assert after == [b"Hello, n21!\n", b"error: rate limited\n"]
 
 
 @pytest.mark.usefixtures("tcp_path")
@@ -255,6 +266,52 @@ async def test_client_that_never_reads_is_closed_after_the_write_timeout() -> No
                 await asyncio.sleep(0.02)
         writer.transport.abort()
     assert server.stats()["tcp"].closed_write_timeout == 1
+
+
+BIG_REPLY = b"r" * 100_000
+
+
+def big_reply(request: bytes, peer: object) -> bytes:
+    return BIG_REPLY
+
+
+@pytest.mark.usefixtures("tcp_path")
+async def test_replies_thrown_away_at_an_abort_are_send_errors_not_replied() -> None:
+    """Issue 16, item 15: ``replied`` counted replies handed to the transport, even those
+    it threw away when the connection was aborted (194,226 counted, 384 readable).  Now
+    replied means handed to the kernel: a client that never reads is aborted at the
+    write timeout, and every reply the server counted it can still read afterwards."""
+    config = ServerConfig(app=big_reply, port=0, udp=False,
+                          tcp_write_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    async with Server(config) as server:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (HOST, server.port))
+            await loop.sock_sendall(sock, b"x\n" * 200)  # 20 MB of replies, never read
+            async with asyncio.timeout(20):
+                while not server.stats()["tcp"].closed_write_timeout:
+                    await asyncio.sleep(0.02)
+            received = bytearray()
+            async with asyncio.timeout(20):  # what the kernel took, the client now reads
+                while True:
+                    try:
+                        chunk = await loop.sock_recv(sock, 1 << 20)
+                    except ConnectionError:
+                        break
+                    if not chunk:
+                        break
+                    received += chunk
+        stats = server.stats()["tcp"]
+    lines = bytes(received).split(b"\n")
+    assert lines[0] == b"Welcome!"
+    readable = lines[1:-1]  # complete lines; the last one may be cut
+    assert set(readable) <= {BIG_REPLY}
+    assert stats.received == 200
+    assert stats.replied + stats.send_errors == 200
+    assert stats.send_errors > 0  # the abort threw replies away
+    assert stats.replied == len(readable)
 
 
 @pytest.mark.usefixtures("tcp_path")

@@ -72,7 +72,8 @@ class Owner:
 class Rig:
     """One LinePoller, one connection on a socketpair: ``peer`` is the client's end."""
 
-    def __init__(self, handler: Any = greet, max_line: int = 100, observe: Any = None) -> None:
+    def __init__(self, handler: Any = greet, max_line: int = 100, observe: Any = None,
+                 turn_bytes: int = 65536) -> None:
         self.server, self.peer = socket.socketpair()
         self.server.setblocking(False)
         self.counters = Counters()
@@ -83,7 +84,10 @@ class Rig:
             exit_line=EXIT, empty_reply=b"error: empty request\n", grant=TOKENS_PER_GRANT,
         )
         assert LINE_POLLER is not None
-        self.poller = LINE_POLLER(self.counters, observe)
+        # Turns as large as one recv(): these tests are about what one poll does.
+        self.poller = LINE_POLLER(
+            self.counters, observe, turn_bytes=turn_bytes, poll_bytes=1 << 20
+        )
         self.owner = Owner()
         self.poller.add(self.reader, self.server.fileno(), self.owner, b"")
 
@@ -217,7 +221,7 @@ def test_add_and_remove_refuse_what_would_corrupt_the_set(rig: Rig) -> None:
     assert rig.poller.remove(rig.reader) == b""
     assert rig.poller.remove(rig.reader) is None
     assert LINE_POLLER is not None
-    other = LINE_POLLER(Counters())
+    other = LINE_POLLER(Counters(), turn_bytes=1024, poll_bytes=16384)
     with pytest.raises(ValueError, match="other counters"):
         other.add(rig.reader, rig.server.fileno(), rig.owner, b"")
     other.close()
@@ -574,3 +578,50 @@ def test_any_split_gives_the_same_replies_and_counters_through_the_poller(
     chunks = [stream[a:b] for a, b in itertools.pairwise(points)] or [b""]
     chunks = [chunk for chunk in chunks if chunk] or [b"x\n"]
     assert serve_chunks(chunks, polled=True) == serve_chunks(chunks, polled=False)
+
+
+def test_one_connection_reads_at_most_its_turn_per_poll() -> None:
+    """Issue 16, item 11: a greedy client had every byte it sent handled in one callback
+    (up to 4 rounds of 64 KiB), holding the event loop for everyone else.  Now each poll
+    reads at most turn_bytes of it; the rest waits in its socket for the next poll."""
+    rig = Rig(turn_bytes=40)
+    try:
+        rig.send_and_poll(b"".join(b"n%02d\n" % i for i in range(30)))  # 120 bytes
+        assert rig.counters.received == 10  # 40 bytes of 4-byte lines: one turn
+        assert [(taken, left) for taken, left, _ in rig.owner.read] == [(10, 0)]
+        rig.poller.poll()
+        rig.poller.poll()
+        assert rig.counters.received == 30
+        assert rig.received() == b"".join(b"Hello, n%02d!\n" % i for i in range(30))
+        assert rig.owner.handed == []  # budgets never hand a connection back
+    finally:
+        rig.close()
+
+
+def test_a_poll_reads_about_poll_bytes_from_all_connections() -> None:
+    """The total per callback: once poll_bytes are read, the other ready connections
+    wait for the next callback (level-triggered, still ready)."""
+    assert LINE_POLLER is not None
+    assert LINE_READER is not None
+    counters = Counters()
+    poller = LINE_POLLER(counters, turn_bytes=8, poll_bytes=16)
+    pairs = [socket.socketpair() for _ in range(4)]
+    owners = []
+    for server, peer in pairs:
+        server.setblocking(False)
+        reader = LINE_READER(
+            greet, PEER, counters, lambda _: None, max_line=100, exit_line=EXIT,
+            empty_reply=b"error: empty request\n", grant=TOKENS_PER_GRANT,
+        )
+        owner = Owner()
+        owners.append((reader, owner))
+        poller.add(reader, server.fileno(), owner, b"")
+        peer.sendall(b"abc\n" * 2)  # 8 bytes: one turn each
+    poller.poll()
+    assert counters.received == 4  # 16 bytes: two connections' turns
+    poller.poll()
+    assert counters.received == 8
+    poller.close()
+    for server, peer in pairs:
+        server.close()
+        peer.close()

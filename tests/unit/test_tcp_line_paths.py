@@ -272,3 +272,37 @@ def test_a_slow_line_and_an_idle_client_close_alike_on_both_paths() -> None:
     assert fast == run(idle, None, [1, 5], idle_timeout=4, line_timeout=3)
     assert fast[0] == b"Welcome!\n<hi>\n"
     assert (fast[1].closed_slow, fast[1].closed_idle) == (0, 1)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["pure", "reader"])
+def test_lines_received_but_waiting_for_their_turn_are_answered_at_shutdown(fast: bool) -> None:
+    """A chunk larger than a turn is handled over several loop iterations (issue 16,
+    item 11); a stop between them must still answer every line received, as it did
+    when the whole chunk was handled at once."""
+    reader = LINE_READER if fast else None
+    if fast and reader is None:
+        pytest.skip("C extension not built")
+
+    async def go() -> tuple[bytes, CounterSnapshot]:
+        counters = Counters()
+        options = TcpSettings(
+            handler=handler,  # type: ignore[arg-type]
+            counters=counters, pipeline=4, access_log=False, admission=None,
+            max_connections=10, max_per_source=10, idle_timeout=60, line_timeout=60,
+            write_timeout=60, write_buffer=1 << 20, line_reader=reader,
+        )
+        registry = ConnectionRegistry(options)
+        connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(b"".join(b"x%04d\n" % i for i in range(1000)))  # 6 turns
+        assert connection.session.backlog  # the rest waits for its turns
+        connection.stop_reading()
+        await asyncio.sleep(0)
+        connection.connection_lost(None)
+        registry.close()
+        return b"".join(transport.written), counters.snapshot()
+
+    written, counters = asyncio.run(go())
+    assert written == b"Welcome!\n" + b"".join(b"<x%04d>\n" % i for i in range(1000))
+    assert (counters.received, counters.replied) == (1000, 1000)

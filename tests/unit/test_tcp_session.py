@@ -6,6 +6,8 @@ what the session decides (and counts) comes out.
 
 from __future__ import annotations
 
+import pytest
+
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
 from udpkit.core.framing import LineFraming
@@ -13,6 +15,7 @@ from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier, parse_networks
 from udpkit.core.tcp_session import (
     ERR_TOO_LONG,
+    MAX_RATE_PAUSE,
     Line,
     Paused,
     SessionLimits,
@@ -154,3 +157,65 @@ def test_a_proxy_header_is_due_within_the_line_timeout() -> None:
     s.awaiting_header(100.0)
     s.admitted("198.51.100.1", None)  # the header came: its clock stops
     assert s.check_timeouts(103.5) is None
+
+
+def test_a_turn_takes_at_most_turn_bytes_and_keeps_the_rest_in_order() -> None:
+    """Issue 16, item 11: every byte a greedy client sent was handled in one callback.
+    A turn now takes at most ``turn_bytes``; the rest is the backlog, first in line."""
+    limits = SessionLimits(pipeline=4, idle_timeout=10.0, line_timeout=3.0,
+                           write_timeout=5.0, turn_bytes=6)
+    s = TcpSession(LineFraming(8), limits, Counters(), now=100.0)
+    assert s.take_turn(b"ab\ncd\nef\n") == b"ab\ncd\n"
+    assert s.unhandled == b"ef\n"
+    assert s.turn_due
+    s.pause(Paused.WRITING)  # another reason holds reading: not now
+    assert not s.turn_due
+    s.resume(Paused.WRITING)
+    assert s.take_turn(b"gh\n") == b"ef\ngh\n"  # what came later goes behind it
+    assert (s.backlog, s.turn_due) == (b"", False)
+
+
+def test_turns_move_through_a_large_backlog_without_copying_it() -> None:
+    limits = SessionLimits(pipeline=4, idle_timeout=10.0, line_timeout=3.0,
+                           write_timeout=5.0, turn_bytes=3)
+    s = TcpSession(LineFraming(8), limits, Counters(), now=100.0)
+    data = b"".join(b"%02d\n" % i for i in range(20))
+    turns = [s.take_turn(data)]
+    buffer = s.backlog
+    while s.backlog:
+        assert s.backlog is buffer  # the same bytes, a moving start
+        turns.append(s.take_turn(b""))
+    assert turns == [b"%02d\n" % i for i in range(20)]
+    assert s.backlog_start == 0
+    assert limits.poll_bytes > limits.turn_bytes
+
+
+def test_a_limited_line_pauses_until_a_grant_refills_and_holds_back_the_rest() -> None:
+    """Issue 16, item 11: each line over the limit got its own error reply.  Now the
+    session says when to read again, and the lines after it go back to the backlog."""
+    admission = Admission(SourceClassifier(), TokenBucketTable(rate=100, burst=2, size=4))
+    s = session()
+    s.admitted("198.51.100.1", admission)
+    messages = s.receive(b"a\nb\nc\nd\r\ne\npar")
+    assert [s.judge(m, 100.0) for m in messages[:3]] == [Line.HANDLE, Line.HANDLE,
+                                                          Line.RATE_LIMITED]
+    assert s.refill_at == pytest.approx(100.02)  # a grant: 16 tokens, at most the burst
+    s.hold_back(messages[3:])
+    assert (s.unhandled, s.framing.pending()) == (b"d\ne\npar", 0)
+    s.pause(Paused.RATE)
+    assert not pause_state(s)[1]  # waiting for tokens: the backlog is not due
+    assert s.tokens_refilled() is True
+    assert pause_state(s) == (None, True)
+    assert s.counters.dropped_rate_limited == 1
+
+
+def pause_state(s: TcpSession) -> tuple[float | None, bool]:
+    return s.refill_at, s.turn_due
+
+
+def test_a_very_low_rate_pauses_at_most_max_rate_pause() -> None:
+    admission = Admission(SourceClassifier(), TokenBucketTable(rate=0.001, burst=1, size=4))
+    s = session()
+    s.admitted("198.51.100.1", admission)
+    assert [s.judge(b"x", 100.0) for _ in range(2)] == [Line.HANDLE, Line.RATE_LIMITED]
+    assert s.refill_at == 100.0 + MAX_RATE_PAUSE

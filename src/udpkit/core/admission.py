@@ -74,6 +74,14 @@ class Admission:
             return want
         return self.limiter.take(key, now, want)
 
+    def refill_time(self, host: str, now: float, want: int) -> float:
+        """Seconds until ``host``'s bucket holds ``want`` tokens (at most its burst);
+        0 if it is not limited."""
+        key, permitted, exempt = self.classifier.classify(host)
+        if self.limiter is None or exempt or not permitted:
+            return 0.0
+        return self.limiter.refill_time(key, now, want)
+
     def permitted(self, host: str) -> bool:
         return self.classifier.classify(host)[1]
 

@@ -66,3 +66,11 @@ class TokenBucketTable:
         granted = min(want, int(tokens))
         self._tokens[slot] = tokens - granted
         return max(0, granted)
+
+    def refill_time(self, key: object, now: float, want: int) -> float:
+        """Seconds until ``key``'s bucket holds ``want`` tokens (at most the burst), if
+        nothing is taken meanwhile; the bucket is not changed."""
+        slot = hash(key) % self.size
+        tokens = self._tokens[slot] + (now - self._stamps[slot]) * self.rate
+        missing = min(float(want), self.burst) - min(tokens, self.burst)
+        return max(0.0, missing / self.rate)

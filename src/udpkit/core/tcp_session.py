@@ -5,11 +5,24 @@ once: the partial line (through the connection's :class:`Framing`, lent to a
 C line reader for one call or to the C poller while it polls), the idle, line
 and write timestamps, the pending async replies and the pipeline limit, the
 reasons reading is paused, ``exit``, empty and oversize lines, the rate-limit
-verdict and closing.  Whoever reads the socket (the asyncio glue in
-:mod:`udpkit.server.tcp`, the C ``LineReader`` or ``LinePoller``) only reports
+verdict and closing, and the connection's share of the event loop.  Whoever
+reads the socket (the asyncio glue in :mod:`udpkit.server.tcp`, the C
+``LineReader`` or ``LinePoller``) only reports
 facts (:meth:`TcpSession.lines_read`: "n lines taken, k bytes of partial line
 left, at ``now``") and carries out what the session decides.  No socket, no
 clock: ``now`` is passed in, so tests drive time by hand.
+
+Fairness (issue 16, item 11): a connection has at most
+:attr:`SessionLimits.turn_bytes` of what it sent handled per turn of the
+event loop (one callback); the rest is its :attr:`TcpSession.backlog` (or
+stays in its socket, with the C poller, which reads no more than that), so
+one greedy client waits for its next turn while every other client and UDP
+have theirs.  A line over the source's rate limit is answered
+``error: rate limited`` once, and the connection is not read again until the
+source's bucket holds a grant of tokens (:attr:`TcpSession.refill_at`, at most
+:data:`MAX_RATE_PAUSE` away): the lines sent meanwhile wait and are then
+served or refused in order, so a limited client costs one error reply a
+pause, not one a line, and nothing is dropped without an answer.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from udpkit.core.admission import Admission
+from udpkit.core.admission import TOKENS_PER_GRANT, Admission
 from udpkit.core.counters import Counters
 from udpkit.core.framing import EXIT, Framing, LineFraming, error_message
 
@@ -27,6 +40,18 @@ ERR_HANDLER = error_message("handler failed")
 ERR_RATE_LIMITED = error_message("rate limited")
 ERR_TIMEOUT = error_message("handler timed out")
 ERR_OVERLOADED = error_message("overloaded")
+
+TURN_BYTES = 1024
+"""Bytes of one connection's requests handled per turn of the event loop, at most.
+A turn of that many bytes of short lines costs about 0.1-0.2 ms of handler calls
+(measured with ``benchmarks/bench_fairness.py``); a client with a few requests in
+flight never reaches it."""
+POLL_TURNS = 16
+"""Turns the C poller serves per event-loop callback at most (``poll_bytes`` =
+``POLL_TURNS * turn_bytes``): then the loop's other work comes round."""
+MAX_RATE_PAUSE = 1.0
+"""Seconds a rate-limited connection waits for tokens at most before it is read
+again (a source limited to less than a grant a second gets one line a second)."""
 
 
 class Paused(enum.Flag):
@@ -42,6 +67,10 @@ class Paused(enum.Flag):
     """The connection closes once its replies are written."""
     SHUTDOWN = enum.auto()
     """The server takes no new requests."""
+    TURN = enum.auto()
+    """Bytes received wait for the connection's next turn (:attr:`TcpSession.backlog`)."""
+    RATE = enum.auto()
+    """The source is over its rate: reading waits for tokens (:attr:`TcpSession.refill_at`)."""
 
 
 NOT_PAUSED = Paused(0)
@@ -55,7 +84,8 @@ class Line(enum.Enum):
     EMPTY = "empty"
     """Answer :data:`ERR_EMPTY` (counted)."""
     RATE_LIMITED = "rate_limited"
-    """Answer :data:`ERR_RATE_LIMITED` (counted); log it as abuse."""
+    """Answer :data:`ERR_RATE_LIMITED` (counted); log it as abuse; the lines after it
+    wait (:meth:`TcpSession.hold_back`) until :attr:`TcpSession.refill_at`."""
     EXIT = "exit"
     """The client asks to close: nothing after it counts (:meth:`TcpSession.exit`)."""
 
@@ -80,6 +110,14 @@ class SessionLimits:
     """Seconds an unfinished line (or PROXY header) may take."""
     write_timeout: float
     """Seconds a client may leave its replies unread once the buffer is full."""
+    turn_bytes: int = TURN_BYTES
+    """Bytes of requests handled per turn of the event loop at most (line framing; a raw
+    chunk is one message, at most ``max_line`` long): the rest waits for the next turn."""
+
+    @property
+    def poll_bytes(self) -> int:
+        """Bytes the C poller reads per event-loop callback, all connections together."""
+        return POLL_TURNS * self.turn_bytes
 
 
 class TcpSession:
@@ -88,6 +126,8 @@ class TcpSession:
     __slots__ = (
         "_admission",
         "_lines",
+        "backlog",
+        "backlog_start",
         "closing",
         "counters",
         "framing",
@@ -98,6 +138,7 @@ class TcpSession:
         "paused",
         "pending",
         "rate_limited",
+        "refill_at",
         "write_stalled",
     )
 
@@ -120,6 +161,13 @@ class TcpSession:
         self.host = ""
         self.rate_limited = False
         """Whether a rate limit applies to this source (else no check per request)."""
+        self.refill_at: float | None = None
+        """After a rate-limited line: when to read again (the source's bucket holds a grant)."""
+        self.backlog = b""
+        """Bytes received and not yet handled, from :attr:`backlog_start` on: they go first
+        in the next turn.  Empty when nothing is left (then the start is 0)."""
+        self.backlog_start = 0
+        """Where the unhandled part of :attr:`backlog` begins (turns move it, not copy)."""
         self._admission: Admission | None = None
         self._lines = framing if isinstance(framing, LineFraming) else None
         """Line framing: the one holder of the partial line (when not lent)."""
@@ -173,6 +221,49 @@ class TcpSession:
         elif self.line_started is None:
             self.line_started = now
 
+    def take_turn(self, data: bytes) -> bytes:
+        """The bytes to handle in this turn: the backlog, then ``data``, up to
+        ``turn_bytes`` (line framing; a raw chunk is one message, taken whole).  What is
+        left is the backlog, for the next turn (:attr:`turn_due`)."""
+        start = 0
+        backlog = data
+        if self.backlog:
+            start = self.backlog_start
+            backlog = self.backlog
+            if data:  # rare: reading is paused while a backlog waits
+                backlog, start = backlog[start:] + data, 0
+        end = start + self.limits.turn_bytes
+        if self._lines is None or len(backlog) <= end:
+            self.backlog, self.backlog_start = b"", 0
+            return backlog[start:] if start else backlog
+        self.backlog, self.backlog_start = backlog, end
+        return backlog[start:end]
+
+    @property
+    def unhandled(self) -> bytes:
+        """The backlog's bytes not yet handled."""
+        return self.backlog[self.backlog_start :]
+
+    @property
+    def turn_due(self) -> bool:
+        """Whether the backlog may be handled now (nothing but the turn holds it)."""
+        return bool(self.backlog) and not self.closing and not self.paused & ~Paused.TURN
+
+    def hold_back(self, messages: list[bytes]) -> None:
+        """Complete lines not handled in this turn (after a rate-limited one) and the
+        partial line behind them go back to the front of the backlog."""
+        lines = self._lines
+        if lines is None:  # raw framing: one message a chunk, nothing after it
+            return
+        held = b"".join(message + b"\n" for message in messages) + lines.partial
+        lines.partial = b""
+        self.backlog, self.backlog_start = held + self.unhandled, 0
+
+    def tokens_refilled(self) -> bool:
+        """The rate pause is over; ``True`` if reading must resume now."""
+        self.refill_at = None
+        return self.resume(Paused.RATE)
+
     def receive(self, data: bytes) -> list[bytes]:
         """The pure path: the complete messages ``data`` finishes."""
         return self.framing.feed(data)
@@ -190,6 +281,8 @@ class TcpSession:
             admission = self._admission
             if admission is not None and admission.check(self.host, now) is not None:
                 counters.dropped_rate_limited += 1  # denied sources were refused at connect
+                wait = admission.refill_time(self.host, now, TOKENS_PER_GRANT)
+                self.refill_at = now + min(wait, MAX_RATE_PAUSE)
                 return Line.RATE_LIMITED
         return Line.HANDLE
 

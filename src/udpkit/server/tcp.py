@@ -6,7 +6,10 @@ reports, calls the handler and does what the session decides.  Replies go out
 in request order (:mod:`udpkit.server.tcp_replies`): sync handlers answer
 inline; once an async handler is pending, later replies queue behind it.  A
 client that does not read its replies is paused (``pause_writing`` pauses
-reading), so one slow client never holds up another.
+reading), so one slow client never holds up another; one greedy client has
+its session's turn of bytes handled per loop iteration, the rest of what it
+sent waits for its next turn (``call_soon``) with reading paused, and a line
+over its rate pauses reading until the session's ``refill_at``.
 
 What all connections share (caps, the sweep, the C poller) is the
 :class:`ConnectionRegistry`'s (:mod:`udpkit.server.tcp_registry`).
@@ -36,12 +39,14 @@ from udpkit.core.tcp_session import (
     ERR_HANDLER,
     ERR_OVERLOADED,
     ERR_RATE_LIMITED,
+    ERR_TOO_LONG,
     Line,
     Paused,
     TcpSession,
 )
 from udpkit.server.dispatch import check_reply, discard, is_awaitable, log_handler_error
 from udpkit.server.logs import log_abuse, log_access
+from udpkit.server.tcp_ledger import WriteLedger
 from udpkit.server.tcp_poller import TCP_POLLER_NAME, PollerHandoff
 from udpkit.server.tcp_registry import (
     TCP_FAST_PATH_NAME,
@@ -67,6 +72,7 @@ class TcpConnection(asyncio.Protocol):
     def __init__(
         self, settings: TcpSettings, framing: Framing, registry: ConnectionRegistry
     ) -> None:
+        server_lines = _server_lines(framing)
         self.settings = settings
         self.handler = settings.handler
         self.counters = settings.counters
@@ -78,12 +84,16 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Peer | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self.replies = OrderedReplies(self)
+        self.ledger = WriteLedger(server_lines)
+        """The replies the transport still holds (``replied`` means handed to the kernel)."""
         self._arrived = 0.0  # when the bytes being handled were received
         self._proxy_buffer: bytearray | None = None  # held until the PROXY header is parsed
         self.reader: _native.LineReader | None = None
         """The C line reader, once admitted, if this connection may use it."""
         self.handoff: PollerHandoff | None = None
         """Its seat at the registry's C poller, if there is one."""
+        self._turn: asyncio.Handle | None = None  # the backlog's next turn, when scheduled
+        self._refill: asyncio.TimerHandle | None = None  # the end of a rate pause
 
     @property
     def polled(self) -> bool:
@@ -141,6 +151,8 @@ class TcpConnection(asyncio.Protocol):
                 admission.take if session.rate_limited and admission is not None else None,
                 max_line=framing.max_line, exit_line=EXIT, empty_reply=framing.frame(ERR_EMPTY),
                 grant=TOKENS_PER_GRANT,
+                # A write the transport holds is kept in the ledger (looked at in C).
+                buffered=transport.get_write_buffer_size, kept=self.ledger.wrote,
             )
             if self.registry.poller is not None:
                 self.handoff = PollerHandoff(self, self.registry.poller, self.reader)
@@ -148,6 +160,7 @@ class TcpConnection(asyncio.Protocol):
         transport.write(framing.welcome)
 
     def data_received(self, data: bytes) -> None:
+        # Also the backlog's next turn (``data`` empty): see _next_turn.
         session = self.session
         if session.closing:
             return
@@ -155,10 +168,14 @@ class TcpConnection(asyncio.Protocol):
             data = self._take_proxy_header(data)
             if not data or session.closing:
                 return
+        if session.backlog or len(data) > session.limits.turn_bytes:
+            data = session.take_turn(data)  # this turn's share; the rest waits
         now = self._arrived = self.clock()
         reader = self.reader
         if reader is None or session.pending:
             self._receive(data, now, 0)
+            if session.backlog or session.paused:
+                self.end_turn()
             return
         # The C path: every line of the chunk in one call, the replies in one write.
         try:
@@ -171,6 +188,52 @@ class TcpConnection(asyncio.Protocol):
         else:
             session.partial_returned(b"")
             self.after_stop(status, taken, rest, extra, now)
+        if session.backlog or session.paused:
+            self.end_turn()
+        if self.handoff is not None:
+            self.handoff.poll()
+
+    def end_turn(self) -> None:
+        """After a turn: what the session kept back waits for the next turn (reading
+        paused meanwhile), after the rate pause if there is one."""
+        session = self.session
+        if session.closing:
+            return
+        if session.backlog:
+            self.pause_reading(Paused.TURN)
+            self._turn_soon()
+        elif session.paused & Paused.TURN:
+            self.resume_reading(Paused.TURN)
+
+    def _turn_soon(self) -> None:
+        if self._turn is None and self.session.turn_due:
+            self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if self.session.turn_due:
+            self.data_received(b"")  # the backlog's turn
+
+    def _wait_for_tokens(self) -> None:
+        """A line was over the rate: read nothing more until the session's ``refill_at``."""
+        refill_at = self.session.refill_at
+        if refill_at is None or self._refill is not None:
+            return
+        self.pause_reading(Paused.RATE)
+        self._refill = asyncio.get_running_loop().call_later(
+            max(0.0, refill_at - self.clock()), self._tokens_refilled
+        )
+
+    def _tokens_refilled(self) -> None:
+        self._refill = None
+        session = self.session
+        if session.closing:
+            return
+        if session.backlog:
+            self.pause_reading(Paused.TURN)  # the backlog first, then the socket
+        if session.tokens_refilled():
+            self._transport_reading(True)
+        self._turn_soon()
         if self.handoff is not None:
             self.handoff.poll()
 
@@ -179,6 +242,7 @@ class TcpConnection(asyncio.Protocol):
         (``taken``: requests the C path already took from this chunk)."""
         session = self.session
         messages = session.receive(data)
+        first = taken
         if len(messages) > 1:
             self.replies.start_batch()
         try:
@@ -191,6 +255,10 @@ class TcpConnection(asyncio.Protocol):
                     return
                 self._handle(message, verdict, now)
                 taken += 1
+                if verdict is Line.RATE_LIMITED:  # the rest waits for tokens
+                    session.hold_back(messages[taken - first :])
+                    self._wait_for_tokens()
+                    break
         finally:
             self.replies.flush_batch()
         session.lines_read(taken, session.framing.pending(), now)
@@ -228,6 +296,25 @@ class TcpConnection(asyncio.Protocol):
                 return
             session.partial_returned(b"")
 
+    def write_lines(self, wire: bytes) -> None:
+        """Write lines C framed (replies and its own error lines: what the poller's
+        send() did not take)."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(wire)
+        held = transport.get_write_buffer_size()
+        if held:
+            self.ledger.wrote(held, wire, None)
+
+    def _discard(self, transport: asyncio.Transport, *, lost: bool = False) -> None:
+        """The transport is about to throw away what it holds (``lost``: it has, and
+        how much is known only from the last look): the replies in it are not replied
+        but send errors."""
+        discarded = self.ledger.discarded(None if lost else transport.get_write_buffer_size())
+        if discarded:
+            self.counters.replied -= discarded
+            self.counters.send_errors += discarded
+
     def _too_long(self) -> None:
         self._write(self.session.oversize(), is_reply=False)
         self._close_after_replies()
@@ -261,6 +348,11 @@ class TcpConnection(asyncio.Protocol):
         return True  # keep the write side open until the replies are out
 
     def connection_lost(self, exc: Exception | None) -> None:
+        for handle in (self._turn, self._refill):
+            if handle is not None:
+                handle.cancel()
+        if exc is not None and self.transport is not None and self.session.write_stalled:
+            self._discard(self.transport, lost=True)  # lost with its buffer full
         self._unpoll()
         self.session.abort()
         self.replies.cancel()
@@ -276,6 +368,7 @@ class TcpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.session.write_unblocked():
             self._transport_reading(True)
+        self._turn_soon()
 
     def check_timeouts(self, now: float) -> None:
         """Close the connection if its session is past a timeout (the registry's sweep)."""
@@ -291,19 +384,25 @@ class TcpConnection(asyncio.Protocol):
         log_abuse(reason, self.peer, self.clock())
         self._unpoll()
         self.session.abort()
+        self._discard(self.transport)
         self.transport.abort()
 
     # -- life cycle used by the server ----------------------------------------
 
     def stop_reading(self) -> None:
-        """Take no new requests; the ones received are still answered."""
+        """Take no new requests; the ones received are still answered (the backlog's
+        too, at once, unless they wait for the rate limit's tokens)."""
         self._unpoll()
         self.pause_reading(Paused.SHUTDOWN)
+        session = self.session
+        while session.backlog and not session.closing and session.refill_at is None:
+            self.data_received(b"")  # bounded: each turn takes a turn's bytes of it
         self._close_after_replies()
 
     def abort(self) -> None:
         self._unpoll()
         if self.transport is not None:
+            self._discard(self.transport)
             self.transport.abort()
 
     def _unpoll(self) -> None:
@@ -383,6 +482,7 @@ class TcpConnection(asyncio.Protocol):
     def resume_reading(self, reason: Paused) -> None:
         if self.session.resume(reason):
             self._transport_reading(True)
+        self._turn_soon()  # a backlog held only by this reason goes on
 
     def _transport_reading(self, on: bool) -> None:
         transport = self.transport
@@ -391,3 +491,18 @@ class TcpConnection(asyncio.Protocol):
                 transport.resume_reading()
             else:
                 transport.pause_reading()
+
+
+_SERVER_LINES: dict[type, frozenset[bytes]] = {}
+
+
+def _server_lines(framing: Framing) -> frozenset[bytes]:
+    """The lines the server writes that are not replies, framed (one set per framing)."""
+    kind = type(framing)
+    lines = _SERVER_LINES.get(kind)
+    if lines is None:
+        errors = (ERR_EMPTY, ERR_HANDLER, ERR_RATE_LIMITED, ERR_TOO_LONG, BUSY)
+        lines = _SERVER_LINES[kind] = frozenset(
+            [framing.welcome, *(framing.frame(error) for error in errors)]
+        )
+    return lines

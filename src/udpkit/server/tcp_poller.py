@@ -86,12 +86,13 @@ class PollerHandoff:
         if transport is None or transport.is_closing():  # closed while a handler ran
             return
         if unsent:
-            transport.write(unsent)
+            connection.write_lines(unsent)  # may begin inside a line the poller sent
         if kind == _native.HAND_FAILED:  # reported as unraisable by the poller
             session.abort()
-            transport.abort()
+            connection.abort()
             return
         if kind == _native.HAND_UNUSUAL:
             connection.after_stop(status, taken, rest, extra, now)
+            connection.end_turn()
         if ours and not session.paused and not transport.is_closing():
             transport.resume_reading()

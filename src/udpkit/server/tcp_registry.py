@@ -114,7 +114,11 @@ class ConnectionRegistry:
         """The one C poller of these connections, watched by the loop."""
         if settings.line_poller is not None:
             observe = None if settings.latency is None else settings.latency.observe
-            poller = settings.line_poller(settings.counters, observe)
+            limits = self.limits
+            poller = settings.line_poller(
+                settings.counters, observe, turn_bytes=limits.turn_bytes,
+                poll_bytes=limits.poll_bytes,
+            )
             asyncio.get_running_loop().add_reader(poller.fileno(), poller.poll)
             self.poller = poller
 

@@ -53,7 +53,11 @@ class OrderedReplies:
             if self._batch is not None:
                 self._batch.append(wire)
             else:
-                connection.transport.write(wire)
+                transport = connection.transport
+                transport.write(wire)
+                held = transport.get_write_buffer_size()
+                if held:  # kept while the transport holds bytes
+                    connection.ledger.wrote(held, wire, 1 if is_reply else 0)
             if is_reply:
                 connection.counters.replied += 1
                 latency = connection.settings.latency
@@ -67,7 +71,11 @@ class OrderedReplies:
         batch, self._batch = self._batch, None
         transport = self._connection.transport
         if batch and transport is not None:
-            transport.write(b"".join(batch))
+            wire = b"".join(batch)
+            transport.write(wire)
+            held = transport.get_write_buffer_size()
+            if held:
+                self._connection.ledger.wrote(held, wire, None)  # lines: counted by kind
 
     def queue_pending(self, pending: Awaitable[Reply], arrived: float) -> None:
         """An async handler's reply: later replies wait for it."""
@@ -149,6 +157,9 @@ class OrderedReplies:
             queue.popleft()
             if wire is not None:
                 transport.write(wire)
+                held = transport.get_write_buffer_size()
+                if held:
+                    connection.ledger.wrote(held, wire, 1 if is_reply else 0)
                 if is_reply:
                     counters.replied += 1
             if session.reply_written():
