@@ -40,6 +40,11 @@ ERR_HANDLER = error_message("handler failed")
 ERR_RATE_LIMITED = error_message("rate limited")
 ERR_TIMEOUT = error_message("handler timed out")
 ERR_OVERLOADED = error_message("overloaded")
+BUSY = b"busy"
+"""Said to a connection over the caps, before it is closed."""
+SERVER_LINES = (ERR_EMPTY, ERR_TOO_LONG, ERR_HANDLER, ERR_RATE_LIMITED, ERR_TIMEOUT,
+                ERR_OVERLOADED, BUSY)
+"""Every line the server itself writes (not a reply), unframed; the welcome aside."""
 
 TURN_BYTES = 1024
 """Bytes of one connection's requests handled per turn of the event loop, at most.

@@ -35,18 +35,14 @@ from udpkit.core.framing import EXIT, Framing, LineFraming
 from udpkit.core.handler import Peer
 from udpkit.core.proxy_protocol import NEEDS_MORE, parse_untrusted
 from udpkit.core.tcp_session import (
+    BUSY,
     ERR_EMPTY,
-    ERR_HANDLER,
-    ERR_OVERLOADED,
-    ERR_RATE_LIMITED,
-    ERR_TOO_LONG,
     Line,
     Paused,
     TcpSession,
 )
-from udpkit.server.dispatch import check_reply, discard, is_awaitable, log_handler_error
-from udpkit.server.logs import log_abuse, log_access
-from udpkit.server.tcp_ledger import WriteLedger
+from udpkit.server.logs import log_abuse
+from udpkit.server.tcp_ledger import WriteLedger, server_lines
 from udpkit.server.tcp_poller import TCP_POLLER_NAME, PollerHandoff
 from udpkit.server.tcp_registry import (
     TCP_FAST_PATH_NAME,
@@ -57,14 +53,13 @@ from udpkit.server.tcp_registry import (
     tcp_line_poller,
 )
 from udpkit.server.tcp_replies import OrderedReplies
+from udpkit.server.tcp_requests import TcpRequests
+from udpkit.server.tcp_turns import TurnScheduler
 
 __all__ = [
     "TCP_FAST_PATH_NAME", "TCP_POLLER_NAME", "ConnectionRegistry", "TcpConnection", "TcpSettings",
     "tcp_fast_path", "tcp_line_poller",
 ]
-
-BUSY = b"busy"
-
 
 class TcpConnection(asyncio.Protocol):
     """One client connection: feeds its session, answers in order."""
@@ -72,7 +67,6 @@ class TcpConnection(asyncio.Protocol):
     def __init__(
         self, settings: TcpSettings, framing: Framing, registry: ConnectionRegistry
     ) -> None:
-        server_lines = _server_lines(framing)
         self.settings = settings
         self.handler = settings.handler
         self.counters = settings.counters
@@ -84,16 +78,18 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Peer | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self.replies = OrderedReplies(self)
-        self.ledger = WriteLedger(server_lines)
+        self.ledger = WriteLedger(server_lines(framing))
         """The replies the transport still holds (``replied`` means handed to the kernel)."""
-        self._arrived = 0.0  # when the bytes being handled were received
+        self.arrived = 0.0
+        """When the bytes being handled were received (their replies' latency)."""
+        self.requests = TcpRequests(self)
         self._proxy_buffer: bytearray | None = None  # held until the PROXY header is parsed
         self.reader: _native.LineReader | None = None
         """The C line reader, once admitted, if this connection may use it."""
         self.handoff: PollerHandoff | None = None
         """Its seat at the registry's C poller, if there is one."""
-        self._turn: asyncio.Handle | None = None  # the backlog's next turn, when scheduled
-        self._refill: asyncio.TimerHandle | None = None  # the end of a rate pause
+        self.turns = TurnScheduler(self)
+        """The backlog's next turn and the end of a rate pause, when scheduled."""
 
     @property
     def polled(self) -> bool:
@@ -160,7 +156,7 @@ class TcpConnection(asyncio.Protocol):
         transport.write(framing.welcome)
 
     def data_received(self, data: bytes) -> None:
-        # Also the backlog's next turn (``data`` empty): see _next_turn.
+        # Also the backlog's next turn (``data`` empty): see server/tcp_turns.py.
         session = self.session
         if session.closing:
             return
@@ -170,7 +166,7 @@ class TcpConnection(asyncio.Protocol):
                 return
         if session.backlog or len(data) > session.limits.turn_bytes:
             data = session.take_turn(data)  # this turn's share; the rest waits
-        now = self._arrived = self.clock()
+        now = self.arrived = self.clock()
         reader = self.reader
         if reader is None or session.pending:
             self._receive(data, now, 0)
@@ -194,48 +190,7 @@ class TcpConnection(asyncio.Protocol):
             self.handoff.poll()
 
     def end_turn(self) -> None:
-        """After a turn: what the session kept back waits for the next turn (reading
-        paused meanwhile), after the rate pause if there is one."""
-        session = self.session
-        if session.closing:
-            return
-        if session.backlog:
-            self.pause_reading(Paused.TURN)
-            self._turn_soon()
-        elif session.paused & Paused.TURN:
-            self.resume_reading(Paused.TURN)
-
-    def _turn_soon(self) -> None:
-        if self._turn is None and self.session.turn_due:
-            self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
-
-    def _next_turn(self) -> None:
-        self._turn = None
-        if self.session.turn_due:
-            self.data_received(b"")  # the backlog's turn
-
-    def _wait_for_tokens(self) -> None:
-        """A line was over the rate: read nothing more until the session's ``refill_at``."""
-        refill_at = self.session.refill_at
-        if refill_at is None or self._refill is not None:
-            return
-        self.pause_reading(Paused.RATE)
-        self._refill = asyncio.get_running_loop().call_later(
-            max(0.0, refill_at - self.clock()), self._tokens_refilled
-        )
-
-    def _tokens_refilled(self) -> None:
-        self._refill = None
-        session = self.session
-        if session.closing:
-            return
-        if session.backlog:
-            self.pause_reading(Paused.TURN)  # the backlog first, then the socket
-        if session.tokens_refilled():
-            self._transport_reading(True)
-        self._turn_soon()
-        if self.handoff is not None:
-            self.handoff.poll()
+        self.turns.end_turn()
 
     def _receive(self, data: bytes, now: float, taken: int) -> None:
         """The pure-Python path: frame ``data``, handle each message in order
@@ -253,11 +208,11 @@ class TcpConnection(asyncio.Protocol):
                     session.exit(taken, now)
                     self._close_after_replies()
                     return
-                self._handle(message, verdict, now)
+                self.requests.handle(message, verdict, now)
                 taken += 1
                 if verdict is Line.RATE_LIMITED:  # the rest waits for tokens
                     session.hold_back(messages[taken - first :])
-                    self._wait_for_tokens()
+                    self.turns.wait_for_tokens()
                     break
         finally:
             self.replies.flush_batch()
@@ -283,9 +238,9 @@ class TcpConnection(asyncio.Protocol):
                 self._receive(rest, now, taken)
                 return
             if status == _native.LINES_ERROR:  # any exception, SystemExit included
-                self._handler_failed(extra)  # type: ignore[arg-type]
+                self.requests.handler_failed(extra)  # type: ignore[arg-type]
             else:
-                self._handle_result(extra)
+                self.requests.handle_result(extra)
             if session.pending:  # an async reply is pending: later ones queue behind it
                 self._receive(rest, now, taken)
                 return
@@ -316,7 +271,7 @@ class TcpConnection(asyncio.Protocol):
             self.counters.send_errors += discarded
 
     def _too_long(self) -> None:
-        self._write(self.session.oversize(), is_reply=False)
+        self.write(self.session.oversize(), is_reply=False)
         self._close_after_replies()
 
     def _take_proxy_header(self, data: bytes) -> bytes:
@@ -348,9 +303,7 @@ class TcpConnection(asyncio.Protocol):
         return True  # keep the write side open until the replies are out
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for handle in (self._turn, self._refill):
-            if handle is not None:
-                handle.cancel()
+        self.turns.cancel()
         if exc is not None and self.transport is not None and self.session.write_stalled:
             self._discard(self.transport, lost=True)  # lost with its buffer full
         self._unpoll()
@@ -363,12 +316,12 @@ class TcpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.session.write_blocked(self.clock()):
-            self._transport_reading(False)
+            self.transport_reading(False)
 
     def resume_writing(self) -> None:
         if self.session.write_unblocked():
-            self._transport_reading(True)
-        self._turn_soon()
+            self.transport_reading(True)
+        self.turns.turn_soon()
 
     def check_timeouts(self, now: float) -> None:
         """Close the connection if its session is past a timeout (the registry's sweep)."""
@@ -409,63 +362,11 @@ class TcpConnection(asyncio.Protocol):
         if self.handoff is not None:
             self.handoff.unpoll(resume=False)
 
-    # -- requests -------------------------------------------------------------
+    # -- replies ----------------------------------------------------------------
 
-    def _handle(self, message: bytes, verdict: Line, now: float) -> None:
-        peer = self.peer
-        assert peer is not None
-        if verdict is not Line.HANDLE:
-            if verdict is Line.RATE_LIMITED:
-                log_abuse("rate_limited", peer, now)
-            error = ERR_EMPTY if verdict is Line.EMPTY else ERR_RATE_LIMITED
-            self._write(self.session.framing.frame(error), is_reply=False)
-            return
-        if self.settings.access_log:
-            log_access(peer, message)
-        try:
-            result = self.handler(message, peer)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the handler's
-            self._handler_failed(exc)
-            return
-        if type(result) is bytes:
-            self._write(self.session.framing.frame(result), is_reply=True)
-        elif result is None:
-            self.counters.no_reply += 1
-        else:
-            self._handle_result(result)
-
-    def _handle_result(self, result: object) -> None:
-        """A handler result that is neither bytes nor ``None``: an awaitable, a bytes-like
-        object (taken as bytes) or a wrong type (the handler's error)."""
-        peer = self.peer
-        assert peer is not None
-        try:
-            if is_awaitable(result):
-                if not self.settings.async_calls.try_take(self.source_key):
-                    discard(result)
-                    self.counters.dropped_overload += 1
-                    log_abuse("overload", peer, self._arrived)
-                    self._write(self.session.framing.frame(ERR_OVERLOADED), is_reply=False)
-                    return
-                self.replies.queue_pending(result, self._arrived)  # type: ignore[arg-type]
-                return
-            reply = check_reply(result, peer)
-        except BaseException as exc:
-            self._handler_failed(exc)
-            return
-        if reply is None:
-            self.counters.no_reply += 1
-        else:
-            self._write(self.session.framing.frame(reply), is_reply=True)
-
-    def _handler_failed(self, exc: BaseException) -> None:
-        assert self.peer is not None
-        self.counters.handler_errors += 1
-        log_handler_error(self.peer, exc)
-        self._write(self.session.framing.frame(ERR_HANDLER), is_reply=False)
-
-    def _write(self, wire: bytes, *, is_reply: bool) -> None:
-        self.replies.write(wire, is_reply=is_reply, arrived=self._arrived)
+    def write(self, wire: bytes, *, is_reply: bool) -> None:
+        """Write a reply or an error line, in request order."""
+        self.replies.write(wire, is_reply=is_reply, arrived=self.arrived)
 
     def _close_after_replies(self) -> None:
         if self.session.close_after_replies():
@@ -477,32 +378,17 @@ class TcpConnection(asyncio.Protocol):
 
     def pause_reading(self, reason: Paused) -> None:
         if self.session.pause(reason):
-            self._transport_reading(False)
+            self.transport_reading(False)
 
     def resume_reading(self, reason: Paused) -> None:
         if self.session.resume(reason):
-            self._transport_reading(True)
-        self._turn_soon()  # a backlog held only by this reason goes on
+            self.transport_reading(True)
+        self.turns.turn_soon()  # a backlog held only by this reason goes on
 
-    def _transport_reading(self, on: bool) -> None:
+    def transport_reading(self, on: bool) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if on:
                 transport.resume_reading()
             else:
                 transport.pause_reading()
-
-
-_SERVER_LINES: dict[type, frozenset[bytes]] = {}
-
-
-def _server_lines(framing: Framing) -> frozenset[bytes]:
-    """The lines the server writes that are not replies, framed (one set per framing)."""
-    kind = type(framing)
-    lines = _SERVER_LINES.get(kind)
-    if lines is None:
-        errors = (ERR_EMPTY, ERR_HANDLER, ERR_RATE_LIMITED, ERR_TOO_LONG, BUSY)
-        lines = _SERVER_LINES[kind] = frozenset(
-            [framing.welcome, *(framing.frame(error) for error in errors)]
-        )
-    return lines

@@ -28,6 +28,22 @@ from __future__ import annotations
 
 from collections import deque
 
+from udpkit.core.framing import Framing
+from udpkit.core.tcp_session import SERVER_LINES
+
+_SERVER_LINES: dict[type, frozenset[bytes]] = {}
+
+
+def server_lines(framing: Framing) -> frozenset[bytes]:
+    """The lines the server writes that are not replies, framed (one set per framing)."""
+    kind = type(framing)
+    lines = _SERVER_LINES.get(kind)
+    if lines is None:
+        lines = _SERVER_LINES[kind] = frozenset(
+            [framing.welcome, *(framing.frame(line) for line in SERVER_LINES)]
+        )
+    return lines
+
 
 class WriteLedger:
     """The writes a transport may still hold, oldest first (see the module docstring)."""

@@ -1,0 +1,87 @@
+"""What one TCP line gets: the session's verdict, then the handler, then a reply or an
+error line, written in request order.
+
+Rule: every outcome is counted once, as on UDP (:mod:`udpkit.server.dispatch` says what a
+handler failure is); the session has already judged the line (empty, rate limited, to
+handle).  An awaitable result runs under the transport's :class:`~udpkit.server.dispatch.AsyncCalls`
+(caps and deadline) and queues in :mod:`udpkit.server.tcp_replies`; beyond the caps the
+line is answered ``error: overloaded`` and counted as ``dropped_overload``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from udpkit.core.tcp_session import ERR_EMPTY, ERR_HANDLER, ERR_OVERLOADED, ERR_RATE_LIMITED, Line
+from udpkit.server.dispatch import check_reply, discard, is_awaitable, log_handler_error
+from udpkit.server.logs import log_abuse, log_access
+
+if TYPE_CHECKING:
+    from udpkit.server.tcp import TcpConnection
+
+
+class TcpRequests:
+    """The handler side of one :class:`~udpkit.server.tcp.TcpConnection`."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: TcpConnection) -> None:
+        self._connection = connection
+
+    def handle(self, message: bytes, verdict: Line, now: float) -> None:
+        connection = self._connection
+        peer = connection.peer
+        assert peer is not None
+        if verdict is not Line.HANDLE:
+            if verdict is Line.RATE_LIMITED:
+                log_abuse("rate_limited", peer, now)
+            error = ERR_EMPTY if verdict is Line.EMPTY else ERR_RATE_LIMITED
+            connection.write(connection.session.framing.frame(error), is_reply=False)
+            return
+        if connection.settings.access_log:
+            log_access(peer, message)
+        try:
+            result = connection.handler(message, peer)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the handler's
+            self.handler_failed(exc)
+            return
+        if type(result) is bytes:
+            connection.write(connection.session.framing.frame(result), is_reply=True)
+        elif result is None:
+            connection.counters.no_reply += 1
+        else:
+            self.handle_result(result)
+
+    def handle_result(self, result: object) -> None:
+        """A handler result that is neither bytes nor ``None``: an awaitable, a bytes-like
+        object (taken as bytes) or a wrong type (the handler's error)."""
+        connection = self._connection
+        peer = connection.peer
+        assert peer is not None
+        try:
+            if is_awaitable(result):
+                arrived = connection.arrived
+                if not connection.settings.async_calls.try_take(connection.source_key):
+                    discard(result)
+                    connection.counters.dropped_overload += 1
+                    log_abuse("overload", peer, arrived)
+                    connection.write(connection.session.framing.frame(ERR_OVERLOADED),
+                                     is_reply=False)
+                    return
+                connection.replies.queue_pending(result, arrived)  # type: ignore[arg-type]
+                return
+            reply = check_reply(result, peer)
+        except BaseException as exc:
+            self.handler_failed(exc)
+            return
+        if reply is None:
+            connection.counters.no_reply += 1
+        else:
+            connection.write(connection.session.framing.frame(reply), is_reply=True)
+
+    def handler_failed(self, exc: BaseException) -> None:
+        connection = self._connection
+        assert connection.peer is not None
+        connection.counters.handler_errors += 1
+        log_handler_error(connection.peer, exc)
+        connection.write(connection.session.framing.frame(ERR_HANDLER), is_reply=False)
