@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,8 +89,8 @@ class HttpEndpoint:
             )[0]
             sock = socket.create_server(address, family=family,
                                         backlog=self.limits.max_connections)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
+        except OSError as exc:  # create_server appends the address to strerror: say it once
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise UsageError(f"cannot serve {self.name} on {format_address((host, port))}: "
                              f"{reason}") from None
         sock.setblocking(False)
