@@ -139,3 +139,33 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
     assert message in err
     assert "Traceback" not in err
     assert result.stdout == b""
+
+
+def test_bench_slo_exit_code_flips_when_the_proxy_slows_the_server() -> None:
+    """What a CI job relies on (issue 14): the same `bench --slo` passes against the
+    server and fails, exit 3, once a proxy adds 20 ms each way."""
+    slos = ["--slo", "p50<30ms", "--slo", "loss<=50%"]
+    common = ["--requests", "200", "--concurrency", "4", "--warmup", "0.1", "--no-progress"]
+    with serve() as server:
+        direct = run_udpkit("bench", f"127.0.0.1:{server.port}", *common, *slos, "--json")
+        with proxy("--upstream", f"127.0.0.1:{server.port}", "--delay", "20ms") as running:
+            slowed = run_udpkit("bench", f"127.0.0.1:{running.port}", *common, *slos)
+    assert direct.returncode == 0, direct.stderr
+    document = json.loads(direct.stdout)
+    assert [item["passed"] for item in document["slo"]] == [True, True]
+    assert slowed.returncode == 3, slowed.stderr
+    out = slowed.stdout.decode()
+    assert "SLO p50<30ms: FAILED (measured" in out
+    assert "SLO loss<=50%: passed" in out
+    assert slowed.stderr.decode().strip() == (
+        "udpkit bench: 1 of 2 thresholds failed: p50<30ms")
+
+
+def test_a_bad_slo_fails_before_any_request_is_sent() -> None:
+    with serve() as server:
+        result = run_udpkit("bench", f"127.0.0.1:{server.port}", "--slo", "p99<5kg")
+        code, log = server.stop()
+    assert code == 0
+    assert result.returncode == 2
+    assert b"a latency is in us, ms or s" in result.stderr
+    assert "received=0" in log  # nothing reached the server

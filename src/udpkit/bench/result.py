@@ -8,12 +8,13 @@ digits, microseconds) so that histograms of several processes merge exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from udpkit.bench.config import BenchConfig
 from udpkit.core.load_stats import IntervalStats, LoadSummary
+from udpkit.core.slo import PERCENTILE_METRIC, Slo, SloOutcome, check_slos, parse_slo
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 50.0),
@@ -144,6 +145,36 @@ class BenchResult:
     def latency_ms(self, name: str) -> float:
         """A percentile (``p50`` ... ``max``) in milliseconds."""
         return self.percentiles_us[name] / 1000.0
+
+    def check(self, slos: Iterable[str | Slo]) -> tuple[SloOutcome, ...]:
+        """The thresholds (``"p99<5ms"`` or parsed :class:`~udpkit.core.slo.Slo`) against
+        this run: the Python side of ``udpkit bench --slo``."""
+        parsed = tuple(parse_slo(slo) if isinstance(slo, str) else slo for slo in slos)
+        return check_slos(parsed, self.slo_figures(parsed))
+
+    def slo_figures(self, slos: Iterable[Slo]) -> dict[str, float | None]:
+        """The figures the thresholds name, in their terms (latency in ms, loss as a
+        fraction); a latency of a run with no replies is ``None`` (not measured)."""
+        figures: dict[str, float | None] = {
+            "loss": self.loss if self.sent else None,
+            "duplicates": float(self.duplicates),
+            "throughput": self.throughput,
+            "max": self.latency_ms("max") if self.received else None,
+        }
+        histogram = None
+        for slo in slos:
+            match = PERCENTILE_METRIC.match(slo.metric)
+            if match is None or slo.metric in figures:
+                continue
+            if not self.received:
+                figures[slo.metric] = None
+                continue
+            if histogram is None:
+                histogram = self.hdr_histogram()
+            value = min(int(histogram.get_value_at_percentile(float(match[1]))),
+                        self.percentiles_us["max"])
+            figures[slo.metric] = value / 1000.0
+        return figures
 
     def hdr_histogram(self) -> Any:
         """The latency histogram as an ``hdrh.histogram.HdrHistogram``."""

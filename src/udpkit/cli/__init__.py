@@ -35,7 +35,7 @@ def cli() -> None:
     Client commands (send, ping, bench, audit) take a target [HOST][:PORT],
     127.0.0.1:9999 by default.  Errors are one line on stderr; exit 2 for a
     command line or configuration that cannot be used, 1 for a run that
-    failed, 130 when interrupted.
+    failed, 3 for a bench that missed its --slo, 130 when interrupted.
     """
 
 

@@ -16,8 +16,9 @@ import click
 
 from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.config import BenchConfig
-from udpkit.cli.errors import FAILED, INTERRUPTED, Failure, UdpkitCommand
+from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
+from udpkit.core.slo import parse_slos
 
 
 @click.command(cls=UdpkitCommand)
@@ -52,6 +53,9 @@ from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
 @click.option("--gso/--no-gso", default=True, show_default=True,
               help="UDP: send equal-sized payloads with UDP GSO (Linux).")
 @click.option("--seed", type=int, default=None, help="Seed of the Poisson arrivals.")
+@click.option("--slo", "slos", multiple=True, metavar="THRESHOLD",
+              help="Fail (exit 3) unless the run meets this, e.g. 'p99<5ms', 'loss<0.1%', "
+                   "'throughput>50000', 'duplicates<=0'; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write latency and throughput over time to this PNG (needs matplotlib).")
@@ -76,6 +80,7 @@ def bench(
     batch: int,
     gso: bool,
     seed: int | None,
+    slos: tuple[str, ...],
     as_json: bool,
     plot_path: str | None,
     progress: bool | None,
@@ -91,6 +96,7 @@ def bench(
         timeout=timeout, template=template, size=size, expect=expect,
         connections=connections, depth=depth, procs=procs, batch=batch, gso=gso, seed=seed,
     ).check()
+    thresholds = parse_slos(slos)  # before any load: a typo must not cost a run
     if plot_path is not None:
         from udpkit.bench.plot import check_available
 
@@ -114,10 +120,16 @@ def bench(
     if interrupted and result.sent == 0:
         raise Failure("bench", "interrupted during the warm-up: nothing was measured",
                       exit_code=INTERRUPTED)
+    outcomes = result.check(thresholds)
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        document = result.as_dict()
+        if outcomes:
+            document["slo"] = [outcome.as_dict() for outcome in outcomes]
+        click.echo(json.dumps(document))
     else:
         Console().print(result_table(result))
+        for outcome in outcomes:
+            click.echo(outcome.line())
     warning = behind_warning(result)
     if warning:
         click.echo(f"udpkit bench: {warning}", err=True)
@@ -133,3 +145,7 @@ def bench(
     if result.received == 0:
         raise Failure("bench", f"no replies: {result.lost} of {result.sent} requests lost",
                       exit_code=FAILED)
+    failed = [outcome.slo.text for outcome in outcomes if not outcome.passed]
+    if failed:
+        raise Failure("bench", f"{len(failed)} of {len(outcomes)} thresholds failed: "
+                      + ", ".join(failed), exit_code=SLO_FAILED)

@@ -8,6 +8,7 @@ stderr, ``udpkit CMD: <what> (<hint>)``, and one exit code:
   already in use, an app that does not load, an output path that cannot be
   written);
 * ``1``: the run happened and failed (no reply, refused, nothing answered);
+* ``3``: the run happened and missed a threshold it was given (``bench --slo``);
 * ``130``: interrupted (Ctrl-C) before there was anything to report;
 * ``141``: standard output was closed by its reader (``udpkit ping | head``):
   silently, as a tool killed by SIGPIPE.
@@ -35,6 +36,8 @@ USAGE = 2
 """Exit code: the command line or the configuration cannot be used as given."""
 FAILED = 1
 """Exit code: the run happened and failed."""
+SLO_FAILED = 3
+"""Exit code: the run happened but missed a threshold (``bench --slo``)."""
 INTERRUPTED = 130
 """Exit code: Ctrl-C before there was a result (128 + SIGINT, as shells report it)."""
 OUTPUT_CLOSED = 141
