@@ -15,6 +15,7 @@ import pytest
 from tests.net.helpers import RawUdp, wait_for_counters
 from udpkit.core.handler import Peer
 from udpkit.server import Server, ServerConfig
+from udpkit.server.dispatch import AsyncCalls
 
 HOST = "127.0.0.1"
 
@@ -196,3 +197,24 @@ async def test_tcp_lines_over_the_in_flight_cap_are_answered_overloaded() -> Non
     assert replies == [b"Hello, hang%d!\n" % index for index in range(3)] + [
         b"error: overloaded\n"] * 2
     assert (stats.replied, stats.dropped_overload) == (3, 2)
+
+
+async def test_an_async_call_cancelled_before_it_starts_gives_its_slot_back() -> None:
+    """A connection lost in the loop turn that queued its async lines cancels their tasks
+    before they ever run; their in-flight slots must come back all the same (a leak would
+    end as dropped_overload for that source, forever)."""
+    calls = AsyncCalls(max_total=2, max_per_source=2)
+
+    async def never() -> bytes:
+        await asyncio.Event().wait()
+        return b""
+
+    for _ in range(3):  # more rounds than slots: a leak would refuse the third
+        assert calls.try_take("source")
+        pending = never()
+        task = asyncio.ensure_future(calls.bounded(pending))
+        calls.hold(task, "source")
+        task.cancel()  # before its first step
+        await asyncio.gather(task, return_exceptions=True)
+        pending.close()
+        assert calls.inflight.total == 0

@@ -75,20 +75,22 @@ class AsyncCalls:
     def try_take(self, source: Hashable) -> bool:
         return self.inflight.try_take(source)
 
-    async def finish(self, pending: Awaitable[Reply], source: Hashable) -> Reply:
+    def hold(self, task: asyncio.Future[Reply] | asyncio.Task[None], source: Hashable) -> None:
+        """``task`` runs one call taken with :meth:`try_take`: its slot is given back when
+        the task is done, however it ends (cancelled before it started included)."""
+        task.add_done_callback(lambda _: self.inflight.release(source))
+
+    async def bounded(self, pending: Awaitable[Reply]) -> Reply:
         """Await the handler's call within the deadline; :class:`HandlerTimeout` past it."""
+        if self.timeout <= 0:
+            return await pending
         try:
-            if self.timeout <= 0:
+            async with asyncio.timeout(self.timeout):
                 return await pending
-            try:
-                async with asyncio.timeout(self.timeout):
-                    return await pending
-            except TimeoutError:
-                if cancelled_from_outside():
-                    raise
-                raise HandlerTimeout(f"handler did not finish within {self.timeout:g} s") from None
-        finally:
-            self.inflight.release(source)
+        except TimeoutError:
+            if cancelled_from_outside():
+                raise
+            raise HandlerTimeout(f"handler did not finish within {self.timeout:g} s") from None
 
 
 def check_reply(result: object, peer: Peer) -> Reply:

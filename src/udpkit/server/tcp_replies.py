@@ -80,9 +80,9 @@ class OrderedReplies:
     def queue_pending(self, pending: Awaitable[Reply], arrived: float) -> None:
         """An async handler's reply: later replies wait for it."""
         connection = self._connection
-        future = asyncio.ensure_future(
-            connection.settings.async_calls.finish(pending, connection.source_key)
-        )
+        calls = connection.settings.async_calls
+        future = asyncio.ensure_future(calls.bounded(pending))
+        calls.hold(future, connection.source_key)
         self._queue.append(future)
         latency = connection.settings.latency
         if latency is not None:

@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 
 from udpkit import _native
 from udpkit.core.admission import (
@@ -323,16 +323,16 @@ class UdpEndpoint:
             self.counters.dropped_overload += 1
             log_abuse("overload", peer, arrived)
             return
-        task = self._loop.create_task(self._finish(pending, source, request, peer, arrived))
+        task = self._loop.create_task(self._finish(pending, request, peer, arrived))
+        self.async_calls.hold(task, source)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _finish(
-        self, pending: Awaitable[Reply], source: Hashable, request: bytes, peer: Peer,
-        arrived: float,
+        self, pending: Awaitable[Reply], request: bytes, peer: Peer, arrived: float
     ) -> None:
         try:
-            reply = check_reply(await self.async_calls.finish(pending, source), peer)
+            reply = check_reply(await self.async_calls.bounded(pending), peer)
         except HandlerTimeout as exc:
             self.counters.handler_timeouts += 1
             log_handler_error(peer, exc)
