@@ -235,9 +235,9 @@ count_kernel_drops(FastPath *self, struct msghdr *h)
     }
 }
 
-/* Handle one datagram that passed the size checks.  Returns 0: every outcome,
- * a handler's exception included, is counted. */
-static int
+/* Handle one datagram that passed the size checks.  Every outcome, a handler's
+ * exception included, is counted: nothing here stops the batch. */
+static void
 handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t size,
                 PyObject *now_obj, int index)
 {
@@ -276,7 +276,7 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
             endpoint_call_quietly(self, names.log_abuse, reason, peer, now_obj, 3);
             Py_DECREF(reason);
             Py_DECREF(peer);
-            return 0;
+            return;
         }
         Py_DECREF(reason);
     }
@@ -314,7 +314,7 @@ handle_datagram(FastPath *self, PeerSlot *slot, const char *data, Py_ssize_t siz
     }
     Py_DECREF(request);
     Py_DECREF(peer);
-    return 0;
+    return;
 
 python_error:
     /* Any exception, SystemExit and KeyboardInterrupt included, is the handler's failure
@@ -325,7 +325,7 @@ python_error:
         Py_DECREF(exception);
     }
     Py_DECREF(peer);
-    return 0;
+    return;
 }
 
 static PyObject *
@@ -334,7 +334,7 @@ FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
     double now = monotonic_now();
     PyObject *now_obj = PyFloat_FromDouble(now);
     if (now_obj == NULL) return NULL;
-    int total = 0, failed = 0;
+    int total = 0;
 
     while (total < self->max_per_read) {
         for (int i = 0; i < VLEN; i++) {
@@ -380,32 +380,13 @@ FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
                 self->delta[C_SEND_ERRORS] += 1;
                 continue;
             }
-            if (handle_datagram(self, slot, (const char *)h->msg_iov->iov_base, size, now_obj, i) < 0) {
-                failed = 1;
-                break;
-            }
+            handle_datagram(self, slot, (const char *)h->msg_iov->iov_base, size, now_obj, i);
         }
-        if (self->nsend) {
-            if (failed) {
-                PyObject *type, *value, *traceback;
-                PyErr_Fetch(&type, &value, &traceback);
-                flush_sends(self, now);
-                PyErr_Restore(type, value, traceback);
-            } else {
-                flush_sends(self, now);
-            }
-        }
+        if (self->nsend) flush_sends(self, now);
         total += got;
-        if (failed || got < want) break;  /* the queue is (nearly) empty: back to the loop */
+        if (got < want) break;  /* the queue is (nearly) empty: back to the loop */
     }
     Py_DECREF(now_obj);
-    if (failed) {
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        if (flush_counters(self->counters, self->delta) < 0) PyErr_Clear();
-        PyErr_Restore(type, value, traceback);
-        return NULL;
-    }
     if (flush_counters(self->counters, self->delta) < 0) return NULL;
     return PyLong_FromLong(total);
 }

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.handlers import mixed_handler
 from tests.net.helpers import wait_for_counters
 from tests.transports import FakeTransport
 from udpkit import _native
@@ -477,23 +478,6 @@ class SocketTransport(FakeTransport):
 
     def resume_reading(self) -> None:
         self.reading = True
-
-
-def mixed_handler(request: bytes, peer: Peer) -> object:
-    """A result of every kind, by the first letter: as in tests/unit/test_tcp_line_paths.py."""
-    first = request[:1]
-    if first == b"n":
-        return None
-    if first == b"r":
-        raise ValueError("boom")
-    if first == b"b":
-        return bytearray(b"B" + request)
-    if first == b"a":
-        async def later() -> bytes:
-            await asyncio.sleep(0)
-            return b"A" + request
-        return later()
-    return b"<" + request + b">"
 
 
 async def feed_from_socket(connection: TcpConnection, transport: SocketTransport) -> None:

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.handlers import mixed_handler as handler
 from tests.transports import FakeTransport
 from udpkit import _native
 from udpkit.core.admission import TOKENS_PER_GRANT
@@ -34,24 +35,6 @@ needs_reader = pytest.mark.skipif(
     LINE_READER is None, reason="udpkit._fastpath not built (or UDPKIT_NO_FASTPATH)"
 )
 MAX_LINE = 6
-
-
-def handler(request: bytes, peer: Peer) -> object:
-    first = request[:1]
-    if first == b"n":
-        return None
-    if first == b"r":
-        raise ValueError("boom")
-    if first == b"b":
-        return bytearray(b"B" + request)
-    if first == b"w":
-        return 42
-    if first == b"a":
-        async def later() -> bytes | None:
-            await asyncio.sleep(0)
-            return None if request == b"an" else b"A" + request
-        return later()
-    return b"<" + request + b">"
 
 
 Outcome = tuple[bytes, CounterSnapshot, bool, list[tuple[float, float | None]]]

@@ -52,14 +52,6 @@ class Slo:
     def passes(self, measured: float | None) -> bool:
         return measured is not None and _OPERATORS[self.op](measured, self.limit)
 
-    @property
-    def unit(self) -> str:
-        if self.metric == "loss":
-            return "%"
-        if self.metric == "throughput":
-            return "/s"
-        return "" if self.metric == "duplicates" else " ms"
-
     def show(self, measured: float | None) -> str:
         """A measured value in this threshold's terms (``12.3 ms``, ``0.05%``)."""
         if measured is None:
