@@ -374,3 +374,15 @@ def test_a_reader_that_goes_away_ends_ping_quietly(server: ServeProcess) -> None
             process.wait()
     assert err == b""
     assert process.returncode == 141
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "²"], ["serve", "--workers", "²"],
+                                  ["ping", "127.0.0.1:١٢"]])
+def test_a_number_is_ascii_digits_on_every_command(args: list[str]) -> None:
+    """``²`` passes ``str.isdigit`` and fails ``int``; other scripts' digits pass both."""
+    result = run_udpkit(*args)
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert "Traceback" not in lines[0]
+    assert "invalid literal" not in lines[0]

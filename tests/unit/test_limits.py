@@ -233,3 +233,11 @@ def test_handler_error_lines_report_how_many_were_left_out(
         dispatch.log_handler_error(peer, dispatch.HandlerError("bad reply"))
     lines = [record.getMessage() for record in caplog.records]
     assert lines == ["bad reply"] * 5 + ["bad reply (3 more handler errors not logged)"]
+
+
+@pytest.mark.parametrize("port", ["²", "١٢", "9999²"])
+def test_a_port_is_ascii_digits_only(port: str) -> None:
+    """The class of issue 16, item 8 on the command line: ``²`` passed ``isdigit`` and
+    then failed ``int`` (no clean message), Arabic-Indic digits were quietly taken."""
+    with pytest.raises(UsageError, match="port must be a number"):
+        parse_host_port(f"127.0.0.1:{port}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from udpkit.core.addresses import parse_host_port
+from udpkit.core.addresses import is_ascii_decimal, parse_host_port
 from udpkit.core.errors import UsageError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -39,7 +39,7 @@ def parse_target(text: str) -> tuple[str, int]:
     value = text.strip()
     if not value:
         raise UsageError("the target is blank (leave it out for 127.0.0.1:9999)")
-    if value.isdigit():
+    if is_ascii_decimal(value):
         raise UsageError(f"{text!r} is not a host: write a port as :{value}")
     return parse_host_port(value, allow_zero=False, default_host=DEFAULT_HOST,
                            default_port=DEFAULT_PORT)
@@ -88,7 +88,7 @@ class Port(click.ParamType[int]):
         if isinstance(value, int):
             return value
         text = str(value).strip()
-        if not text.isdigit() or not self.low <= int(text) <= 65535:
+        if not is_ascii_decimal(text) or not self.low <= int(text) <= 65535:
             self.fail(f"{value!r} is not a port (a number in {self.low}..65535)", param, ctx)
         return int(text)
 

@@ -16,7 +16,7 @@ import click
 from udpkit.apps import BUILTIN, DEFAULT_APP
 from udpkit.cli.errors import UdpkitCommand
 from udpkit.cli.params import LOG_FORMAT_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HostPort, Port
-from udpkit.core.addresses import parse_host_port
+from udpkit.core.addresses import is_ascii_decimal, parse_host_port
 from udpkit.core.errors import UsageError
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
@@ -32,7 +32,7 @@ def _workers(value: str | None) -> int | None:
         return None
     if value.strip().lower() == "auto":
         return available_cpus()
-    if not value.strip().isdigit() or int(value) < 1:
+    if not is_ascii_decimal(value.strip()) or int(value) < 1:
         raise UsageError(f"--workers must be a number >= 1 or 'auto' (got {value!r})")
     return int(value)
 

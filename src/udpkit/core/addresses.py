@@ -9,6 +9,12 @@ from __future__ import annotations
 from udpkit.core.errors import UsageError
 
 
+def is_ascii_decimal(text: str) -> bool:
+    """Whether ``text`` is digits 0-9 only.  ``str.isdigit`` alone also takes ``²`` (which
+    ``int`` then refuses) and other scripts' digits (which ``int`` quietly accepts)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_host_port(
     text: str,
     *,
@@ -33,6 +39,6 @@ def parse_host_port(
         if not sep or ":" in host:
             raise UsageError(f"{text!r} is not HOST:PORT (write IPv6 as [::1]:9999)")
     low = 0 if allow_zero else 1
-    if not port.isdigit() or not low <= int(port) <= 65535:
+    if not is_ascii_decimal(port) or not low <= int(port) <= 65535:
         raise UsageError(f"{text!r}: port must be a number in {low}..65535")
     return (host or default_host, int(port))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from udpkit.core.addresses import is_ascii_decimal
 from udpkit.core.errors import BadInput
 
 MAX_LENGTH_DIGITS = 9
@@ -29,7 +30,7 @@ REASONS = {
 
 def ascii_digits_untrusted(text: str, *, what: str, max_digits: int) -> int:
     """``text`` as a non-negative integer if it is 1 to ``max_digits`` ASCII digits."""
-    if not (0 < len(text) <= max_digits and text.isascii() and text.isdigit()):
+    if not (0 < len(text) <= max_digits and is_ascii_decimal(text)):
         raise BadInput(f"bad {what} {text[:40]!r} (expected 1 to {max_digits} digits 0-9)")
     return int(text)
 
