@@ -15,6 +15,8 @@ import asyncio
 import pytest
 
 from tests.net.helpers import expect_fast, wait_for_counters
+from udpkit import AsyncClient, Client
+from udpkit.core.errors import LocalProtocolError
 from udpkit.core.handler import Peer, Reply
 from udpkit.server import Server, ServerConfig
 
@@ -189,3 +191,34 @@ async def test_async_replies_keep_request_order_under_the_pipeline_limit() -> No
         writer.close()
         stats = await wait_for_counters(server, "tcp", 50)
     assert stats.replied == 50
+
+
+# -- the client library, over the same framing ------------------------------------------
+
+
+async def test_the_client_pipelines_len16_requests_without_welcome_or_exit(
+    tcp_path: str, loopback: str
+) -> None:
+    """Concurrent requests on one connection, matched in order; ``exit`` and a line
+    break are ordinary payloads; a payload longer than a prefix can say is refused
+    before anything is sent; closing sends nothing (no ``exit``)."""
+    async with Server(len16_config(loopback, max_request=65507)) as server:
+        async with AsyncClient(loopback, server.port, transport="tcp", framing="len16",
+                               timeout=3) as client:
+            names = [b"exit", b"a\nb", *(b"n%d" % i for i in range(20))]
+            replies = await asyncio.gather(*(client.request(name) for name in names))
+            assert replies == [b"Hello, " + name + b"!" for name in names]
+            with pytest.raises(LocalProtocolError, match="at most 65535 bytes"):
+                await client.request(b"x" * 65536)
+            assert (await client.exchange(b"y" * 65507)).reply == b"Hello, " + b"y" * 65507 + b"!"
+        stats = await wait_for_counters(server, "tcp", 23)
+    assert (stats.received, stats.replied, stats.connections_opened) == (23, 23, 1)
+
+
+async def test_the_blocking_client_speaks_len16() -> None:
+    async with Server(len16_config()) as server:
+        def call() -> bytes:
+            with Client("127.0.0.1", server.port, transport="tcp", framing="len16") as client:
+                return client.request(b"Michael")
+
+        assert await asyncio.to_thread(call) == b"Hello, Michael!"
