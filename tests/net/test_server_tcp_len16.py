@@ -11,6 +11,7 @@ answered, counted, and closes the connection.
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -222,3 +223,87 @@ async def test_the_blocking_client_speaks_len16() -> None:
                 return client.request(b"Michael")
 
         assert await asyncio.to_thread(call) == b"Hello, Michael!"
+
+
+# -- limits: the rate, the caps, a client that does not read ------------------------------
+
+
+async def test_the_rate_limit_holds_exactly_on_every_path(tcp_path: str) -> None:
+    """As with lines: the burst is served, the first message over it answered
+    ``error: rate limited``, then the connection waits for tokens; the messages held
+    meanwhile go back framed as they came and are served or refused in order."""
+    config = len16_config(rate_limit=1, rate_burst=20, limit_exempt=())
+    async with Server(config) as server:
+        reader, writer = await connect("127.0.0.1", server.port)
+        writer.write(framed(*(b"n%d" % i for i in range(100))))
+        replies = [await read_message(reader) for _ in range(21)]
+        (connection,) = server.connections
+        assert (connection.reader is not None) is expect_fast(tcp_path)
+        paused = server.stats()["tcp"]
+        with pytest.raises(TimeoutError):  # the pause: no reply a message
+            await asyncio.wait_for(read_message(reader), 0.3)
+        after = [await read_message(reader) for _ in range(2)]
+        writer.close()
+    assert replies == [b"Hello, n%d!" % i for i in range(20)] + [b"error: rate limited"]
+    assert (paused.received, paused.replied, paused.dropped_rate_limited) == (21, 20, 1)
+    assert after == [b"Hello, n21!", b"error: rate limited"]
+
+
+async def test_over_the_connection_cap_busy_is_framed() -> None:
+    async with Server(len16_config(tcp_max_connections=1)) as server:
+        reader, writer = await connect("127.0.0.1", server.port)
+        assert await exchange_one(reader, writer, b"a") == b"Hello, a!"
+        busy_reader, busy_writer = await connect("127.0.0.1", server.port)
+        assert await read_to_eof(busy_reader) == framed(b"busy")
+        busy_writer.close()
+        writer.close()
+
+
+async def exchange_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       message: bytes) -> bytes:
+    writer.write(framed(message))
+    return await read_message(reader)
+
+
+BIG_REPLY = b"r" * 60_000
+
+
+def big_reply(request: bytes, peer: object) -> bytes:
+    return BIG_REPLY
+
+
+async def test_replies_thrown_away_at_an_abort_are_send_errors_not_replied(
+    tcp_path: str,
+) -> None:
+    """``replied`` means handed to the kernel with len16 too: a client that never reads
+    is aborted at the write timeout, and every reply counted it can still read
+    afterwards (the poller says where its unsent replies' first whole message starts,
+    so the ledger walks them by prefix)."""
+    config = len16_config(app=big_reply, tcp_write_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    async with Server(config) as server:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", server.port))
+            await loop.sock_sendall(sock, framed(b"x") * 200)  # 12 MB of replies, never read
+            async with asyncio.timeout(20):
+                while not server.stats()["tcp"].closed_write_timeout:
+                    await asyncio.sleep(0.02)
+            received = bytearray()
+            async with asyncio.timeout(20):  # what the kernel took, the client now reads
+                while True:
+                    try:
+                        chunk = await loop.sock_recv(sock, 1 << 20)
+                    except ConnectionError:
+                        break
+                    if not chunk:
+                        break
+                    received += chunk
+        stats = server.stats()["tcp"]
+    whole = len(received) // (2 + len(BIG_REPLY))  # the last one may be cut
+    assert bytes(received[: whole * (2 + len(BIG_REPLY))]) == framed(BIG_REPLY) * whole
+    assert stats.received == 200
+    assert stats.replied + stats.send_errors == 200
+    assert stats.send_errors > 0  # the abort threw replies away
+    assert stats.replied == whole
