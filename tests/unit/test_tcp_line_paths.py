@@ -329,6 +329,18 @@ def test_len16_any_split_of_any_stream_gives_the_same_result_on_both_paths(
 
 
 @needs_reader
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=st.binary(max_size=120), cuts=st.lists(st.integers(0, 120), max_size=8))
+def test_len16_arbitrary_bytes_give_the_same_result_on_both_paths(
+    stream: bytes, cuts: list[int]
+) -> None:
+    """Hostile bytes, not a well-formed stream: whatever lengths they announce, both
+    paths frame, answer, count and close alike."""
+    chunks = split(stream, cuts) or [b""]
+    assert run(chunks, LINE_READER, framing="len16") == run(chunks, None, framing="len16")
+
+
+@needs_reader
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     words=st.lists(st.sampled_from(LEN16_WORDS), max_size=20),
