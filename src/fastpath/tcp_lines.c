@@ -433,7 +433,7 @@ static PyMethodDef LineReader_methods[] = {
      "LINES_EXIT the exit line, LINES_OVERSIZE a line over max_line (rest empty),\n"
      "LINES_RESULT a result neither bytes nor None (extra), LINES_ERROR the handler\n"
      "(or take) raised (extra, the exception), LINES_LIMITED take granted no token,\n"
-     "LINES_EMPTY an empty message and no empty_reply (rest starts with both).\n"
+     "LINES_EMPTY an empty message and no empty_reply (rest from it on).\n"
      "taken: the requests taken, the stopping line included for RESULT and ERROR.\n"
      "The replies before the stopping line are written; then, with buffered and\n"
      "kept, kept(held, wire, None) if buffered() says the transport holds bytes."},

@@ -35,6 +35,14 @@ def _load() -> tuple[ModuleType | None, str]:
         return None, f"C extension not built: {exc}"
 
 
+_STATUS_NAMES = (
+    "LINES_DONE", "LINES_EXIT", "LINES_OVERSIZE", "LINES_RESULT", "LINES_ERROR",
+    "LINES_LIMITED", "LINES_EMPTY", "HAND_CLOSED", "HAND_BLOCKED", "HAND_UNUSUAL",
+    "HAND_FAILED",
+)
+"""The status codes C defines and this module re-exports (below)."""
+
+
 def _check(extension: ModuleType) -> str:
     """Why ``extension`` does not match this Python code, or ``""``."""
     fields = set(getattr(extension, "COUNTER_FIELDS", ()))
@@ -48,6 +56,9 @@ def _check(extension: ModuleType) -> str:
     if unknown or undeclared:
         return (f"C extension out of date (counters {sorted(unknown)}, callbacks "
                 f"{sorted(undeclared)} unknown here): rebuild it")
+    missing = [name for name in _STATUS_NAMES if not hasattr(extension, name)]
+    if missing:
+        return f"C extension out of date (no {', '.join(missing)}): rebuild it"
     return ""
 
 

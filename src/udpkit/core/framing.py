@@ -32,8 +32,6 @@ from typing import Literal, Protocol
 FramingName = Literal["line", "raw", "len16"]
 FRAMINGS: tuple[FramingName, ...] = ("line", "raw", "len16")
 """Every framing's name, the default first (what ``--tcp-framing`` accepts)."""
-STREAMED: frozenset[str] = frozenset(["line", "len16"])
-"""The framings of :class:`StreamFraming` (the ones the C splitter takes)."""
 
 EXIT = b"exit"
 """The message that asks the server to close the connection (the tutorial's)."""
@@ -242,7 +240,13 @@ def make_framing(name: FramingName, *, max_line: int) -> Framing:
         return RawFraming(max_line)
     if name == "len16":
         return Len16Framing(max_line)
-    raise ValueError(f"unknown TCP framing {name!r} (expected 'line', 'raw' or 'len16')")
+    raise ValueError(f"unknown TCP framing {name!r} (expected {', '.join(FRAMINGS)})")
+
+
+STREAMED: frozenset[str] = frozenset(
+    name for name in FRAMINGS if isinstance(make_framing(name, max_line=1), StreamFraming)
+)
+"""The framings of :class:`StreamFraming` (the ones the C splitter takes)."""
 
 
 def error_message(reason: str) -> bytes:
