@@ -202,3 +202,13 @@ def test_bench_target_still_works_beside_merge(server: ServeProcess) -> None:
     assert json.loads(done.stdout)["config"]["concurrency"] == 3
     helped = run_udpkit("bench", "--help")
     assert b"udpkit bench merge RESULT.json" in helped.stdout
+
+
+def test_import_udpkit_imports_no_locust() -> None:
+    """Locust monkey-patches the process with gevent: only ``udpkit.locust`` may bring it."""
+    code = ("import sys, udpkit, udpkit.bench, udpkit.client, udpkit.bench.merge, "
+            "udpkit.bench.stream; print(sorted(m for m in ('locust', 'gevent') "
+            "if m in sys.modules))")
+    done = subprocess.run([*UDPKIT[:1], "-c", code], capture_output=True, timeout=30,
+                          check=True)
+    assert done.stdout.strip() == b"[]"
