@@ -74,6 +74,26 @@ def test_bench_json_stream_lines_come_while_the_run_goes(server: ServeProcess) -
         process.communicate(timeout=20)
 
 
+def test_bench_json_stream_stops_when_its_reader_goes_away(server: ServeProcess) -> None:
+    """``udpkit bench --json-stream | head -1``: the run stops when head exits, as
+    Ctrl-C would stop it, quietly, with the exit code of a tool killed by SIGPIPE."""
+    process = subprocess.Popen(
+        [*UDPKIT, "bench", f"127.0.0.1:{server.port}", "-d", "60", "--warmup", "0",
+         "--concurrency", "2", "--interval", "0.1", "--json-stream"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    assert process.stdout is not None
+    assert json.loads(process.stdout.readline())["type"] == "interval"
+    process.stdout.close()
+    try:
+        _, errors = process.communicate(timeout=30)  # far less than the 60 s asked for
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert errors == b""
+    assert process.returncode == 141
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--json", "--json-stream"], "choose one"),
     (["--json-stream", "--procs", "2"], "needs one generator process"),

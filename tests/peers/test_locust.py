@@ -48,6 +48,21 @@ LOCUSTFILE = textwrap.dedent('''
         wait_time = constant(0.2)
 
 
+    class TcpWrong(TcpLineUser):
+        """The same over TCP: the reply line is a mismatch at once."""
+        expect = "echo"
+        request_name = "wrong"
+        timeout = 5.0
+        wait_time = constant(0.2)
+
+
+    class Refused(UdpUser):
+        """A closed port: ICMP port unreachable, every request refused."""
+        target = "127.0.0.1:" + os.environ["CLOSED_PORT"]
+        request_name = "refused"
+        wait_time = constant(0.2)
+
+
     class Silent(UdpUser):
         """A port that takes datagrams and never answers: every request times out."""
         target = "127.0.0.1:" + os.environ["SILENT_PORT"]
@@ -56,6 +71,13 @@ LOCUSTFILE = textwrap.dedent('''
         retries = 1
         wait_time = constant(0.1)
 ''')
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def free_tcp_port() -> int:
@@ -68,7 +90,8 @@ def free_tcp_port() -> int:
 def locust(*args: str, cwd: pathlib.Path, silent_port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "locust", "-f", "locustfile.py", *args],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**_env(), "SILENT_PORT": str(silent_port)})
+                            env={**_env(), "SILENT_PORT": str(silent_port),
+                                 "CLOSED_PORT": str(closed_port())})
 
 
 @pytest.mark.timeout(120)
@@ -84,7 +107,7 @@ def test_locust_master_and_two_workers_count_what_the_server_counts(
         master = locust(
             "--headless", "--master", "--expect-workers", "2",
             "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
-            "--host", f"127.0.0.1:{server.port}", "-u", "8", "-r", "8", "--run-time", "2s",
+            "--host", f"127.0.0.1:{server.port}", "-u", "12", "-r", "12", "--run-time", "2s",
             "--stop-timeout", "5", "--csv", str(tmp_path / "run"), "--only-summary",
             cwd=tmp_path, silent_port=silent_port)
         workers = [locust("--worker", "--master-host", "127.0.0.1",
@@ -108,17 +131,23 @@ def test_locust_master_and_two_workers_count_what_the_server_counts(
         rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(file)}
     udp, tcp = rows[("UDP", "request")], rows[("TCP", "request")]
     wrong, silent_row = rows[("UDP", "wrong")], rows[("UDP", "silent")]
+    tcp_wrong, refused = rows[("TCP", "wrong")], rows[("UDP", "refused")]
     assert int(udp["Failure Count"]) == int(tcp["Failure Count"]) == 0, master_log
     assert int(udp["Request Count"]) > 0
     assert int(tcp["Request Count"]) > 0
     assert int(wrong["Request Count"]) == int(wrong["Failure Count"]) > 0
     assert int(silent_row["Request Count"]) == int(silent_row["Failure Count"]) > 0
+    assert int(tcp_wrong["Request Count"]) == int(tcp_wrong["Failure Count"]) > 0
+    assert int(refused["Request Count"]) == int(refused["Failure Count"]) > 0
     # every request that reached the server is one Locust counted, and no other
     udp_sent = int(udp["Request Count"]) + int(wrong["Request Count"])
     assert udp_sent == counted["udp"]["received"] == counted["udp"]["replied"]
-    assert int(tcp["Request Count"]) == counted["tcp"]["received"] == counted["tcp"]["replied"]
+    tcp_sent = int(tcp["Request Count"]) + int(tcp_wrong["Request Count"])
+    assert tcp_sent == counted["tcp"]["received"] == counted["tcp"]["replied"]
     with open(tmp_path / "run_failures.csv", newline="") as file:
-        errors = {row["Name"]: row["Error"] for row in csv.DictReader(file)}
-    assert errors["wrong"].startswith("UnexpectedReply(")
-    assert errors["silent"].startswith("RequestTimeout(")
+        errors = {(row["Method"], row["Name"]): row["Error"] for row in csv.DictReader(file)}
+    assert errors[("UDP", "wrong")].startswith("UnexpectedReply(")
+    assert errors[("TCP", "wrong")].startswith("UnexpectedReply(")
+    assert errors[("UDP", "silent")].startswith("RequestTimeout(")
+    assert errors[("UDP", "refused")].startswith("RequestRefused(")
     assert "2 workers connected" in master_log

@@ -10,6 +10,7 @@ included, is checked before any request is sent.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import click
@@ -135,7 +136,8 @@ def bench(
         from udpkit.bench.stream import IntervalStream, JsonLinesWriter
 
         assert config.interval is not None
-        writer = JsonLinesWriter(sys.stdout)
+        # A reader that went away (``| head``) stops the run as Ctrl-C would.
+        writer = JsonLinesWriter(sys.stdout, on_closed=lambda: signal.raise_signal(signal.SIGINT))
         on_interval = IntervalStream(writer, width=config.interval)
     if show_progress:
         with LiveProgress(err_console) as live:
@@ -144,6 +146,8 @@ def bench(
     else:
         result = run_config(config, handle_signals=True, on_interval=on_interval)
 
+    if writer is not None and writer.closed:
+        raise BrokenPipeError  # the one path: quiet, exit 141
     interrupted = result.summary.interrupted
     if interrupted and result.sent == 0:
         raise Failure("bench", "interrupted during the warm-up: nothing was measured",
