@@ -32,8 +32,12 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from locust import User, task
-from locust.env import Environment
+try:
+    from locust import User, task
+    from locust.env import Environment
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(f"udpkit.locust needs Locust: pip install 'udpkit[locust]' ({exc})"
+                      ) from exc
 
 from udpkit.apps import DEFAULT_APP, ReplyRuleLike, reply_rule
 from udpkit.core.addresses import parse_host_port
