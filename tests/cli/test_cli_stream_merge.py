@@ -131,7 +131,8 @@ def test_ping_json_stream_says_timeout() -> None:
 def two_runs(server: ServeProcess, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Two generators loading the server at the same time, each saving its --json."""
     where = tmp_path_factory.mktemp("runs")
-    args = ["bench", f"127.0.0.1:{server.port}", "-d", "1", "--warmup", "0.1",
+    # 2 s each: they overlap even if one interpreter starts a second later
+    args = ["bench", f"127.0.0.1:{server.port}", "-d", "2", "--warmup", "0.1",
             "--concurrency", "4", "--json"]
     paths = [str(where / "a.json"), str(where / "b.json")]
     processes = []

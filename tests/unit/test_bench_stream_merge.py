@@ -137,6 +137,17 @@ def test_a_merged_result_survives_its_json_and_merges_again() -> None:
     assert third.received == merged.received + 5
 
 
+def test_runs_bounded_by_requests_merge() -> None:
+    """Regression: a run of ``--requests`` (no ``--duration``) was refused, its
+    ``duration_s`` setting being ``null``."""
+    config = BenchConfig(host="127.0.0.1", port=9000, requests=810, warmup=0.0).check()
+    docs = [json.loads(json.dumps(run(latency, config=config, start=start).as_dict()))
+            for latency, start in ((A, 1_000.0), (B, 1_000.5))]
+    merged = merge_results([result_from_document(doc) for doc in docs])
+    assert merged.config.requests == 1620
+    assert merged.received == 810 + 401
+
+
 @pytest.mark.parametrize(("other", "needle"), [
     (replace(CONFIG, port=9001), "differ in target (127.0.0.1:9001 over udp vs"),
     (replace(CONFIG, transport="tcp"), "differ in target"),

@@ -85,7 +85,8 @@ def result_from_document(document: object, *, source: str = "result") -> BenchRe
         bench_config = BenchConfig(
             host=target.get("host", str), port=target.integer("port"), transport=transport,
             concurrency=config.integer("concurrency"), rate=rate,
-            poisson=config.get("poisson", bool), duration=config.number("duration_s"),
+            poisson=config.get("poisson", bool),
+            duration=config.number("duration_s", optional=True),
             requests=config.integer("requests", optional=True),
             warmup=config.number("warmup_s"), timeout=config.number("timeout_s"),
             template=config.get("template", str), size=config.integer("size"),
