@@ -172,6 +172,12 @@ def test_runs_that_never_ran_together_are_refused() -> None:
         merge_results([run(A, start=1_000.0), run(B, start=1_002.0)])
 
 
+def test_times_beyond_the_calendar_are_still_one_line() -> None:
+    """A hostile ``started_at`` (year 10000 and more) cannot crash the message."""
+    with pytest.raises(MergeError, match=r"b started at Unix time 1e\+300, after"):
+        merge_results([run(A, start=1_000.0), run(B, start=1e300)], ["a", "b"])
+
+
 def test_the_same_run_twice_is_refused() -> None:
     with pytest.raises(MergeError, match="hold the same run"):
         merge_results([run(A), run(A)], ["a.json", "copy.json"])

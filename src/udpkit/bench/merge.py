@@ -213,7 +213,10 @@ def _started(result: BenchResult, name: str) -> float:
 
 
 def _clock(seconds: float) -> str:
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    try:
+        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    except (OverflowError, ValueError, OSError):  # a file's claim beyond the calendar
+        return f"Unix time {seconds:.6g}"
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
