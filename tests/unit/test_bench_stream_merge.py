@@ -9,6 +9,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.unit.test_load_stats import make_core, reply_to
 from udpkit.bench.config import BenchConfig
@@ -233,3 +235,36 @@ def test_a_document_without_schema_or_not_an_object_is_refused() -> None:
         result_from_document({k: v for k, v in doc.items() if k != "schema"})
     with pytest.raises(MergeError, match="not a JSON object"):
         result_from_document([1, 2], source="x.json")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6,
+)
+VALID = document()
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(sorted(VALID)), inner=st.sampled_from(["", "host", "port",
+       "concurrency", "rate", "duration_s", "template", "expect", "max", "lowest_us"]),
+       value=JSON_VALUES)
+def test_any_value_anywhere_reads_or_is_one_merge_error(key: str, inner: str,
+                                                        value: object) -> None:
+    """A result file is untrusted: whatever a field holds, reading it gives a result
+    or a MergeError, never another exception."""
+    doc = json.loads(json.dumps(VALID))
+    if inner and isinstance(doc[key], dict):
+        doc[key][inner] = value
+    else:
+        doc[key] = value
+    outcome: BenchResult | MergeError
+    try:
+        outcome = result_from_document(doc, source="x.json")
+    except MergeError as exc:
+        outcome = exc
+    if isinstance(outcome, MergeError):
+        assert str(outcome).startswith("x.json")
+    else:
+        assert outcome.received == VALID["received"]
