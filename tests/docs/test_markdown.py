@@ -102,6 +102,8 @@ def test_a_server_of_the_block_gets_its_own_port() -> None:
         ("udpkit bench 127.0.0.1:9999 --requests 300",
          "udpkit bench --warmup 0.1 127.0.0.1:9999 --requests 300"),
         ("udpkit send Michael", "udpkit send Michael"),
+        # merge runs no load, and 'merge' must stay bench's first argument
+        ("udpkit bench merge a.json b.json", "udpkit bench merge a.json b.json"),
     ],
 )
 def test_bench_is_bounded_in_time(command: str, bounded_command: str) -> None:

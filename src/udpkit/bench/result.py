@@ -28,6 +28,15 @@ _LOWEST_US = 1
 _HIGHEST_US = 3600 * 1_000_000
 _DIGITS = 3
 
+HISTOGRAM_SETTINGS: Mapping[str, int] = {
+    "lowest_us": _LOWEST_US, "highest_us": _HIGHEST_US, "significant_digits": _DIGITS,
+}
+"""The HdrHistogram's range and precision, written into every JSON result: only
+histograms of equal settings add up exactly (``bench merge`` checks)."""
+
+SCHEMA = "udpkit.bench/1"
+"""The ``schema`` of a JSON result; a change that breaks readers (``bench merge``) bumps it."""
+
 FELL_BEHIND_FRACTION = 0.01
 """Open loop: the generator fell behind when more sends than this were late."""
 
@@ -75,8 +84,15 @@ class BenchResult:
               processes: int = 1) -> BenchResult:
         if histogram is None:
             histogram = histogram_of(summary.latency_us)
-        percentiles: dict[str, int] = {}
         exact_max = max(summary.latency_us) if summary.latency_us else 0
+        return cls.from_histogram(config, summary, histogram, exact_max, processes)
+
+    @classmethod
+    def from_histogram(cls, config: BenchConfig, summary: LoadSummary, histogram: Any,
+                       exact_max: int, processes: int = 1) -> BenchResult:
+        """A result whose percentiles come from ``histogram`` (an ``HdrHistogram``) and
+        whose max is ``exact_max`` microseconds: the one place they are computed."""
+        percentiles: dict[str, int] = {}
         for name, percent in PERCENTILES:
             # The histogram answers with its bucket's upper edge (3 significant
             # digits), which can lie above the largest value measured: clamp, so
@@ -201,6 +217,9 @@ class BenchResult:
                 "max_us": max(item.latency_us) if count else None,
             })
         return {
+            "schema": SCHEMA,
+            "udpkit_version": _version(),
+            "started_at": summary.started_at,
             "target": {"host": config.host, "port": config.port, "transport": config.transport},
             "mode": "open" if config.rate is not None else "closed",
             "config": {
@@ -237,5 +256,13 @@ class BenchResult:
             "fell_behind": self.fell_behind,
             "interrupted": summary.interrupted,
             "intervals": intervals,
+            "interval_s": config.interval,
+            "histogram": dict(HISTOGRAM_SETTINGS),
             "hdr_histogram": self.histogram,
         }
+
+
+def _version() -> str:
+    from udpkit import __version__
+
+    return __version__

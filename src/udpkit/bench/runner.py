@@ -17,6 +17,7 @@ import random
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -52,6 +53,9 @@ class BenchProgress:
 
 
 ProgressCallback = Callable[[BenchProgress], None]
+IntervalCallback = Callable[[IntervalStats], None]
+"""Called with each interval of the measurement as it closes (``--json-stream``); every
+interval of the summary reaches it exactly once, the last ones when the run ends."""
 
 
 async def run_async(
@@ -59,20 +63,24 @@ async def run_async(
     *,
     progress: ProgressCallback | None = None,
     handle_signals: bool = False,
+    on_interval: IntervalCallback | None = None,
 ) -> BenchResult:
     """Run one generator in the running event loop; see :func:`bench`."""
-    summary = await _run_core(config.check(), progress=progress, handle_signals=handle_signals)
+    summary = await _run_core(config.check(), progress=progress, handle_signals=handle_signals,
+                              on_interval=on_interval)
     return BenchResult.build(config.check(), summary)
 
 
 async def _run_core(
-    config: BenchConfig, *, progress: ProgressCallback | None, handle_signals: bool
+    config: BenchConfig, *, progress: ProgressCallback | None, handle_signals: bool,
+    on_interval: IntervalCallback | None = None,
 ) -> LoadSummary:
     kind = socket.SOCK_DGRAM if config.transport == "udp" else socket.SOCK_STREAM
     server = await resolve_address(config.host, config.port, kind)
     loop = asyncio.get_running_loop()
     template, rule = config.payloads()
     start = loop.time()
+    wall_offset = time.time() - start
     assert config.interval is not None
     assert config.depth is not None
     core = LoadCore(
@@ -105,6 +113,19 @@ async def _run_core(
     if progress is not None:
         planned = config.warmup + config.duration if config.duration is not None else None
         reporter = loop.create_task(_report(core, start, planned, progress))
+    streamed = 0
+    width = config.interval
+
+    async def stream(callback: IntervalCallback) -> None:
+        nonlocal streamed
+        while True:  # wake just after each interval's end, hand over what closed
+            boundary = core.warmup_end + (streamed + 1) * width
+            await asyncio.sleep(max(0.0, boundary - loop.time()) + 0.001)
+            for item in core.intervals_closed(loop.time(), streamed):
+                streamed += 1
+                callback(item)
+
+    streamer = loop.create_task(stream(on_interval)) if on_interval is not None else None
     signals_seen = 0
     main_task = asyncio.current_task()
 
@@ -130,7 +151,13 @@ async def _run_core(
             loop.remove_signal_handler(signal.SIGINT)
         if reporter is not None:
             reporter.cancel()
+        if streamer is not None:
+            streamer.cancel()
     summary = core.summary(loop.time())
+    if on_interval is not None:
+        for item in summary.intervals[streamed:]:
+            on_interval(item)
+    summary = replace(summary, started_at=core.warmup_end + wall_offset)
     return replace(summary, interrupted=True) if signals_seen else summary
 
 
@@ -182,6 +209,7 @@ def bench(
     seed: int | None = None,
     progress: ProgressCallback | None = None,
     handle_signals: bool = False,
+    on_interval: IntervalCallback | None = None,
 ) -> BenchResult:
     """Load-test the request/response service at ``host:port``; return what was measured.
 
@@ -192,6 +220,8 @@ def bench(
     :class:`~udpkit.core.errors.UsageError` on bad settings or an unknown host
     and :class:`~udpkit.core.errors.RequestRefused` when the port is closed.
 
+    ``on_interval`` is called with each interval as it closes (one process only).
+
     ``result = udpkit.bench("127.0.0.1", 9999, duration=2)``;
     ``result.throughput``, ``result.latency_ms("p99")``, ``result.lost``.
     """
@@ -201,7 +231,8 @@ def bench(
         template=template, size=size, expect=expect, connections=connections, depth=depth,
         procs=procs, batch=batch, gso=gso, interval=interval, seed=seed,
     ).check()
-    return run_config(config, progress=progress, handle_signals=handle_signals)
+    return run_config(config, progress=progress, handle_signals=handle_signals,
+                      on_interval=on_interval)
 
 
 def run_config(
@@ -209,12 +240,17 @@ def run_config(
     *,
     progress: ProgressCallback | None = None,
     handle_signals: bool = False,
+    on_interval: IntervalCallback | None = None,
 ) -> BenchResult:
     """Run ``config`` (in ``config.procs`` processes when more than one)."""
     config = config.check()
     if config.procs > 1:
+        if on_interval is not None:
+            raise UsageError("a live stream of intervals needs one generator process "
+                             f"(got --procs {config.procs})")
         return _run_processes(config, handle_signals=handle_signals)
-    return asyncio.run(run_async(config, progress=progress, handle_signals=handle_signals))
+    return asyncio.run(run_async(config, progress=progress, handle_signals=handle_signals,
+                                 on_interval=on_interval))
 
 
 # --------------------------------------------------------------------------- processes
@@ -328,4 +364,6 @@ def merge_summaries(summaries: list[LoadSummary]) -> LoadSummary:
         late_sends=sum(s.late_sends for s in summaries),
         max_send_lag=max((s.max_send_lag for s in summaries), default=0.0),
         interrupted=any(s.interrupted for s in summaries),
+        started_at=min((s.started_at for s in summaries if s.started_at is not None),
+                       default=None),
     )

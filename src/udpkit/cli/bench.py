@@ -10,14 +10,17 @@ included, is checked before any request is sent.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import click
 
 from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.config import BenchConfig
+from udpkit.cli.bench_merge import merge
 from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
+from udpkit.core.errors import UsageError
 from udpkit.core.framing import framing_name
 from udpkit.core.slo import parse_slos
 
@@ -61,6 +64,12 @@ from udpkit.core.slo import parse_slos
               help="Fail (exit 3) unless the run meets this, e.g. 'p99<5ms', 'loss<0.1%', "
                    "'throughput>50000', 'duplicates<=0'; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json-stream", "as_stream", is_flag=True,
+              help="JSON Lines as the run goes: one 'interval' object per interval, then "
+                   "the 'summary' (what --json prints).")
+@click.option("--interval", type=float, default=None,
+              help="Seconds per interval of --json-stream and the time series "
+                   "[default: 1, or duration/20 for runs under 20 s].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write latency and throughput over time to this PNG (needs matplotlib).")
 @click.option("--progress/--no-progress", default=None,
@@ -87,11 +96,16 @@ def bench(
     seed: int | None,
     slos: tuple[str, ...],
     as_json: bool,
+    as_stream: bool,
+    interval: float | None,
     plot_path: str | None,
     progress: bool | None,
 ) -> None:
     """Load-test the request/response service at TARGET ([HOST][:PORT], default
-    127.0.0.1:9999)."""
+    127.0.0.1:9999).
+
+    'udpkit bench merge RESULT.json...' adds up the --json results of runs side by
+    side (see 'udpkit bench merge --help')."""
     from udpkit.bench.runner import run_config
 
     host, port = target
@@ -101,8 +115,14 @@ def bench(
         rate=rate, poisson=poisson, duration=duration, requests=requests, warmup=warmup,
         timeout=timeout, template=template, size=size, expect=expect,
         connections=connections, depth=depth, procs=procs, batch=batch, gso=gso, seed=seed,
+        interval=interval,
     ).check()
     thresholds = parse_slos(slos)  # before any load: a typo must not cost a run
+    if as_json and as_stream:
+        raise UsageError("--json and --json-stream: choose one (the stream ends with the "
+                         "--json document)")
+    if as_stream and config.procs > 1:
+        raise UsageError("--json-stream needs one generator process (drop --procs)")
     if plot_path is not None:
         from udpkit.bench.plot import check_available
 
@@ -116,22 +136,41 @@ def bench(
     err_console = Console(stderr=True)
     show_progress = progress if progress is not None else sys.stderr.isatty()
     show_progress = show_progress and config.procs == 1
+    writer = None
+    on_interval = None
+    if as_stream:
+        from udpkit.bench.stream import IntervalStream, JsonLinesWriter
+
+        assert config.interval is not None
+        # A reader that went away (``| head``) stops the run as Ctrl-C would.
+        writer = JsonLinesWriter(sys.stdout, on_closed=lambda: signal.raise_signal(signal.SIGINT))
+        on_interval = IntervalStream(writer, width=config.interval)
     if show_progress:
         with LiveProgress(err_console) as live:
-            result = run_config(config, progress=live.update, handle_signals=True)
+            result = run_config(config, progress=live.update, handle_signals=True,
+                                on_interval=on_interval)
     else:
-        result = run_config(config, handle_signals=True)
+        result = run_config(config, handle_signals=True, on_interval=on_interval)
 
+    if writer is not None and writer.closed:
+        raise BrokenPipeError  # the one path: quiet, exit 141
     interrupted = result.summary.interrupted
     if interrupted and result.sent == 0:
         raise Failure("bench", "interrupted during the warm-up: nothing was measured",
                       exit_code=INTERRUPTED)
     outcomes = result.check(thresholds)
-    if as_json:
+    if as_json or writer is not None:
         document = result.as_dict()
         if outcomes:
             document["slo"] = [outcome.as_dict() for outcome in outcomes]
-        click.echo(json.dumps(document))
+        if writer is not None:
+            from udpkit.bench.stream import summary_record
+
+            writer.write(summary_record(document))
+            if writer.closed:
+                raise BrokenPipeError  # the one path: quiet, exit 141
+        else:
+            click.echo(json.dumps(document))
     else:
         Console().print(result_table(result))
         for outcome in outcomes:
@@ -143,7 +182,7 @@ def bench(
         from udpkit.bench.plot import plot
 
         plot(result, plot_path)
-        if not as_json:
+        if not (as_json or as_stream):
             click.echo(f"plot written to {plot_path}")
     if interrupted:
         raise Failure("bench", f"interrupted after {result.duration:.3f} s of measurement",
@@ -155,3 +194,6 @@ def bench(
     if failed:
         raise Failure("bench", f"{len(failed)} of {len(outcomes)} thresholds failed: "
                       + ", ".join(failed), exit_code=SLO_FAILED)
+
+
+bench.subcommands["merge"] = merge  # udpkit bench merge RESULT.json...

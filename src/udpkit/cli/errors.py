@@ -147,7 +147,9 @@ class UdpkitCommand(click.Command):
 
     def __init__(self, name: str | None, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
-        prefix = "UDPKIT_" + (name or "").upper().replace("-", "_") + "_"
+        self.subcommands: dict[str, click.Command] = {}
+        """Commands reached by a reserved first argument (``bench merge``)."""
+        prefix = "UDPKIT_" + (name or "").upper().replace("-", "_").replace(" ", "_") + "_"
         from_env: list[str] = []
         for param in self.params:
             if not param.expose_value or param.envvar is not None:
@@ -202,6 +204,11 @@ class UdpkitGroup(click.Group):
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         try:
-            return super().resolve_command(ctx, args)
+            name, command, rest = super().resolve_command(ctx, args)
         except click.UsageError as exc:
             raise translate("", exc) from None
+        if isinstance(command, UdpkitCommand) and rest and rest[0] in command.subcommands:
+            # ``udpkit bench merge ...``: a reserved first argument names a sub-command,
+            # and ``udpkit bench TARGET ...`` keeps its meaning.
+            return f"{name} {rest[0]}", command.subcommands[rest[0]], rest[1:]
+        return name, command, rest

@@ -17,8 +17,10 @@ import click
 
 from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
+from udpkit.bench.stream import PING_START, SUMMARY, event_record
 from udpkit.cli.errors import FAILED, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target
+from udpkit.core.errors import UsageError
 from udpkit.core.framing import FRAMINGS, framing_name
 from udpkit.core.handler import format_address
 from udpkit.core.probe_stats import ProbeSummary
@@ -70,7 +72,7 @@ def _summary(summary: ProbeSummary, where: str) -> list[str]:
 
 def _event_record(event: PingEvent, where: str) -> dict[str, Any]:
     return {
-        "event": event.kind, "from": where, "seq": event.seq, "bytes": event.size,
+        "from": where, "seq": event.seq, "bytes": event.size,
         "rtt_ms": round(event.rtt * 1000, 3) if event.kind in _TIMED else None,
         "out_of_order": event.out_of_order,
     }
@@ -84,7 +86,7 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
         return round(seconds * 1000, 3) if summary.received else None
 
     return {
-        "event": "summary", "to": where, "sent": summary.sent, "received": summary.received,
+        "to": where, "sent": summary.sent, "received": summary.received,
         "loss_percent": round(summary.loss_percent, 3), "duplicates": summary.duplicates,
         "out_of_order": summary.out_of_order, "late": summary.late, "refused": summary.refused,
         "elapsed_ms": round(summary.elapsed * 1000, 3),
@@ -115,6 +117,9 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
               help=f"Reply rule: {', '.join(rule_names(numbering=True))}, or a regex with {{seq}}.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per line: each event, then the summary.")
+@click.option("--json-stream", "as_stream", is_flag=True,
+              help="JSON Lines with a 'type' each (the schema of bench --json-stream): "
+                   "start, one per probe's outcome, then the summary.")
 def ping(
     target: tuple[str, int],
     tcp: bool,
@@ -125,14 +130,23 @@ def ping(
     template: str,
     expect: str,
     as_json: bool,
+    as_stream: bool,
 ) -> None:
     """Send numbered probes to TARGET ([HOST][:PORT], default 127.0.0.1:9999) and
     report each reply, like ping(8)."""
+    if as_json and as_stream:
+        raise UsageError("--json and --json-stream: choose one")
     host, port = target
     named = format_address(target)
     where = named
     stop: asyncio.Event | None = None
     output_closed = False
+
+    def record(kind: str, fields: dict[str, Any]) -> str:
+        """A JSON line: ``--json``'s ``event`` key, or the stream's ``type``."""
+        if as_stream:
+            return json.dumps(event_record(kind, fields))
+        return json.dumps({"event": kind, **fields})
 
     def emit(text: str) -> None:
         """Print a line; a closed stdout (``| head``) ends the run instead of raising
@@ -150,9 +164,9 @@ def ping(
     def on_start(start: PingStart) -> None:
         nonlocal where
         where = format_address(start.server)
-        if as_json:
-            emit(json.dumps({
-                "event": "start", "to": named, "address": where,
+        if as_json or as_stream:
+            emit(record(PING_START, {
+                "to": named, "address": where,
                 "transport": start.transport, "payload_bytes": start.payload_size,
             }))
             return
@@ -160,7 +174,10 @@ def ping(
              f"{start.payload_size} bytes of payload")
 
     def on_event(event: PingEvent) -> None:
-        emit(json.dumps(_event_record(event, where)) if as_json else _line(event, where))
+        if as_json or as_stream:
+            emit(record(event.kind, _event_record(event, where)))
+        else:
+            emit(_line(event, where))
 
     async def main() -> ProbeSummary:
         nonlocal stop
@@ -179,8 +196,10 @@ def ping(
     summary = asyncio.run(main())
     if output_closed:
         raise BrokenPipeError  # the one path: quiet, exit 141
-    if as_json:
-        click.echo(json.dumps(_summary_record(summary, where)))
+    if as_json or as_stream:
+        emit(record(SUMMARY, _summary_record(summary, where)))
+        if output_closed:
+            raise BrokenPipeError
     else:
         click.echo("")
         for line in _summary(summary, where):

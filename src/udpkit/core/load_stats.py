@@ -79,6 +79,9 @@ class LoadSummary:
     """Open loop: the largest delay of a send behind its intended time, in seconds."""
     interrupted: bool = False
     """The run was stopped (Ctrl-C) before its planned end: the figures are partial."""
+    started_at: float | None = None
+    """Wall-clock time (Unix seconds) the measurement began, set by the I/O glue (the core
+    has no clock): where runs of several generators meet in time (``bench merge``)."""
 
     @property
     def loss(self) -> float:
@@ -403,6 +406,13 @@ class LoadCore:
         self._interval_counts = [0, 0, 0]
 
     # -- output ----------------------------------------------------------------
+
+    def intervals_closed(self, now: float, since: int = 0) -> list[IntervalStats]:
+        """The intervals that ended by ``now``, from number ``since`` on: what a live
+        stream (``bench --json-stream``) has not written yet.  Closed intervals never
+        change; :meth:`summary` returns them all, then the one still open."""
+        self._roll(now)
+        return self._intervals[since:]
 
     def summary(self, now: float) -> LoadSummary:
         """A frozen account of the measured requests so far."""
