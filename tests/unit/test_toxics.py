@@ -57,7 +57,7 @@ def test_a_toxic_gets_toxiproxys_defaults_and_shape() -> None:
     ({"type": "latency", "attributes": {"latency": 1.5}},
      "bad request body: attribute latency must be a whole number"),
     ({"type": "latency", "attributes": {"latency": -1}},
-     "bad request body: attribute latency must be >= 0"),
+     "bad request body: attribute latency must be in 0.."),
     ({"type": "latency", "attributes": {"latency": 10**30}}, "bad request body: attribute"),
     ({"type": "latency", "attributes": {"latency": 600_001}}, "bad request body: attribute"),
     ({"type": "latency", "attributes": {"delay": 1}},

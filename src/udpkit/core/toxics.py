@@ -168,7 +168,8 @@ def _attributes(kind: ToxicType, obj: object, base: Mapping[str, float]) -> dict
                                  f"(got {value})")
             value = int(value)
         if value < 0 or value > MAX_ATTRIBUTE:
-            raise ToxicError(f"{BAD_BODY}: attribute {key} must be >= 0 (got {value})")
+            raise ToxicError(f"{BAD_BODY}: attribute {key} must be in 0..{MAX_ATTRIBUTE} "
+                             f"(got {value:.6g})")
         if key in kind.probability and value > 1:
             raise ToxicError(f"{BAD_BODY}: attribute {key} must be a probability in [0, 1] "
                              f"(got {value})")
