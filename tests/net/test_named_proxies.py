@@ -172,3 +172,20 @@ async def test_a_listen_address_in_use_is_a_500() -> None:
     assert caught.value.status == 500
     assert "in use" in caught.value.message
     assert not proxy.collection.proxies
+
+
+async def test_the_go_clients_whole_proxy_bodies_are_taken() -> None:
+    """Toxiproxy's Go client posts its whole proxy (``toxics`` too) to create and to
+    save; a strict check of unknown fields refused it."""
+    async with greeting() as server, toxiproxy() as proxy:
+        body = {"name": "g", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{server.port}",
+                "enabled": True, "toxics": None}
+        named = await proxy.collection.create(proxy_from_json(body))
+        listen = named.listen
+        await proxy.collection.add_toxic("g", {"type": "latency"})
+        saved = {**body, "listen": listen, "enabled": False,
+                 "toxics": [t.as_json() for t in named.toxics]}
+        await proxy.collection.update("g", saved)
+        assert named.listen == listen
+        assert named.spec.enabled is False
+        assert [t.name for t in named.toxics] == ["latency_downstream"]

@@ -63,7 +63,6 @@ def test_a_toxic_gets_toxiproxys_defaults_and_shape() -> None:
     ({"type": "latency", "attributes": {"delay": 1}},
      "bad request body: latency has no attribute 'delay'"),
     ({"type": "latency", "attributes": []}, "bad request body: attributes must be an object"),
-    ({"type": "latency", "colour": "red"}, "bad request body: unknown field"),
     ({"type": "burst_loss", "attributes": {"p": 2}}, "bad request body: attribute p must be"),
     ([], "bad request body: a toxic must be a JSON object"),
 ])
@@ -109,8 +108,16 @@ def test_proxy_bodies() -> None:
         proxy_from_json({"name": "a", "upstream": "127.0.0.1:1", "protocol": "sctp"})
     with pytest.raises(ToxicError, match="upstream"):
         proxy_from_json({"name": "a", "upstream": "no port"})
+    # As Toxiproxy: other fields are ignored (its Go client sends "toxics" with a proxy)
+    assert proxy_from_json({"name": "a", "upstream": "127.0.0.1:1", "toxics": None,
+                            "colour": "red"}).toxics == ()
+    assert toxic_from_json({"type": "latency", "colour": "red"}).type == "latency"
     with pytest.raises(ToxicError, match="unknown field"):
-        proxy_from_json({"name": "a", "upstream": "127.0.0.1:1", "toxics": []})
+        proxy_from_json({"name": "a", "upstream": "127.0.0.1:1", "colour": "red"},
+                        allow_toxics=True)
+    with pytest.raises(ToxicError, match="unknown field"):
+        proxy_from_json({"name": "a", "upstream": "127.0.0.1:1", "protocol": "udp",
+                         "toxics": [{"type": "loss", "colour": "red"}]}, allow_toxics=True)
     assert proxy_update(spec, {"enabled": False}).enabled is False
     assert proxy_update(spec, {"enabled": False}).upstream == spec.upstream
 

@@ -197,12 +197,15 @@ def _toxicity(value: object) -> float:
     return float(value)
 
 
-def toxic_from_json(obj: object, *, protocols: Iterable[str] = ("tcp",)) -> Toxic:
+def toxic_from_json(obj: object, *, protocols: Iterable[str] = ("tcp",),
+                    strict: bool = False) -> Toxic:
     """A new toxic from the body of ``POST /proxies/{proxy}/toxics``.
 
     Toxiproxy's defaults: ``stream`` downstream, ``toxicity`` 1, ``name``
     ``{type}_{stream}``.  ``protocols``: what the proxy serves; a toxic that applies
-    to none of them (``loss`` on a TCP proxy) is refused.
+    to none of them (``loss`` on a TCP proxy) is refused.  Other top-level fields are
+    ignored, as Toxiproxy's JSON decoding does, unless ``strict`` (a config file, where
+    a misspelt field is a mistake to report).
     """
     if not isinstance(obj, dict):
         raise ToxicError(f"{BAD_BODY}: a toxic must be a JSON object, not {_json_type(obj)}")
@@ -223,7 +226,7 @@ def toxic_from_json(obj: object, *, protocols: Iterable[str] = ("tcp",)) -> Toxi
     if not isinstance(name, str) or len(name) > 200:
         raise ToxicError(f"{BAD_BODY}: name must be a string of at most 200 characters")
     unknown = set(obj) - {"name", "type", "stream", "toxicity", "attributes"}
-    if unknown:
+    if unknown and strict:
         raise ToxicError(f"{BAD_BODY}: unknown field(s) {sorted(unknown)[:5]}")
     return Toxic(
         name=name,

@@ -85,19 +85,19 @@ def _check_name(name: object, where: str = "") -> str:
 
 def proxy_from_json(obj: object, *, index: int | None = None,
                     allow_toxics: bool = False) -> ProxySpec:
-    """A proxy from ``POST /proxies`` (or entry ``index`` of ``/populate`` or a config file).
+    """A proxy from ``POST /proxies`` (or entry ``index`` of ``/populate``), or with
+    ``allow_toxics`` an entry of a config file.
 
-    ``listen`` defaults to ``127.0.0.1:0`` is *not* Toxiproxy's (it needs one); an
-    empty ``listen`` there means any port on all addresses, here on 127.0.0.1.
+    An empty ``listen`` is ``127.0.0.1:0`` (Toxiproxy: any port on every address).  As
+    Toxiproxy's JSON decoding, an API body's other fields are ignored, ``toxics``
+    included (Toxiproxy's Go client sends its proxy whole); a config file's are
+    checked strictly, and its ``toxics`` are created with the proxy.
     """
     where = f" at proxy {index + 1}" if index is not None else ""
     if not isinstance(obj, dict):
         raise ToxicError(f"{BAD_BODY}: a proxy must be a JSON object{where}")
-    known = {"name", "listen", "upstream", "enabled", "protocol"}
-    if allow_toxics:
-        known.add("toxics")
-    unknown = set(obj) - known
-    if unknown:
+    unknown = set(obj) - {"name", "listen", "upstream", "enabled", "protocol", "toxics"}
+    if unknown and allow_toxics:
         raise ToxicError(f"{BAD_BODY}: unknown field(s) {sorted(unknown)[:5]}{where}")
     name = _check_name(obj.get("name"), where)
     upstream = obj.get("upstream")
@@ -116,12 +116,14 @@ def proxy_from_json(obj: object, *, index: int | None = None,
         raise ToxicError(f"{BAD_BODY}: protocol must be one of {', '.join(PROTOCOLS)}{where}")
     spec = ProxySpec(name=name, listen=str(listen), upstream=upstream, enabled=enabled,
                      protocol=protocol)
+    if not allow_toxics:
+        return spec
     toxics = obj.get("toxics", [])
     if not isinstance(toxics, list) or len(toxics) > MAX_TOXICS:
         raise ToxicError(f"{BAD_BODY}: toxics must be a list of at most {MAX_TOXICS}{where}")
     parsed: list[Toxic] = []
     for entry in toxics:
-        toxic = toxic_from_json(entry, protocols=spec.protocols)
+        toxic = toxic_from_json(entry, protocols=spec.protocols, strict=True)
         if any(t.name == toxic.name for t in parsed):
             raise ToxicError(f"toxic already exists: {toxic.name}{where}", 409)
         parsed.append(toxic)
@@ -129,16 +131,16 @@ def proxy_from_json(obj: object, *, index: int | None = None,
 
 
 def proxy_update(spec: ProxySpec, obj: object) -> ProxySpec:
-    """``spec`` changed by ``POST/PATCH /proxies/{name}``: fields not given stay."""
+    """``spec`` changed by ``POST/PATCH /proxies/{name}``: fields not given stay, others
+    (``name``, ``toxics``: Toxiproxy's Go client sends its proxy whole) are ignored."""
     if not isinstance(obj, dict):
         raise ToxicError(f"{BAD_BODY}: a proxy must be a JSON object")
-    unknown = set(obj) - {"name", "listen", "upstream", "enabled", "protocol"}
-    if unknown:
-        raise ToxicError(f"{BAD_BODY}: unknown field(s) {sorted(unknown)[:5]}")
     listen = obj.get("listen", spec.listen) or spec.listen
     upstream = obj.get("upstream", spec.upstream) or spec.upstream
     enabled = obj.get("enabled", spec.enabled)
     protocol = obj.get("protocol", spec.protocol)
+    if enabled is None:
+        enabled = spec.enabled
     if not isinstance(enabled, bool):
         raise ToxicError(f"{BAD_BODY}: enabled must be true or false")
     if protocol not in PROTOCOLS:

@@ -28,6 +28,9 @@ from udpkit.proxy.stats import GlueCounters
 _CHUNK = 65536
 _MAX_QUEUED = 1024 * 1024
 """Bytes read ahead of the writer per direction (then reading pauses: backpressure)."""
+_DIRECT_WRITE = 64 * 1024
+"""A chunk due now is written by the reader itself while the socket's buffer holds less
+than this (asyncio's default high-water mark); beyond it, the writer task waits for it."""
 
 OpenUpstream = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
@@ -124,9 +127,11 @@ class TcpRelay:
         self._down.put(self._down.shaper.start(now))
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(self.client_reader, self._up))
+                group.create_task(self._read(self.client_reader, self._up, upstream_writer,
+                                             self.send_up))
                 group.create_task(self._write(upstream_writer, self._up, self.send_up))
-                group.create_task(self._read(upstream_reader, self._down))
+                group.create_task(self._read(upstream_reader, self._down, self.client_writer,
+                                             self.send_down))
                 group.create_task(self._write(self.client_writer, self._down, self.send_down))
         except* _Reset:
             for writer in writers:
@@ -145,7 +150,9 @@ class TcpRelay:
                 if not writer.transport.is_closing():
                     writer.transport.abort()
 
-    async def _read(self, reader: asyncio.StreamReader, outbox: _Outbox) -> None:
+    async def _read(self, reader: asyncio.StreamReader, outbox: _Outbox,
+                    writer: asyncio.StreamWriter,
+                    send: Callable[[asyncio.StreamWriter, bytes], None]) -> None:
         while True:
             await outbox.space.wait()
             chunk = await reader.read(_CHUNK)
@@ -153,7 +160,16 @@ class TcpRelay:
             if not chunk:
                 outbox.put(outbox.shaper.end(now))
                 return
-            outbox.put(outbox.shaper.feed(chunk, now))
+            events = outbox.shaper.feed(chunk, now)
+            if (len(events) == 1 and not outbox.heap and type(events[0]) is Write
+                    and events[0].at <= now
+                    and writer.transport.get_write_buffer_size() < _DIRECT_WRITE):
+                # Due now, nothing queued ahead, room in the socket's buffer: write it
+                # here, not through the writer task (most chunks of an unimpaired link).
+                if events[0].data:
+                    send(writer, events[0].data)
+                continue
+            outbox.put(events)
 
     async def _write(self, writer: asyncio.StreamWriter, outbox: _Outbox,
                      send: Callable[[asyncio.StreamWriter, bytes], None]) -> None:
