@@ -32,17 +32,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias
 
+from udpkit.core.errors import UdpkitError
 from udpkit.core.impairment import Decision, Delivery, LinkPolicy, StreamState, flip_bit
 
 Stream: TypeAlias = Literal["upstream", "downstream"]
 """Toxiproxy's names: ``upstream`` is client to server, ``downstream`` server to client."""
 STREAMS: tuple[Stream, ...] = ("upstream", "downstream")
-Protocol: TypeAlias = Literal["tcp", "udp"]
 
 
-class ToxicError(Exception):
-    """A request about toxics or proxies that cannot be done: HTTP ``status`` and a message
-    worded as Toxiproxy words it (its ``{"error": ..., "status": ...}`` body)."""
+class ToxicError(UdpkitError):
+    """A request about toxics or proxies that cannot be done (the client's mistake, or a
+    port that cannot be had): HTTP ``status`` and a message worded as Toxiproxy words it
+    (its ``{"error": ..., "status": ...}`` body)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
