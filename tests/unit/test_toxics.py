@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from udpkit.core.errors import UsageError
 from udpkit.core.impairment import Impairments, LinkPolicy, seeded_rng
@@ -318,3 +320,44 @@ def test_burst_loss_follows_its_chain() -> None:
 def test_every_toxic_type_has_a_docstring_line() -> None:
     assert all(kind.doc for kind in TOXIC_TYPES.values())
     assert Toxic("t", "latency").attribute("jitter") == 0
+
+
+# --------------------------------------------------------------------------- properties
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["name", "type", "stream", "toxicity", "attributes", "latency",
+                         "rate", "listen", "upstream", "enabled", "protocol", "toxics",
+                         "x"]), inner, max_size=6),
+    max_leaves=20)
+
+
+@given(_json)
+def test_any_body_is_a_toxic_or_a_toxic_error(body: object) -> None:
+    statuses = []
+    for parse in (lambda: toxic_from_json(body, protocols=("tcp", "udp")),
+                  lambda: proxy_from_json(body, allow_toxics=True),
+                  lambda: proxies_from_json(body, allow_toxics=False),
+                  lambda: updated_toxic(Toxic("t", "latency"), body)):
+        try:
+            parse()
+        except ToxicError as exc:  # the one error a body may cause
+            statuses.append(exc.status)
+    assert all(400 <= status < 500 for status in statuses)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=8),
+       st.integers(0, 2**32))
+def test_stream_toxics_keep_every_byte_in_order(chunks: list[bytes], seed: int) -> None:
+    stream, _ = chain({"type": "latency", "attributes": {"latency": 30, "jitter": 20}},
+                      {"type": "bandwidth", "attributes": {"rate": 50}},
+                      {"type": "slicer", "attributes": {"average_size": 100,
+                                                        "size_variation": 40, "delay": 10}},
+                      seed=seed)
+    out: list[tuple[float, bytes]] = []
+    for index, chunk in enumerate(chunks):
+        out += writes(stream.feed(chunk, index * 0.01))
+    assert b"".join(data for _, data in out) == b"".join(chunks)
+    times = [at for at, _ in out]
+    assert times == sorted(times)
