@@ -189,3 +189,18 @@ async def test_the_go_clients_whole_proxy_bodies_are_taken() -> None:
         assert named.listen == listen
         assert named.spec.enabled is False
         assert [t.name for t in named.toxics] == ["latency_downstream"]
+
+
+async def test_a_proxy_that_cannot_listen_again_says_it_is_disabled() -> None:
+    async with toxiproxy() as proxy:
+        named = await create(proxy, name="x", upstream="127.0.0.1:9")
+        await proxy.collection.update("x", {"enabled": False})
+        with socket.socket() as taken:  # someone takes the port meanwhile
+            taken.bind(("127.0.0.1", port_of(named)))
+            taken.listen()
+            with pytest.raises(ToxicError) as caught:
+                await proxy.collection.update("x", {"enabled": True})
+        assert caught.value.status == 500
+        assert named.spec.enabled is False
+        await proxy.collection.update("x", {"enabled": True})  # free again
+        assert named.spec.enabled is True

@@ -171,12 +171,13 @@ def _differs(proxy: NamedProxy, spec: ProxySpec) -> bool:
 
 
 async def _start(proxy: NamedProxy) -> None:
-    """Start, or say why not as Toxiproxy does (a 500 with the system's words)."""
+    """Start, or say why not as Toxiproxy does (a 500 with the system's words); a proxy
+    that could not start is closed and shows ``enabled: false``."""
     try:
         await proxy.start()
-    except UsageError as exc:
+    except (UsageError, OSError) as exc:
         await proxy.stop()
+        proxy.spec = replace(proxy.spec, enabled=False)
+        if isinstance(exc, OSError):
+            raise ToxicError(f"listen {proxy.spec.listen}: {exc.strerror or exc}", 500) from None
         raise ToxicError(str(exc), 500) from None
-    except OSError as exc:
-        await proxy.stop()
-        raise ToxicError(f"listen {proxy.spec.listen}: {exc.strerror or exc}", 500) from None
