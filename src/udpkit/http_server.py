@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from udpkit.core.errors import BadInput, UsageError
 from udpkit.core.handler import format_address
 from udpkit.core.http_request import RequestHead, Response, error, parse_head_untrusted
 
-Router = Callable[[RequestHead, bytes], Response]
-"""What an endpoint answers: the request head and body in, a whole response out."""
+Router = Callable[[RequestHead, bytes], Response | Awaitable[Response]]
+"""What an endpoint answers: the request head and body in, a whole response out (or a
+coroutine giving it, for a router that must wait, e.g. to bind a socket)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,7 +172,8 @@ class HttpEndpoint:
         except asyncio.IncompleteReadError:
             return self._reject(error(400, f"body shorter than its Content-Length of {length}"))
         try:
-            response = self.router(request, body)
+            answer = self.router(request, body)
+            response = await answer if inspect.isawaitable(answer) else answer
         except Exception as exc:  # a bug: say so, keep serving
             self.stats.failed += 1
             if self._on_error is not None:

@@ -171,3 +171,69 @@ async def test_metrics_endpoint_rejects_what_is_not_a_scrape(raw: bytes, status:
         assert metrics.endpoint.stats.rejected == 1
     finally:
         metrics.close()
+
+
+# --------------------------------------------------------------------------- Toxiproxy's API
+
+
+@pytest.fixture
+async def toxiproxy_api() -> AsyncIterator[int]:
+    """A Toxiproxy server (no anonymous proxy) with one proxy named ``p``."""
+    async with Proxy(ProxyConfig(upstream_port=None, control_port=0, seed=1)) as proxy:
+        assert proxy.control_port is not None
+        created = await exchange(proxy.control_port, request(
+            "POST", "/proxies", b'{"name": "p", "upstream": "127.0.0.1:9"}'))
+        assert created.startswith(b"HTTP/1.1 201 ")
+        yield proxy.control_port
+
+
+def request(method: str, path: str, body: bytes = b"") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize(("raw", "status", "message"), [
+    (request("POST", "/proxies", b"{"), 400, "bad request body"),
+    (request("POST", "/proxies", b"[" * 50_000), 400, "bad request body"),
+    (request("POST", "/proxies", b'{"name": "' + b"1" * 5000 + b'"}'), 400, "at most 200"),
+    (request("POST", "/proxies", b'{"name": "x", "upstream": ' + b"1" * 4301 + b"}"), 400,
+     "bad request body"),
+    (request("POST", "/proxies", b'{"name": "a/b", "upstream": "127.0.0.1:9"}'), 400,
+     "without '/'"),
+    (request("POST", "/proxies", b'{"name": "p", "upstream": "127.0.0.1:9"}'), 409,
+     "proxy already exists"),
+    (request("POST", "/proxies", b'{"name": "q", "upstream": "127.0.0.1:9", '
+                                 b'"listen": "127.0.0.1:99999"}'), 400, "listen"),
+    (request("POST", "/proxies/p/toxics", b'{"type": "latency", "attributes": '
+                                          b'{"latency": 1e308}}'), 400, "must be in 0.."),
+    (request("POST", "/proxies/p/toxics", b'{"type": "latency", "attributes": '
+                                          b'{"latency": NaN}}'), 400, "must be a number"),
+    (request("POST", "/proxies/p/toxics", b'{"type": "latency", "toxicity": -1}'), 400,
+     "toxicity"),
+    (request("POST", "/proxies/%2e%2e/toxics", b"{}"), 404, "proxy not found"),
+    (request("PATCH", "/proxies/p/toxics/none", b"{}"), 404, "toxic not found"),
+    (request("PUT", "/proxies/p", b"{}"), 405, "not allowed"),
+    (request("POST", "/version"), 405, "not allowed"),
+    (request("POST", "/proxies/p", b'{"enabled": "yes"}'), 400, "enabled"),
+])
+async def test_toxiproxy_api_answers_hostile_bodies(
+    toxiproxy_api: int, raw: bytes, status: int, message: str
+) -> None:
+    response = await exchange(toxiproxy_api, raw)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert int(head.split(b" ")[1]) == status
+    document = json.loads(body)
+    assert document["status"] == status
+    assert message in document["error"]
+    again = await exchange(toxiproxy_api, request("GET", "/proxies/p"))
+    assert json.loads(again.partition(b"\r\n\r\n")[2])["name"] == "p"
+
+
+async def test_toxiproxy_api_bounds_proxies_and_toxics(toxiproxy_api: int) -> None:
+    for index in range(32):
+        body = json.dumps({"type": "latency", "name": f"t{index}"}).encode()
+        assert (await exchange(toxiproxy_api, request("POST", "/proxies/p/toxics", body))
+                ).startswith(b"HTTP/1.1 200 ")
+    response = await exchange(toxiproxy_api, request(
+        "POST", "/proxies/p/toxics", b'{"type": "latency", "name": "one-more"}'))
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"more than 32 toxics" in response

@@ -128,7 +128,7 @@ def test_the_control_api_from_the_command_line() -> None:
     (["--upstream", "nonexistent.invalid:9"], "cannot resolve"),
     (["--upstream", "127.0.0.1:9", "--seed", "-1"], "'--seed'"),
     (["--upstream", "127.0.0.1:9", "--bogus"], "no such option"),
-    ([], "missing option '--upstream'"),
+    (["--loss", "10%"], "need --upstream"),  # without it: a Toxiproxy server, no flags
 ])
 def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
     result = run_udpkit("proxy", *args, timeout=30)

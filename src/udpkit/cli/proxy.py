@@ -7,11 +7,16 @@ impairment in both directions; ``--up SPEC`` and ``--down SPEC``
 pure parsers of :mod:`udpkit.core.impairment`, the same the control API uses.
 Errors take the one path of :mod:`udpkit.cli.errors` (a malformed flag: one
 line on stderr and exit 2).
+
+Without ``--upstream`` it is a Toxiproxy server: the API on ``--control``
+(default ``127.0.0.1:8474``, Toxiproxy's), named proxies from ``--config FILE``
+(Toxiproxy's ``-config`` list, plus ``protocol`` and ``toxics`` per proxy).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import click
@@ -27,10 +32,13 @@ from udpkit.core.impairment import (
     build,
     parse_spec,
 )
+from udpkit.core.toxiproxy import config_from_text
 from udpkit.proxy import ProxyConfig, run_proxy
 from udpkit.server.logs import configure
 
 _defaults = ProxyConfig()
+TOXIPROXY_CONTROL = ("127.0.0.1", 8474)
+"""Toxiproxy's API address, the default of ``--control`` without ``--upstream``."""
 
 
 class _ImpairmentValue(click.ParamType[str]):
@@ -103,8 +111,13 @@ def build_settings(
 @click.command(cls=UdpkitCommand)
 @click.option("--listen", type=HostPort(allow_zero=True), default="127.0.0.1:0",
               show_default=True, help="Where to listen (UDP and TCP); port 0 picks a free one.")
-@click.option("--upstream", type=HostPort(allow_zero=False), required=True,
-              help="The service to forward to.")
+@click.option("--upstream", type=HostPort(allow_zero=False), default=None,
+              help="The service to forward to (the anonymous proxy of the impairment flags). "
+                   "Without it: only named proxies (Toxiproxy's API, --config).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="Named proxies to create at start: Toxiproxy's -config JSON list, each "
+                   "proxy may add \"protocol\" (tcp, udp, both) and \"toxics\".")
 @click.option("--seed", type=click.IntRange(0), default=None,
               help="Seed of the decisions (same seed, same traffic: same decisions). "
                    "Default: random, printed.")
@@ -115,8 +128,10 @@ def build_settings(
 @click.option("--down", "down_spec", type=_Spec(), default=None,
               help="Server-to-client impairments 'key=value,...', over the common ones.")
 @click.option("--control", type=HostPort(allow_zero=True), default=None,
-              help="Serve the HTTP JSON control API here (GET /stats, GET/PUT/PATCH "
-                   "/impairments); port 0 picks a free one.")
+              help="Serve the HTTP control API here: Toxiproxy's API (/proxies, /populate, "
+                   "/reset, /metrics...) and, with --upstream, GET /stats, GET/PUT/PATCH "
+                   "/impairments; port 0 picks a free one.  Default: off with --upstream, "
+                   "127.0.0.1:8474 without.")
 @click.option("--udp/--no-udp", default=True, show_default=True, help="Proxy UDP.")
 @click.option("--tcp/--no-tcp", default=True, show_default=True, help="Proxy TCP.")
 @click.option("--idle-timeout", type=click.FloatRange(min=0.001), default=_defaults.idle_timeout,
@@ -129,7 +144,8 @@ def build_settings(
               show_default=True, help=LOG_FORMAT_HELP)
 def proxy(
     listen: tuple[str, int],
-    upstream: tuple[str, int],
+    upstream: tuple[str, int] | None,
+    config_file: Path | None,
     seed: int | None,
     up_spec: str | None,
     down_spec: str | None,
@@ -146,15 +162,30 @@ def proxy(
 
     Impairment flags set both directions; --up/--down set one, e.g.
     'udpkit proxy --upstream 127.0.0.1:9999 --loss 10% --delay 50ms --jitter 10ms
-    --down loss=0'.  Ctrl-C (or SIGTERM) prints a JSON summary on stdout.
+    --down loss=0'.  Without --upstream it is a Toxiproxy server ('udpkit proxy
+    --config proxies.json'; API on 127.0.0.1:8474).  Ctrl-C (or SIGTERM) prints a
+    JSON summary on stdout.
     """
     configure(getattr(logging, log_level.upper()), fmt=log_format)
     settings = build_settings(impairments, up_spec, down_spec)
+    if upstream is None and (settings.up.active or settings.down.active):
+        raise UsageError("impairment flags and --up/--down need --upstream; named proxies "
+                         "take toxics (--config, or the API)")
+    proxies = []
+    if config_file is not None:
+        try:
+            text = config_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --config {config_file}: {exc}") from None
+        proxies = config_from_text(text)
+    if upstream is None and control is None:
+        control = TOXIPROXY_CONTROL
     config = ProxyConfig(
         host=listen[0],
         port=listen[1],
-        upstream_host=upstream[0],
-        upstream_port=upstream[1],
+        upstream_host=upstream[0] if upstream else "127.0.0.1",
+        upstream_port=upstream[1] if upstream else None,
+        proxies=proxies,
         impairments=settings,
         seed=seed,
         udp=udp,

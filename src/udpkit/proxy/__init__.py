@@ -1,9 +1,11 @@
 """``udpkit proxy``: a seeded, rootless network-impairment proxy for UDP and TCP.
 
 ``config`` holds the settings, ``udp`` and ``tcp`` relay traffic through the
-pure policy of :mod:`udpkit.core.impairment`, ``delay_line`` hands packets over
-when the policy says, ``control`` is the HTTP JSON API and ``runner`` owns the
-life cycle.
+pure policy of :mod:`udpkit.core.impairment` (the ``--upstream`` proxy) or the
+toxics of :mod:`udpkit.core.toxics` (named proxies), ``delay_line`` hands packets
+over when the policy says, ``control`` is the HTTP JSON API (with
+``toxiproxy_api``, Toxiproxy's), ``collection`` and ``named`` the named proxies,
+and ``runner`` owns the life cycle.
 
     async with Proxy(ProxyConfig(upstream_port=9999, port=0, impairments=LinkSettings(
             up=Impairments(loss=0.1)))) as proxy:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from udpkit.core.errors import UsageError
 from udpkit.core.impairment import LinkSettings
+from udpkit.core.toxiproxy import ProxySpec
 
 
 @dataclass(kw_only=True)
@@ -19,8 +20,9 @@ class ProxyConfig:
 
     upstream_host: str = "127.0.0.1"
     """Where the proxied service is (host name or address)."""
-    upstream_port: int = 9999
-    """The service's port (UDP and TCP)."""
+    upstream_port: int | None = 9999
+    """The service's port (UDP and TCP); ``None``: no anonymous proxy, only the named
+    proxies of :attr:`proxies` and of the control API."""
     host: str = "127.0.0.1"
     """Address or host name the proxy listens on."""
     port: int = 0
@@ -45,11 +47,13 @@ class ProxyConfig:
     """TCP connections at once; beyond it new ones are refused (reset)."""
     connect_timeout: float = 5.0
     """Seconds to open the upstream TCP connection before giving up on a client."""
+    proxies: list[ProxySpec] = field(default_factory=list)
+    """Named proxies to create at start (``--config``), each with its toxics."""
 
     def __post_init__(self) -> None:
         for name in ("port", "upstream_port"):
             value = getattr(self, name)
-            if not 0 <= value <= 65535:
+            if value is not None and not 0 <= value <= 65535:
                 raise UsageError(f"{name} must be in 0..65535 (got {value})")
         if self.upstream_port == 0:
             raise UsageError("upstream port cannot be 0")

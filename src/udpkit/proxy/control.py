@@ -1,4 +1,9 @@
-"""The proxy's HTTP JSON control API: read stats, change impairments while running.
+"""The proxy's HTTP JSON control API: Toxiproxy's API, and the ``--loss`` proxy's own.
+
+Toxiproxy's routes (``/proxies``, ``/populate``, ``/reset``, ``/version``,
+``/metrics``) are :mod:`udpkit.proxy.toxiproxy_api`'s; the routes below belong to
+the anonymous proxy of ``--upstream`` and the impairment flags, and answer 404
+when there is none.
 
 Rule: routing is a plain function from (method, path, body) to a response, so it is
 tested without sockets; the connection, its bounds (head, body, time, connections at
@@ -21,13 +26,15 @@ Endpoints::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from udpkit.core.errors import UsageError
 from udpkit.core.http_request import RequestHead, Response, error, json_response
 from udpkit.core.impairment import LinkSettings, update_from_json
 from udpkit.http_server import HttpLimits
+from udpkit.proxy import toxiproxy_api
+from udpkit.proxy.collection import ProxyCollection
 from udpkit.proxy.stats import ProxyStats
 
 CONTROL_LIMITS = HttpLimits(max_head=16 * 1024, max_body=64 * 1024, request_timeout=10.0,
@@ -45,6 +52,13 @@ class Controlled(Protocol):
 
     def stats(self) -> ProxyStats: ...
 
+    @property
+    def collection(self) -> ProxyCollection: ...
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether an ``--upstream`` proxy runs (the routes of this module)."""
+
 
 _ROUTES: dict[str, tuple[str, ...]] = {
     "/": ("GET",),
@@ -53,9 +67,20 @@ _ROUTES: dict[str, tuple[str, ...]] = {
 }
 
 
-def router(proxy: Controlled) -> Callable[[RequestHead, bytes], Response]:
+def router(proxy: Controlled) -> Callable[[RequestHead, bytes], Awaitable[Response]]:
     """The control API of ``proxy`` as an :class:`~udpkit.http_server.HttpEndpoint` router."""
-    return lambda request, body: route(request.method, request.path, body, proxy)
+
+    async def answer(request: RequestHead, body: bytes) -> Response:
+        response = await toxiproxy_api.route(request.method, request.path, body,
+                                             proxy.collection)
+        if response is not None:
+            return response
+        if not proxy.anonymous and request.path.rstrip("/") in ("/stats", "/impairments"):
+            return error(404, f"{request.path} belongs to the --upstream proxy, and there is "
+                              "none; use /proxies")
+        return route(request.method, request.path, body, proxy)
+
+    return answer
 
 
 def route(method: str, path: str, body: bytes, proxy: Controlled) -> Response:
@@ -69,7 +94,12 @@ def route(method: str, path: str, body: bytes, proxy: Controlled) -> Response:
                      ("Allow", ", ".join(allowed)))
     if path == "/":
         return json_response(200, {"endpoints": [
-            "GET /stats", "GET /impairments", "PUT /impairments", "PATCH /impairments"]})
+            "GET /stats", "GET /impairments", "PUT /impairments", "PATCH /impairments",
+            "GET /version", "GET /proxies", "POST /proxies", "POST /populate",
+            "GET /proxies/{proxy}", "POST /proxies/{proxy}", "DELETE /proxies/{proxy}",
+            "GET /proxies/{proxy}/toxics", "POST /proxies/{proxy}/toxics",
+            "GET /proxies/{proxy}/toxics/{toxic}", "POST /proxies/{proxy}/toxics/{toxic}",
+            "DELETE /proxies/{proxy}/toxics/{toxic}", "POST /reset", "GET /metrics"]})
     if path == "/stats":
         return json_response(200, proxy.stats().as_json())
     if method == "GET":

@@ -2,11 +2,14 @@
 
 Rule: settings live in :class:`~udpkit.proxy.config.ProxyConfig`; this module
 owns only the running state, and :class:`~udpkit.service.Service` the order of
-the steps and the signals.  One :class:`~udpkit.core.impairment.LinkPolicy`
-per direction decides for every UDP session and TCP connection (one link, one
-seeded stream of decisions).  The first SIGINT/SIGTERM stops it (relays get
-2 s to finish); a second one stops waiting for them.  The summary (settings,
-seed and counters) is a JSON object.
+the steps and the signals.  One process serves the anonymous proxy of
+``--upstream`` (if given) and any number of named proxies of Toxiproxy's API
+(:class:`~udpkit.proxy.collection.ProxyCollection`, created from ``--config``
+and at run time).  For the anonymous proxy, one
+:class:`~udpkit.core.impairment.LinkPolicy` per direction decides for every UDP
+session and TCP connection (one link, one seeded stream of decisions).  The
+first SIGINT/SIGTERM stops it (relays get 2 s to finish); a second one stops
+waiting for them.  The summary (settings, seed and counters) is a JSON object.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import TextIO
 from udpkit.core.errors import UsageError
 from udpkit.core.handler import Address, format_address
 from udpkit.core.impairment import LinkPolicy, LinkSettings, seeded_rng
+from udpkit.core.toxics import PolicyStream, ToxicError
 from udpkit.http_server import HttpEndpoint
+from udpkit.proxy.collection import ProxyCollection
 from udpkit.proxy.config import ProxyConfig
 from udpkit.proxy.control import CONTROL_LIMITS, router
 from udpkit.proxy.delay_line import DelayLine
@@ -56,8 +61,21 @@ class Proxy(Service):
         self._tcp_servers: list[asyncio.Server] = []
         self._control: HttpEndpoint | None = None
         self._relays: set[asyncio.Task[None]] = set()
+        self._collection: ProxyCollection | None = None
 
     # -- settings and counters ------------------------------------------------
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether the ``--upstream`` proxy runs (``config.upstream_port`` is set)."""
+        return self.config.upstream_port is not None
+
+    @property
+    def collection(self) -> ProxyCollection:
+        """The named proxies (Toxiproxy's API)."""
+        if self._collection is None:
+            raise RuntimeError("the proxy is not running")
+        return self._collection
 
     @property
     def settings(self) -> LinkSettings:
@@ -80,30 +98,68 @@ class Proxy(Service):
 
     def summary(self) -> dict[str, object]:
         """What ran and what it did, JSON-ready (printed on exit by the CLI)."""
-        return {
-            "listen": format_address((self.config.host, self.port)),
-            "upstream": format_address(self.upstream) if self.upstream else None,
-            "seed": self.seed,
-            "impairments": self._settings.as_json(),
-            "stats": self.stats().as_json(),
-        }
+        out: dict[str, object] = {}
+        if self.anonymous:
+            out = {
+                "listen": format_address((self.config.host, self.port)),
+                "upstream": format_address(self.upstream) if self.upstream else None,
+                "seed": self.seed,
+                "impairments": self._settings.as_json(),
+                "stats": self.stats().as_json(),
+            }
+        else:
+            out["seed"] = self.seed
+        if self._collection is not None and (self._collection.proxies or not self.anonymous):
+            out["proxies"] = {proxy.spec.name: proxy.summary() for proxy in self._collection}
+        return out
 
     # -- life cycle -----------------------------------------------------------
 
     async def startup(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
-        upstream, family = await _resolve(config.upstream_host, config.upstream_port)
+        self._delay_line = DelayLine(loop)
+        self._collection = ProxyCollection(seed=self.seed, settings=config,
+                                           delay_line=self._delay_line)
+        try:
+            for spec in config.proxies:
+                await self._collection.create(spec)
+        except ToxicError as exc:
+            await self.shutdown()
+            raise UsageError(f"proxy {spec.name!r}: {exc.message}") from None
+        if config.upstream_port is not None:
+            await self._start_anonymous(config.upstream_port)
+        elif config.control_port is not None:
+            try:
+                await self._start_control()
+            except BaseException:
+                await self.shutdown()
+                raise
+        if self.anonymous and not self._collection.proxies:
+            return
+        proxy_log.info(
+            "Proxy seed %d: %d named proxies%s", self.seed, len(self._collection.proxies),
+            f", API on http://{format_address((config.control_host, self.control_port))}"
+            if self.control_port is not None else "",
+        )
+
+    async def _start_control(self) -> None:
+        config = self.config
+        assert config.control_port is not None
+        self._control = HttpEndpoint(router(self), name="the control API",
+                                     limits=CONTROL_LIMITS, on_error=_log_bug)
+        self.control_port = await self._control.start(config.control_host, config.control_port)
+
+    async def _start_anonymous(self, upstream_port: int) -> None:
+        config = self.config
+        assert self._delay_line is not None
+        upstream, family = await _resolve(config.upstream_host, upstream_port)
         self.upstream = upstream
         sockets = bind(config.host, config.port, udp=config.udp, tcp=config.tcp)
         self.port = sockets.port
         try:
             if config.control_port is not None:
-                self._control = HttpEndpoint(router(self), name="the control API",
-                                             limits=CONTROL_LIMITS, on_error=_log_bug)
-                self.control_port = await self._control.start(config.control_host,
-                                                              config.control_port)
-            self._delay_line = DelayLine(loop)
+                await self._start_control()
             if sockets.udp:
                 self._udp = UdpRelay(
                     sockets.udp, upstream, family,
@@ -142,7 +198,8 @@ class Proxy(Service):
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = self.upstream
         assert upstream is not None
-        relay = TcpRelay(reader, writer, up=self.up, down=self.down, counters=self.counters)
+        relay = TcpRelay(reader, writer, up=PolicyStream(self.up), down=PolicyStream(self.down),
+                         counters=self.counters)
         try:
             await relay.run(
                 lambda: asyncio.open_connection(upstream[0], upstream[1]),
@@ -166,6 +223,8 @@ class Proxy(Service):
             task.cancel()
         if self._relays:
             await self.wait_or_force(asyncio.wait(list(self._relays)), _RELAY_DRAIN_TIMEOUT)
+        if self._collection is not None:
+            await self._collection.close()
         if self._delay_line is not None:
             self._delay_line.close()
         for server in self._tcp_servers:

@@ -1,35 +1,88 @@
-"""TCP glue of the proxy: relay each connection through the stream policy.
+"""TCP glue of the proxy: relay each connection through a sans-IO stream shaper.
 
-Rule: this module only moves bytes.  Each direction is a reader that asks
-the policy when each chunk may be written (latency, bandwidth, reset after N
-bytes) and a writer that waits until then, so latency does not cut
-throughput.  A close is passed on after ``slow_close``; a reset limit aborts
-both sockets with RST.  Any error on either side ends that relay only.
+Rule: this module only moves bytes.  Each direction is a reader that hands
+every chunk to its shaper (:class:`~udpkit.core.toxics.StreamToxics` for a
+named Toxiproxy proxy, :class:`~udpkit.core.toxics.PolicyStream` for the
+``--loss ...`` proxy) and a writer that carries out the events it returns at
+their times, from one time-ordered queue, so latency does not cut throughput.
+A half-close is passed on when the shaper says; a close or reset event ends
+the whole connection (both sides), a reset with RST.  Any error on either side
+ends that relay only.  :meth:`TcpRelay.send_up` and :meth:`TcpRelay.send_down`
+are where payload bytes leave the proxy (a tap for recording goes there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from udpkit.core.impairment import LinkPolicy, StreamState
+from udpkit.core.toxics import Close, EndOfStream, Reset, StreamEvent, Write
 from udpkit.proxy.stats import GlueCounters
 
 _CHUNK = 65536
-_QUEUE = 16
-"""Chunks read ahead of the writer per direction (then reading pauses: backpressure)."""
-
-_Item = tuple[float, bytes, bool] | None
-"""(when, data, reset after) or ``None`` for end of stream."""
+_MAX_QUEUED = 1024 * 1024
+"""Bytes read ahead of the writer per direction (then reading pauses: backpressure)."""
+_DIRECT_WRITE = 64 * 1024
+"""A chunk due now is written by the reader itself while the socket's buffer holds less
+than this (asyncio's default high-water mark); beyond it, the writer task waits for it."""
 
 OpenUpstream = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
+class StreamShaper(Protocol):
+    """What one direction of a connection does to the bytes (sans-IO)."""
+
+    def start(self, now: float) -> list[StreamEvent]: ...
+
+    def feed(self, chunk: bytes, now: float) -> list[StreamEvent]: ...
+
+    def end(self, now: float) -> list[StreamEvent]: ...
+
+
 class _Reset(Exception):
-    """The policy's byte limit was reached: reset the connection."""
+    """The shaper said: reset the connection."""
+
+
+class _Close(Exception):
+    """The shaper said: close the connection."""
+
+
+class _Outbox:
+    """One direction's events waiting for their time."""
+
+    def __init__(self, shaper: StreamShaper) -> None:
+        self.shaper = shaper
+        self.heap: list[tuple[float, int, StreamEvent]] = []
+        self.order = itertools.count()
+        self.queued = 0
+        self.changed = asyncio.Event()
+        self.space = asyncio.Event()
+        self.space.set()
+
+    def put(self, events: list[StreamEvent]) -> None:
+        for event in events:
+            heapq.heappush(self.heap, (event.at, next(self.order), event))
+            if isinstance(event, Write):
+                self.queued += len(event.data)
+        if self.queued >= _MAX_QUEUED:
+            self.space.clear()
+        if events:
+            self.changed.set()
+
+    def replace(self, shaper: StreamShaper, now: float) -> None:
+        """A new shaper (the toxics changed): data already decided keeps its time, closes
+        and resets the old one planned are forgotten."""
+        self.shaper = shaper
+        self.heap = [item for item in self.heap if isinstance(item[2], Write | EndOfStream)]
+        heapq.heapify(self.heap)
+        self.put(shaper.start(now))
+        self.changed.set()
 
 
 class TcpRelay:
@@ -40,16 +93,24 @@ class TcpRelay:
         client_reader: asyncio.StreamReader,
         client_writer: asyncio.StreamWriter,
         *,
-        up: LinkPolicy,
-        down: LinkPolicy,
+        up: StreamShaper,
+        down: StreamShaper,
         counters: GlueCounters,
+        number: int = 0,
     ) -> None:
+        self.number = number
+        """The connection's number in its proxy (seeds its decisions)."""
         self.client_reader = client_reader
         self.client_writer = client_writer
-        self.up = up
-        self.down = down
+        self._up = _Outbox(up)
+        self._down = _Outbox(down)
         self.counters = counters
         self._loop = asyncio.get_running_loop()
+
+    def replace_shapers(self, up: StreamShaper, down: StreamShaper) -> None:
+        now = self._loop.time()
+        self._up.replace(up, now)
+        self._down.replace(down, now)
 
     async def run(self, open_upstream: OpenUpstream, connect_timeout: float) -> None:
         """Connect upstream, relay both ways until both close or one breaks."""
@@ -58,18 +119,26 @@ class TcpRelay:
                 upstream_reader, upstream_writer = await open_upstream()
         except (OSError, TimeoutError):
             self.counters.tcp_upstream_failures += 1
-            _reset(self.client_writer)
+            reset(self.client_writer)
             return
         writers = (self.client_writer, upstream_writer)
+        now = self._loop.time()
+        self._up.put(self._up.shaper.start(now))
+        self._down.put(self._down.shaper.start(now))
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._direction(
-                    self.client_reader, upstream_writer, self.up))
-                group.create_task(self._direction(
-                    upstream_reader, self.client_writer, self.down))
+                group.create_task(self._read(self.client_reader, self._up, upstream_writer,
+                                             self.send_up))
+                group.create_task(self._write(upstream_writer, self._up, self.send_up))
+                group.create_task(self._read(upstream_reader, self._down, self.client_writer,
+                                             self.send_down))
+                group.create_task(self._write(self.client_writer, self._down, self.send_down))
         except* _Reset:
             for writer in writers:
-                _reset(writer)
+                reset(writer)
+        except* _Close:
+            for writer in writers:
+                writer.close()
         except* (OSError, asyncio.IncompleteReadError):
             for writer in writers:
                 writer.transport.abort()
@@ -81,58 +150,74 @@ class TcpRelay:
                 if not writer.transport.is_closing():
                     writer.transport.abort()
 
-    async def _direction(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, policy: LinkPolicy
-    ) -> None:
-        queue: asyncio.Queue[_Item] = asyncio.Queue(_QUEUE)
-        state = StreamState()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._read(reader, queue, policy, state))
-            group.create_task(self._write(writer, queue, policy))
-
-    async def _read(
-        self,
-        reader: asyncio.StreamReader,
-        queue: asyncio.Queue[_Item],
-        policy: LinkPolicy,
-        state: StreamState,
-    ) -> None:
+    async def _read(self, reader: asyncio.StreamReader, outbox: _Outbox,
+                    writer: asyncio.StreamWriter,
+                    send: Callable[[asyncio.StreamWriter, bytes], None]) -> None:
         while True:
+            await outbox.space.wait()
             chunk = await reader.read(_CHUNK)
+            now = self._loop.time()
             if not chunk:
-                await queue.put(None)
+                outbox.put(outbox.shaper.end(now))
                 return
-            decision = policy.decide_stream(chunk, self._loop.time(), state)
-            await queue.put((decision.at, decision.data, decision.reset))
-            if decision.reset:
-                return
+            events = outbox.shaper.feed(chunk, now)
+            if (len(events) == 1 and not outbox.heap and type(events[0]) is Write
+                    and events[0].at <= now
+                    and writer.transport.get_write_buffer_size() < _DIRECT_WRITE):
+                # Due now, nothing queued ahead, room in the socket's buffer: write it
+                # here, not through the writer task (most chunks of an unimpaired link).
+                if events[0].data:
+                    send(writer, events[0].data)
+                continue
+            outbox.put(events)
 
-    async def _write(
-        self, writer: asyncio.StreamWriter, queue: asyncio.Queue[_Item], policy: LinkPolicy
-    ) -> None:
+    async def _write(self, writer: asyncio.StreamWriter, outbox: _Outbox,
+                     send: Callable[[asyncio.StreamWriter, bytes], None]) -> None:
+        heap = outbox.heap
         while True:
-            item = await queue.get()
-            if item is None:
-                # Toxiproxy's slow_close: hold the close back, then pass it on.
-                if policy.settings.slow_close:
-                    await asyncio.sleep(policy.settings.slow_close)
+            heap = outbox.heap
+            if not heap:
+                outbox.changed.clear()
+                await outbox.changed.wait()
+                continue
+            wait = heap[0][0] - self._loop.time()
+            if wait > 0:
+                outbox.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await outbox.changed.wait()
+                continue
+            _, _, event = heapq.heappop(heap)
+            if isinstance(event, Write):
+                outbox.queued -= len(event.data)
+                if outbox.queued < _MAX_QUEUED:
+                    outbox.space.set()
+                if event.data:
+                    send(writer, event.data)
+                    await writer.drain()
+            elif isinstance(event, EndOfStream):
                 if writer.can_write_eof():
                     writer.write_eof()
                 else:
                     writer.close()
                 return
-            at, data, reset = item
-            wait = at - self._loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if data:
-                writer.write(data)
-                await writer.drain()
-            if reset:
+            elif isinstance(event, Close):
+                raise _Close
+            elif isinstance(event, Reset):
                 raise _Reset
 
+    # The two places where payload bytes leave the proxy, one per direction.
 
-def _reset(writer: asyncio.StreamWriter) -> None:
+    def send_up(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Client to server: ``data`` goes to the upstream connection."""
+        writer.write(data)
+
+    def send_down(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Server to client: ``data`` goes to the client."""
+        writer.write(data)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
     """Abort with RST (``SO_LINGER`` 0), not FIN."""
     sock = writer.get_extra_info("socket")
     if sock is not None:

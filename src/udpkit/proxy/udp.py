@@ -1,7 +1,7 @@
 """UDP glue of the proxy: one upstream socket per client, the policy in between.
 
 Rule: this module only moves datagrams.  Each datagram read is handed to the
-direction's :class:`~udpkit.core.impairment.LinkPolicy`, whose deliveries go
+direction's policy (:class:`DatagramPolicy`), whose deliveries go
 into the :class:`~udpkit.proxy.delay_line.DelayLine`; sending happens there,
 at once, and a full socket buffer or an error is counted, never raised.  Every
 client address gets its own connected upstream socket, so the service's
@@ -16,9 +16,10 @@ import functools
 import logging
 import socket
 from collections.abc import Callable
+from typing import Protocol
 
 from udpkit.core.handler import Address
-from udpkit.core.impairment import LinkPolicy
+from udpkit.core.impairment import Decision
 from udpkit.proxy.delay_line import DelayLine
 from udpkit.proxy.sessions import SessionTable
 from udpkit.proxy.stats import GlueCounters
@@ -28,6 +29,13 @@ proxy_log = logging.getLogger("udpkit.proxy")
 _READS_PER_WAKEUP = 256
 """Datagrams read per wake-up before yielding to the event loop."""
 _RECV_SIZE = 65536
+
+
+class DatagramPolicy(Protocol):
+    """What one direction does to each datagram (sans-IO): a
+    :class:`~udpkit.core.impairment.LinkPolicy` or a named proxy's toxic chain."""
+
+    def decide(self, data: bytes, now: float) -> Decision: ...
 
 
 class Session:
@@ -51,8 +59,8 @@ class UdpRelay:
         upstream: Address,
         family: socket.AddressFamily,
         *,
-        up: LinkPolicy,
-        down: LinkPolicy,
+        up: DatagramPolicy,
+        down: DatagramPolicy,
         delay_line: DelayLine,
         counters: GlueCounters,
         max_sessions: int,
@@ -182,7 +190,7 @@ class UdpRelay:
     # -- both ----------------------------------------------------------------------
 
     def _forward(
-        self, policy: LinkPolicy, data: bytes, now: float, send: Callable[[bytes], None]
+        self, policy: DatagramPolicy, data: bytes, now: float, send: Callable[[bytes], None]
     ) -> None:
         decision = policy.decide(data, now)
         for delivery in decision.deliveries:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
+from udpkit.core.addresses import parse_host_port
 from udpkit.core.impairment import NO_IMPAIRMENTS, Impairments, LinkSettings
 from udpkit.proxy.config import ProxyConfig
 from udpkit.proxy.runner import Proxy
@@ -101,6 +102,27 @@ class BackgroundProxy:
     @property
     def port(self) -> int:
         return self.proxy.port
+
+    def address_of(self, name: str) -> tuple[str, int]:
+        """Where clients of the named proxy ``name`` send (as bound)."""
+        listen = self._call(lambda: self.proxy.collection.get(name).listen)
+        return parse_host_port(listen)
+
+    def named_summary(self, name: str) -> dict[str, object]:
+        """The counters of the named proxy ``name`` (as in the exit summary)."""
+        return self._call(lambda: self.proxy.collection.get(name).summary())
+
+    def add_toxic(self, proxy: str, toxic: dict[str, object]) -> dict[str, object]:
+        """Add a toxic (Toxiproxy's JSON body) to the named proxy ``proxy``."""
+
+        async def add() -> dict[str, object]:
+            return (await self.proxy.collection.add_toxic(proxy, toxic)).as_json()
+
+        return asyncio.run_coroutine_threadsafe(add(), self._loop).result(_START_TIMEOUT)
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        asyncio.run_coroutine_threadsafe(
+            self.proxy.collection.remove_toxic(proxy, name), self._loop).result(_START_TIMEOUT)
 
     @property
     def address(self) -> tuple[str, int]:

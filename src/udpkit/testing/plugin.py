@@ -10,6 +10,13 @@ synchronous tests and without pytest-asyncio.
         with Client(*proxy.address) as client:
             assert client.request(b"Michael") == b"Hello, Michael!"
 
+    def test_two_named_proxies(udp_proxy):
+        proxies = udp_proxy.named(
+            {"name": "dns", "upstream": "127.0.0.1:5353", "protocol": "udp",
+             "toxics": [{"type": "latency", "attributes": {"latency": 100}}]},
+            {"name": "db", "upstream": "127.0.0.1:5432"})
+        host, port = proxies.address_of("dns")
+
     def test_on_the_fake_net(fake_net):
         a, b = fake_net.endpoint(), fake_net.endpoint()
         fake_net.link(a.address, b.address, up=Impairments(duplicate=1.0))
@@ -20,12 +27,15 @@ synchronous tests and without pytest-asyncio.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 import pytest
 
+from udpkit.core.errors import UsageError
 from udpkit.core.impairment import NO_IMPAIRMENTS, Impairments, LinkSettings
+from udpkit.core.toxics import ToxicError
+from udpkit.core.toxiproxy import proxies_from_json
 from udpkit.proxy.config import ProxyConfig
 from udpkit.testing.background import BackgroundProxy
 from udpkit.testing.fake_net import FakeNetwork
@@ -47,19 +57,18 @@ class ProxyFactory(Protocol):
         idle_timeout: float = ...,
     ) -> BackgroundProxy: ...
 
+    def named(self, *proxies: Mapping[str, object], seed: int = ...,
+              control: bool = ...) -> BackgroundProxy: ...
 
-@pytest.fixture
-def udp_proxy() -> Iterator[ProxyFactory]:
-    """A factory of impairment proxies in front of a service, closed after the test.
 
-    ``udp_proxy(upstream, up=..., down=..., both=..., seed=0)`` returns a running
-    :class:`~udpkit.testing.background.BackgroundProxy` listening on a free port
-    of ``host`` (127.0.0.1 by default); change faults with
-    ``proxy.set_impairments(...)``, read counters with ``proxy.stats()``.
-    """
-    started: list[BackgroundProxy] = []
+class _Factory:
+    """``udp_proxy(...)``: one anonymous proxy; ``udp_proxy.named(...)``: named ones."""
 
-    def start(
+    def __init__(self) -> None:
+        self.started: list[BackgroundProxy] = []
+
+    def __call__(
+        self,
         upstream: tuple[str, int],
         *,
         up: Impairments = NO_IMPAIRMENTS,
@@ -87,12 +96,42 @@ def udp_proxy() -> Iterator[ProxyFactory]:
             control_port=0 if control else None,
             idle_timeout=idle_timeout,
         )
+        return self._start(config)
+
+    def named(self, *proxies: Mapping[str, object], seed: int = 0,
+              control: bool = False) -> BackgroundProxy:
+        """Several named proxies in one process, each declared as in ``--config``
+        (Toxiproxy's fields, ``protocol``, ``toxics``); ``control=True`` also serves
+        Toxiproxy's API on a free port (``proxy.control_url``)."""
+        try:
+            specs = proxies_from_json([dict(p) for p in proxies], allow_toxics=True)
+        except ToxicError as exc:
+            raise UsageError(f"udp_proxy.named: {exc.message}") from None
+        config = ProxyConfig(upstream_port=None, proxies=specs, seed=seed,
+                             control_port=0 if control else None)
+        return self._start(config)
+
+    def _start(self, config: ProxyConfig) -> BackgroundProxy:
         proxy = BackgroundProxy(config).start()
-        started.append(proxy)
+        self.started.append(proxy)
         return proxy
 
-    yield start
-    for proxy in started:
+
+@pytest.fixture
+def udp_proxy() -> Iterator[ProxyFactory]:
+    """A factory of impairment proxies in front of a service, closed after the test.
+
+    ``udp_proxy(upstream, up=..., down=..., both=..., seed=0)`` returns a running
+    :class:`~udpkit.testing.background.BackgroundProxy` listening on a free port
+    of ``host`` (127.0.0.1 by default); change faults with
+    ``proxy.set_impairments(...)``, read counters with ``proxy.stats()``.
+    ``udp_proxy.named({"name": ..., "upstream": ..., "protocol": "udp", "toxics":
+    [...]}, ...)`` runs several named proxies (Toxiproxy's shapes) in one process:
+    ``proxies.address_of(name)``, ``proxies.add_toxic(name, {...})``.
+    """
+    factory = _Factory()
+    yield factory
+    for proxy in factory.started:
         proxy.close()
 
 
