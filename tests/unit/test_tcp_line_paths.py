@@ -428,3 +428,42 @@ def test_line_reader_alone_splits_len16() -> None:
     with pytest.raises(ValueError, match="length_prefix"):
         LINE_READER(mixed_handler, peer, counters, written.append,  # type: ignore[arg-type]
                     max_line=1, exit_line=None, empty_reply=None, grant=1, length_prefix=5)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["pure", "reader"])
+def test_len16_messages_beyond_a_turn_wait_for_the_next_and_are_answered_at_shutdown(
+    fast: bool,
+) -> None:
+    """A chunk larger than a turn (1 KiB) is cut anywhere, inside a prefix or a message,
+    and handled over several turns; a stop between them answers every message."""
+    reader = LINE_READER if fast else None
+    if fast and reader is None:
+        pytest.skip("C extension not built")
+
+    async def go() -> tuple[bytes, CounterSnapshot, list[int]]:
+        counters = Counters()
+        options = TcpSettings(
+            handler=handler,  # type: ignore[arg-type]
+            counters=counters, pipeline=4, access_log=False, admission=None,
+            max_connections=10, max_per_source=10, idle_timeout=60, line_timeout=60,
+            write_timeout=60, write_buffer=1 << 20, line_reader=reader,
+        )
+        registry = ConnectionRegistry(options)
+        connection = TcpConnection(options, make_framing("len16", max_line=MAX_LINE), registry)
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(len16(*(b"x%04d" % i for i in range(1000))))  # 7 turns
+        session = connection.session
+        turns = [len(session.unhandled)]
+        connection.data_received(b"")  # the next turn, as the loop would give it
+        turns.append(len(session.unhandled))
+        connection.stop_reading()
+        await asyncio.sleep(0)
+        connection.connection_lost(None)
+        registry.close()
+        return b"".join(transport.written), counters.snapshot(), turns
+
+    written, counters, turns = asyncio.run(go())
+    assert written == len16(*(b"<x%04d>" % i for i in range(1000)))
+    assert (counters.received, counters.replied) == (1000, 1000)
+    assert turns == [7000 - 1024, 7000 - 2048]

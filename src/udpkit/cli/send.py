@@ -2,9 +2,8 @@
 
 Rule: every name given on the command line is checked before anything is sent
 (a blank name, or ``exit`` over TCP with line or raw framing, gets no reply:
-refused at once); names
-read from stdin are checked as they come.  Errors take the one path of
-:mod:`udpkit.cli.errors`.
+refused at once); names read from stdin are checked as they come.  Errors take
+the one path of :mod:`udpkit.cli.errors`.
 """
 
 from __future__ import annotations

@@ -66,12 +66,12 @@ class TcpRequests:
             self.handler_failed(exc)
             return
         if type(result) is bytes:
-            try:
-                wire = frame_reply(connection.session.framing, result, peer)
-            except HandlerError as exc:
-                self.handler_failed(exc)
-                return
-            connection.write(wire, is_reply=True)
+            framing = connection.session.framing
+            limit = framing.max_reply
+            if limit is None or len(result) <= limit:  # the hot path: no call, no try
+                connection.write(framing.frame(result), is_reply=True)
+            else:
+                self.handle_result(result)  # too long to frame: the handler's error, there
         elif result is None:
             connection.counters.no_reply += 1
         else:
