@@ -18,6 +18,7 @@ from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.config import BenchConfig
 from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
+from udpkit.core.errors import UsageError
 from udpkit.core.slo import parse_slos
 
 
@@ -56,6 +57,14 @@ from udpkit.core.slo import parse_slos
 @click.option("--slo", "slos", multiple=True, metavar="THRESHOLD",
               help="Fail (exit 3) unless the run meets this, e.g. 'p99<5ms', 'loss<0.1%', "
                    "'throughput>50000', 'duplicates<=0'; repeatable.")
+@click.option("--replay", "replay_path", type=click.Path(dir_okay=False), default=None,
+              help="Replay the UDP requests of this pcap/pcapng file (see --speed, "
+                   "--replay-port; --expect order by default).")
+@click.option("--speed", default="1", show_default=True,
+              help="--replay: factor of the recorded pace, or 'max' (--concurrency in flight).")
+@click.option("--replay-port", type=click.IntRange(1, 65535), default=None,
+              help="--replay: the datagrams sent to this port are the requests "
+                   "[default: TARGET's port].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write latency and throughput over time to this PNG (needs matplotlib).")
@@ -81,12 +90,24 @@ def bench(
     gso: bool,
     seed: int | None,
     slos: tuple[str, ...],
+    replay_path: str | None,
+    speed: str,
+    replay_port: int | None,
     as_json: bool,
     plot_path: str | None,
     progress: bool | None,
 ) -> None:
     """Load-test the request/response service at TARGET ([HOST][:PORT], default
     127.0.0.1:9999)."""
+    if replay_path is not None:
+        from udpkit.cli.bench_replay import replay_command
+
+        replay_command(click.get_current_context(), path=replay_path, speed=speed,
+                       replay_port=replay_port, target=target, expect=expect, timeout=timeout,
+                       concurrency=concurrency, requests=requests, slos=slos, as_json=as_json)
+        return
+    if speed != "1" or replay_port is not None:
+        raise UsageError("--speed and --replay-port need --replay FILE")
     from udpkit.bench.runner import run_config
 
     host, port = target

@@ -45,6 +45,9 @@ class ProxyConfig:
     """TCP connections at once; beyond it new ones are refused (reset)."""
     connect_timeout: float = 5.0
     """Seconds to open the upstream TCP connection before giving up on a client."""
+    pcap: str | None = None
+    """Record every datagram and TCP segment forwarded, both ways, to this pcap file
+    (:mod:`udpkit.capture.writer`)."""
 
     def __post_init__(self) -> None:
         for name in ("port", "upstream_port"):

@@ -18,6 +18,7 @@ import socket
 import sys
 from typing import TextIO
 
+from udpkit.capture.writer import PcapRecorder
 from udpkit.core.errors import UsageError
 from udpkit.core.handler import Address, format_address
 from udpkit.core.impairment import LinkPolicy, LinkSettings, seeded_rng
@@ -56,6 +57,7 @@ class Proxy(Service):
         self._tcp_servers: list[asyncio.Server] = []
         self._control: HttpEndpoint | None = None
         self._relays: set[asyncio.Task[None]] = set()
+        self.recorder: PcapRecorder | None = None
 
     # -- settings and counters ------------------------------------------------
 
@@ -86,6 +88,8 @@ class Proxy(Service):
             "seed": self.seed,
             "impairments": self._settings.as_json(),
             "stats": self.stats().as_json(),
+            **({"pcap": {"file": self.recorder.path, "packets": self.recorder.packets}}
+               if self.recorder is not None else {}),
         }
 
     # -- life cycle -----------------------------------------------------------
@@ -98,6 +102,8 @@ class Proxy(Service):
         sockets = bind(config.host, config.port, udp=config.udp, tcp=config.tcp)
         self.port = sockets.port
         try:
+            if config.pcap is not None:
+                self.recorder = PcapRecorder.open(config.pcap)
             if config.control_port is not None:
                 self._control = HttpEndpoint(router(self), name="the control API",
                                              limits=CONTROL_LIMITS, on_error=_log_bug)
@@ -109,7 +115,7 @@ class Proxy(Service):
                     sockets.udp, upstream, family,
                     up=self.up, down=self.down, delay_line=self._delay_line,
                     counters=self.counters, max_sessions=config.max_sessions,
-                    idle_timeout=config.idle_timeout,
+                    idle_timeout=config.idle_timeout, tap=self.recorder,
                 )
                 self._udp.start()
             for sock in sockets.tcp:
@@ -142,7 +148,8 @@ class Proxy(Service):
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = self.upstream
         assert upstream is not None
-        relay = TcpRelay(reader, writer, up=self.up, down=self.down, counters=self.counters)
+        relay = TcpRelay(reader, writer, up=self.up, down=self.down, counters=self.counters,
+                         tap=self.recorder)
         try:
             await relay.run(
                 lambda: asyncio.open_connection(upstream[0], upstream[1]),
@@ -174,6 +181,8 @@ class Proxy(Service):
             await self.wait_or_force(self._control.wait_closed(), 1.0)
         self._tcp_servers.clear()
         self._control = None
+        if self.recorder is not None:
+            self.recorder.close()
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         proxy_log.info("Received %s, shutting down...", signal_name)

@@ -15,6 +15,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable
 
+from udpkit.capture.writer import PcapRecorder, TcpFlow
 from udpkit.core.impairment import LinkPolicy, StreamState
 from udpkit.proxy.stats import GlueCounters
 
@@ -43,7 +44,10 @@ class TcpRelay:
         up: LinkPolicy,
         down: LinkPolicy,
         counters: GlueCounters,
+        tap: PcapRecorder | None = None,
     ) -> None:
+        self.tap = tap
+        self.flow: TcpFlow | None = None
         self.client_reader = client_reader
         self.client_writer = client_writer
         self.up = up
@@ -61,6 +65,9 @@ class TcpRelay:
             _reset(self.client_writer)
             return
         writers = (self.client_writer, upstream_writer)
+        if self.tap is not None:
+            info = self.client_writer.get_extra_info
+            self.flow = self.tap.tcp_flow(client=info("peername"), proxy=info("sockname"))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._direction(
@@ -68,9 +75,13 @@ class TcpRelay:
                 group.create_task(self._direction(
                     upstream_reader, self.client_writer, self.down))
         except* _Reset:
+            if self.flow is not None:
+                self.flow.reset()
             for writer in writers:
                 _reset(writer)
         except* (OSError, asyncio.IncompleteReadError):
+            if self.flow is not None:
+                self.flow.reset()
             for writer in writers:
                 writer.transport.abort()
         else:
@@ -88,7 +99,7 @@ class TcpRelay:
         state = StreamState()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._read(reader, queue, policy, state))
-            group.create_task(self._write(writer, queue, policy))
+            group.create_task(self._write(writer, queue, policy, to_server=policy is self.up))
 
     async def _read(
         self,
@@ -108,7 +119,8 @@ class TcpRelay:
                 return
 
     async def _write(
-        self, writer: asyncio.StreamWriter, queue: asyncio.Queue[_Item], policy: LinkPolicy
+        self, writer: asyncio.StreamWriter, queue: asyncio.Queue[_Item], policy: LinkPolicy,
+        *, to_server: bool,
     ) -> None:
         while True:
             item = await queue.get()
@@ -120,6 +132,8 @@ class TcpRelay:
                     writer.write_eof()
                 else:
                     writer.close()
+                if self.flow is not None:
+                    self.flow.end(to_server)
                 return
             at, data, reset = item
             wait = at - self._loop.time()
@@ -127,6 +141,8 @@ class TcpRelay:
                 await asyncio.sleep(wait)
             if data:
                 writer.write(data)
+                if self.flow is not None:
+                    self.flow.data(to_server, data)
                 await writer.drain()
             if reset:
                 raise _Reset

@@ -17,6 +17,7 @@ import logging
 import socket
 from collections.abc import Callable
 
+from udpkit.capture.writer import PcapRecorder
 from udpkit.core.handler import Address
 from udpkit.core.impairment import LinkPolicy
 from udpkit.proxy.delay_line import DelayLine
@@ -57,7 +58,9 @@ class UdpRelay:
         counters: GlueCounters,
         max_sessions: int,
         idle_timeout: float,
+        tap: PcapRecorder | None = None,
     ) -> None:
+        self.tap = tap
         self.listeners = listeners
         self.upstream = upstream
         self.family = family
@@ -147,6 +150,10 @@ class UdpRelay:
                 self.counters.upstream_refused += 1  # an earlier datagram's ICMP
             except OSError:
                 self.counters.send_errors_up += 1
+            else:
+                if self.tap is not None:
+                    self.tap.datagram(client=session.client, proxy=session.listener,
+                                      payload=payload, to_server=True)
 
         return send
 
@@ -176,6 +183,10 @@ class UdpRelay:
                 session.listener.sendto(payload, session.client)
             except OSError:
                 self.counters.send_errors_down += 1
+            else:
+                if self.tap is not None:
+                    self.tap.datagram(client=session.client, proxy=session.listener,
+                                      payload=payload, to_server=False)
 
         return send
 
