@@ -6,7 +6,13 @@ file is read or written; reading is :func:`read_capture_untrusted`, whose only
 error is :class:`CaptureError`.
 """
 
-from udpkit.capture.reader import Capture, CaptureError, Datagram, read_capture_untrusted
+from udpkit.capture.reader import (
+    Capture,
+    CaptureError,
+    Datagram,
+    parse_capture_untrusted,
+    read_capture_untrusted,
+)
 from udpkit.capture.writer import PcapRecorder, TcpFlow
 
 __all__ = [
@@ -15,5 +21,6 @@ __all__ = [
     "Datagram",
     "PcapRecorder",
     "TcpFlow",
+    "parse_capture_untrusted",
     "read_capture_untrusted",
 ]

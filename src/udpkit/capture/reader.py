@@ -17,6 +17,7 @@ record is an error, not a silently shorter packet.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 from collections import Counter
@@ -110,7 +111,7 @@ class _BoundedFile:
 
     def __init__(self, handle: IO[bytes], size: int, name: str) -> None:
         self._handle = handle
-        self._size = size
+        self.size = size
         self.name = name
         self.empty_reads = 0
 
@@ -120,12 +121,12 @@ class _BoundedFile:
             raise _Truncated("a block length is smaller than its own header")
         if size == 0:
             return b""
-        if position >= self._size:
+        if position >= self.size:
             self.empty_reads += 1
             return b""
-        if position + size > self._size:
+        if position + size > self.size:
             raise _Truncated(f"a record of {size} bytes at offset {position} runs past the end "
-                             f"of the file ({self._size} bytes)")
+                             f"of the file ({self.size} bytes)")
         return self._handle.read(size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -147,7 +148,18 @@ def read_capture_untrusted(path: str | os.PathLike[str]) -> Capture:
     except OSError as exc:
         raise CaptureError(f"{name}: {exc.strerror or exc}") from None
     try:
-        size = os.fstat(handle.fileno()).st_size
+        return _read_guarded(handle, os.fstat(handle.fileno()).st_size, name)
+    finally:
+        handle.close()
+
+
+def parse_capture_untrusted(data: bytes, name: str = "<bytes>") -> Capture:
+    """:func:`read_capture_untrusted` of a file's contents held in memory."""
+    return _read_guarded(io.BytesIO(data), len(data), name)
+
+
+def _read_guarded(handle: IO[bytes], size: int, name: str) -> Capture:
+    try:
         return _read(_BoundedFile(handle, size, name), name)
     except CaptureError:
         raise
@@ -156,13 +168,13 @@ def read_capture_untrusted(path: str | os.PathLike[str]) -> Capture:
     except Exception as exc:  # dpkt's errors are ValueError, struct.error, NeedData...
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise CaptureError(f"{name}: malformed capture file: {detail}") from None
-    finally:
-        handle.close()
 
 
 def _read(file: _BoundedFile, name: str) -> Capture:
     import dpkt
 
+    if file.size < 4:
+        raise CaptureError(f"{name}: not a pcap or pcapng file (only {file.size} bytes)")
     magic = file.read(4)
     file.seek(0)
     if magic in PCAP_MAGICS:
@@ -172,8 +184,7 @@ def _read(file: _BoundedFile, name: str) -> Capture:
         reader = dpkt.pcapng.Reader(file)
         kind = "pcapng"
     else:
-        shown = magic.hex() if magic else "nothing"
-        raise CaptureError(f"{name}: not a pcap or pcapng file (it starts with {shown})")
+        raise CaptureError(f"{name}: not a pcap or pcapng file (it starts with {magic.hex()})")
     link_type = int(reader.datalink())
     if link_type not in LINK_TYPE_NAMES:
         known = ", ".join(sorted(set(LINK_TYPE_NAMES.values())))
