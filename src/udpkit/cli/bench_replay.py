@@ -33,7 +33,8 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
 
     for name in NOT_FOR_REPLAY:
         if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
-            flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
+            opts = next(p.opts for p in ctx.command.params if p.name == name)
+            flag = max(opts, key=len)
             raise UsageError(f"{flag} cannot be used with --replay (the capture gives the "
                              "payloads and the pace)")
     if ctx.get_parameter_source("expect") == ParameterSource.DEFAULT:
