@@ -42,7 +42,8 @@ def test_replay_prints_what_it_replayed_and_the_table(server: ServeProcess,
     assert done.returncode == 0, done.stderr
     assert (f"replay of {greetings} (pcapng, LINUX_SLL2): 3 datagrams to port 9999 from "
             "1 client(s)") in out
-    assert "4x recorded pace, --expect order" in out
+    assert (f"replayed against 127.0.0.1:{server.port} at 4x the recorded pace, replies "
+            "matched by --expect order") in out
     assert "│ received              │" in out
 
 

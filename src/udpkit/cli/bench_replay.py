@@ -16,8 +16,8 @@ import click
 
 from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure
 
-NOT_FOR_REPLAY = ("tcp", "rate", "poisson", "duration", "template", "size", "connections",
-                  "depth", "procs", "seed", "plot_path")
+NOT_FOR_REPLAY = ("tcp", "rate", "poisson", "duration", "warmup", "template", "size",
+                  "connections", "depth", "procs", "seed", "plot_path")
 """``bench`` parameters a replay refuses when given."""
 
 
@@ -29,6 +29,7 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
 
     from udpkit.bench.replay import ORDER, ReplayConfig, load, parse_speed, replay_async
     from udpkit.core.errors import UsageError
+    from udpkit.core.handler import format_address
     from udpkit.core.slo import parse_slos
 
     for name in NOT_FOR_REPLAY:
@@ -52,6 +53,15 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
 
     from udpkit.bench.report import result_table
 
+    if not as_json:
+        if config.speed is None:
+            pace = f"as fast as --concurrency {config.concurrency} allows"
+        else:
+            pace = ("at the recorded pace" if config.speed == 1
+                    else f"at {config.speed:g}x the recorded pace")
+        click.echo(source.line())
+        click.echo(f"replayed against {format_address((host, port))} {pace}, replies matched "
+                   f"by --expect {config.expect}")
     replayed = asyncio.run(replay_async(config, plan, source, handle_signals=True))
     result = replayed.result
     interrupted = result.summary.interrupted
@@ -62,12 +72,9 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
             document["slo"] = [outcome.as_dict() for outcome in outcomes]
         click.echo(json.dumps(document))
     else:
-        click.echo(source.line())
         table = result_table(result)
-        pace = "as fast as possible" if config.speed is None else f"{config.speed:g}x recorded pace"
-        table.title = (f"udpkit bench --replay {host}:{port} over udp ({pace}, --expect "
-                       f"{config.expect})"
-                       + (" INTERRUPTED: partial figures" if interrupted else ""))
+        table.title = "udpkit bench --replay" + (" INTERRUPTED: partial figures"
+                                                 if interrupted else "")
         if config.speed is not None:
             table.add_row("latency measured from", "intended send time")
             table.add_row("late sends (> 2 ms)", f"{result.summary.late_sends:,}")
