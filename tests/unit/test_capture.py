@@ -191,3 +191,32 @@ def test_a_write_error_stops_the_recording_not_the_caller() -> None:
                           to_server=True)
     assert recorder.failed
     assert recorder.packets == 1
+
+
+@pytest.mark.parametrize("client", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
+@pytest.mark.parametrize("payload", [b"", b"x", b"Michael", bytes(range(256)) * 3])
+def test_every_checksum_is_the_one_dpkt_computes(client: str, payload: bytes) -> None:
+    """The recorder packs its headers itself: each checksum must be what a reader checks."""
+    out = io.BytesIO()
+    recorder = PcapRecorder(out, clock=lambda: 1.0)
+    proxy = "127.0.0.1" if client == "::ffff:127.0.0.1" else client  # a dual-stack socket
+    recorder.datagram(client=(client, 40000), proxy=(proxy, 9999), payload=payload,
+                      to_server=True)
+    flow = recorder.tcp_flow(client=(client, 40001), proxy=(proxy, 9999))
+    flow.data(True, payload)
+    checked = 0
+    for _, raw in dpkt.pcap.Reader(io.BytesIO(out.getvalue())):
+        packet = dpkt.ethernet.Ethernet(raw).data
+        segment = packet.data
+        written = segment.sum
+        segment.sum = 0
+        if isinstance(packet, dpkt.ip.IP):
+            header_sum = packet.sum
+            packet.sum = 0
+            rebuilt = dpkt.ip.IP(bytes(packet))
+            assert rebuilt.sum == header_sum
+        else:
+            rebuilt = dpkt.ip6.IP6(bytes(packet))
+        assert rebuilt.data.sum == written
+        checked += 1
+    assert checked == 1 + 3 + (1 if payload else 0)  # no segment for no data
