@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.capture_files import conversation, pcap_file, pcapng_file
-from tests.processes import ServeProcess, run_udpkit, serve
+from tests.processes import UDPKIT, ServeProcess, run_udpkit, serve
 from udpkit.capture.reader import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
 
 
@@ -113,3 +117,43 @@ def test_proxy_pcap_into_a_directory_that_does_not_exist_exits_2(tmp_path: Path)
                       str(tmp_path / "no" / "such.pcap"), timeout=20)
     assert done.returncode == 2
     assert_one_line_error(done.stderr, "--pcap")
+
+
+def test_a_closed_port_exits_1(greetings: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = run_udpkit("bench", f"127.0.0.1:{port}", "--replay", str(greetings),
+                      "--replay-port", "9999", "--speed", "max")
+    assert done.returncode == 1
+    assert_one_line_error(done.stderr, "refused: port closed")
+
+
+def test_requests_limits_the_replay(server: ServeProcess, greetings: Path) -> None:
+    done = run_udpkit("bench", f"127.0.0.1:{server.port}", "--replay", str(greetings),
+                      "--replay-port", "9999", "-n", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["sent"], document["received"], document["replay"]["requests"]) == (2, 2, 2)
+
+
+def test_ctrl_c_stops_sending_and_still_reports(server: ServeProcess, tmp_path: Path) -> None:
+    path = tmp_path / "slow.pcap"
+    names = tuple(b"n%d" % index for index in range(60))
+    path.write_bytes(pcap_file(LINKTYPE_ETHERNET, conversation(names=names, gap=0.5)))
+    process = subprocess.Popen(
+        [*UDPKIT, "bench", f"127.0.0.1:{server.port}", "--replay", str(path), "--replay-port",
+         "9999", "--expect", "greeting"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"replay of ")  # 30 s of recorded pace
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130
+    assert b"INTERRUPTED" in out  # the table of what was replayed before Ctrl-C
+    assert_one_line_error(err, "interrupted after")
