@@ -6,6 +6,8 @@ The clock is driven by hand; nothing is sent.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.capture_files import conversation, frame, ip_udp, pcap_file
 from udpkit.apps import reply_rule
@@ -147,3 +149,49 @@ def test_requests_are_the_datagrams_to_the_replay_port() -> None:
     assert select_requests(capture, 53)[1].requests == 1
     with pytest.raises(CaptureError, match=r"no UDP datagram to port 7 .*9999 \(3\)"):
         select_requests(capture, 7)
+
+
+_EVENTS = st.lists(st.one_of(
+    st.tuples(st.just("advance"), st.floats(0.0, 0.5)),
+    st.tuples(st.just("reply"), st.integers(0, 3), st.integers(0, 7)),
+    st.tuples(st.just("junk"), st.integers(0, 3)),
+    st.tuples(st.just("stop")),
+), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(offsets=st.lists(st.floats(0.0, 2.0), min_size=1, max_size=12),
+       flows=st.integers(1, 3), speed=st.sampled_from([None, 0.5, 1.0, 4.0]),
+       expect=st.sampled_from(["order", "greeting"]), events=_EVENTS)
+def test_every_request_ends_received_or_lost(offsets: list[float], flows: int,
+                                             speed: float | None, expect: str,
+                                             events: list[tuple[object, ...]]) -> None:
+    """Whatever arrives when, each replayed request is counted once: received or lost."""
+    items = tuple(ReplayItem(offset, index % flows, b"n%d" % index)
+                  for index, offset in enumerate(sorted(offsets)))
+    core = ReplayCore(ReplayPlan(items, flows), rule=replay_rule(expect), timeout=0.3,
+                      start=0.0, speed=speed, concurrency=2)
+    now = 0.0
+    for event in events:
+        core.expire(now)
+        core.due(now)
+        if event[0] == "advance":
+            now += float(event[1])  # type: ignore[arg-type]
+        elif event[0] == "reply":
+            index = int(event[2]) % len(items)  # type: ignore[call-overload]
+            core.receive(int(event[1]), [b"Hello, n%d!" % index], now)  # type: ignore[call-overload]
+        elif event[0] == "junk":
+            core.receive(int(event[1]), [b"\xff junk"], now)  # type: ignore[call-overload]
+        else:
+            core.stop(now)
+        summary = core.summary(now)
+        assert summary.sent == summary.received + summary.lost + summary.in_flight
+    while not core.finished():  # the run's end: time passes until nothing is in flight
+        now += 0.1
+        core.expire(now)
+        core.due(now)
+    summary = core.summary(now)
+    assert summary.sent == summary.received + summary.lost
+    assert summary.in_flight == 0
+    assert summary.sent <= len(items)
+    assert sum(summary.latency_us.values()) == summary.received
