@@ -63,11 +63,11 @@ def _wait_for(lines: queue.Queue[str | None], pattern: str, seen: list[str],
 
 
 @contextmanager
-def tcpdump_on_lo(path: Path, port: int) -> Iterator[list[str]]:
+def tcpdump_on_lo(path: Path, port: int, *options: str) -> Iterator[list[str]]:
     """tcpdump writing ``udp port PORT`` on lo to ``path``; yields its stderr lines."""
     assert TCPDUMP is not None
     process = subprocess.Popen(
-        [TCPDUMP, "-i", "lo", "--immediate-mode", "-U", "-n", "-w", str(path),
+        [TCPDUMP, "-i", "lo", "--immediate-mode", "-U", "-n", *options, "-w", str(path),
          "udp", "port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -110,10 +110,13 @@ def proxy_recording(upstream: int, path: Path) -> Iterator[tuple[subprocess.Pope
 
 @needs_root
 @needs_tcpdump
-def test_replay_of_what_tcpdump_captured_while_the_tutorial_client_ran(tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["micro", "nano"])
+def test_replay_of_what_tcpdump_captured_while_the_tutorial_client_ran(
+        tmp_path: Path, precision: str) -> None:
     capture = tmp_path / "lo.pcap"
     with serve("--no-tcp") as original:
-        with tcpdump_on_lo(capture, original.port) as tcpdump_log:
+        with tcpdump_on_lo(capture, original.port, "--time-stamp-precision",
+                           precision) as tcpdump_log:
             client = subprocess.run([sys.executable, str(TUTORIAL / "udp_client.py"),
                                      str(original.port)], capture_output=True, timeout=20,
                                     check=False)
