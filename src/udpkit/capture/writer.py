@@ -27,6 +27,7 @@ import socket
 import struct
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import IO
 
@@ -58,7 +59,9 @@ class PcapRecorder:
         self.path = path
         self._writer = dpkt.pcap.Writer(file, snaplen=SNAP_LENGTH, linktype=LINKTYPE_ETHERNET,
                                         nano=True)
-        self._addresses: dict[int, Address] = {}
+        self._addresses: weakref.WeakKeyDictionary[socket.socket, Address] = (
+            weakref.WeakKeyDictionary())
+        """Each listening socket's address, asked once (a socket gone, its entry too)."""
         self._next_flush = clock() + _FLUSH_EVERY
         self._isn = 1000
         self.packets = 0
@@ -101,15 +104,14 @@ class PcapRecorder:
     def _address_of(self, proxy: socket.socket | Address) -> Address:
         if isinstance(proxy, tuple):
             return proxy
-        key = id(proxy)
-        address = self._addresses.get(key)
+        address = self._addresses.get(proxy)
         if address is None:
             try:
                 name = proxy.getsockname()
                 address = (str(name[0]), int(name[1]))
             except OSError:
                 address = ("0.0.0.0", 0)
-            self._addresses[key] = address
+            self._addresses[proxy] = address
         return address
 
     def _write(self, source: Address, destination: Address, protocol: int, header: bytes,
