@@ -17,7 +17,7 @@ import click
 from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure
 
 NOT_FOR_REPLAY = ("tcp", "rate", "poisson", "duration", "warmup", "template", "size",
-                  "connections", "depth", "procs", "seed", "plot_path")
+                  "connections", "depth", "procs", "batch", "gso", "seed", "plot_path")
 """``bench`` parameters a replay refuses when given."""
 
 
