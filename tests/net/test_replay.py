@@ -84,3 +84,29 @@ async def test_the_proxy_records_both_ways_and_the_record_replays(tmp_path: Path
                                              replay_port=port, expect="greeting"))
         assert (replayed.result.sent, replayed.result.received) == (3, 3)
         assert fresh.stats()["udp"].replied == 3
+
+
+async def test_what_the_proxy_drops_is_what_the_replay_counts_lost(tmp_path: Path) -> None:
+    """The replay's accounts against the proxy's own: each request the proxy dropped on
+    its way up is one lost, each duplicate it made of a reply one duplicate; exactly."""
+    from udpkit.core.impairment import Impairments, LinkSettings
+
+    names = tuple(b"n%d" % index for index in range(200))
+    path = tmp_path / "many.pcap"
+    path.write_bytes(pcap_file(LINKTYPE_ETHERNET, conversation(names=names, gap=0.0005)))
+    async with Server(ServerConfig(host="127.0.0.1", port=0, tcp=False)) as upstream:
+        config = ProxyConfig(upstream_host="127.0.0.1", upstream_port=upstream.port,
+                             host="127.0.0.1", port=0, seed=7, tcp=False,
+                             impairments=LinkSettings(up=Impairments(loss=0.2),
+                                                      down=Impairments(duplicate=0.1)))
+        async with Proxy(config) as proxy:
+            replayed = await replay(ReplayConfig(path=str(path), port=proxy.port,
+                                                 replay_port=9999, expect="greeting",
+                                                 speed=None, concurrency=64, timeout=1.5))
+            stats = proxy.stats()
+    result = replayed.result
+    assert result.sent == 200
+    assert result.sent == result.received + result.lost
+    assert result.lost == stats.up.dropped > 0
+    assert result.duplicates == stats.down.duplicated > 0
+    assert result.wrong == result.late == 0
