@@ -82,7 +82,8 @@ def test_order_pairs_each_flow_with_its_own_oldest_request() -> None:
     core.receive(0, [b"reply", b"reply"], 0.004)
     core.receive(0, [b"surplus"], 0.005)
     summary = core.summary(0.005)
-    assert (summary.received, summary.wrong, summary.reordered) == (3, 1, 1)
+    # b1 answered before a1 is no reordering: they are two clients.
+    assert (summary.received, summary.wrong, summary.reordered) == (3, 1, 0)
     assert summary.latency_us == {2000: 1, 4000: 2}
 
 

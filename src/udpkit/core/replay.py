@@ -117,7 +117,9 @@ class ReplayCore:
         self._origin: dict[int, float] = {}
         self._expiry: deque[tuple[float, int, int]] = deque()  # deadline, flow, index
         self._next = 0
-        self._max_answered = -1
+        self._max_answered = [-1] * len(self._tables)
+        """Per flow: the latest request answered (a reply to an older one is reordered;
+        flows are independent clients, so there is no order between them)."""
         self._last_event = start
         self._stopped_at: float | None = None
         self._latency: dict[int, dict[int, int]] = {}
@@ -219,10 +221,10 @@ class ReplayCore:
                 continue
             origin = self._origin.pop(index)
             accepted += 1
-            if index < self._max_answered:
+            if index < self._max_answered[flow]:
                 self.reordered += 1
             else:
-                self._max_answered = index
+                self._max_answered[flow] = index
             micros = max(0, int((now - origin) * 1_000_000))
             bucket = self._latency.setdefault(self._bucket(now), {})
             bucket[micros] = bucket.get(micros, 0) + 1
