@@ -42,9 +42,10 @@ from tests.docs.markdown import NUMBERS_VARY, Block, Command, commands, matches
 BIN = Path(sys.executable).parent
 DEFAULT_PORT = 9999
 #: Programs the examples use that a machine may lack.
-OPTIONAL_TOOLS = ("nc", "curl", "socat")
+OPTIONAL_TOOLS = ("nc", "curl", "socat", "tcpdump")
 _PORT_IN_COMMAND = re.compile(
-    r"(?:(?<=[\w\]]:)|(?<=--port )|(?<=--port=)|(?<=127\.0\.0\.1 )|(?<=localhost ))(\d{2,5})\b"
+    r"(?:(?<=[\w\]]:)|(?<=--port )|(?<=--port=)|(?<=--replay-port )|(?<=127\.0\.0\.1 )"
+    r"|(?<=localhost ))(\d{2,5})\b"
 )
 _LISTENING_FLAGS = re.compile(r"--(?:listen|control|metrics)[ =]\S*:(\d+)")
 _PORT_FLAG = re.compile(r"--port[ =](\d+)")
@@ -151,6 +152,8 @@ def bounded(text: str) -> str:
     if not text.startswith("udpkit bench") or text.startswith("udpkit bench merge"):
         return text  # merge runs no load (and its first argument must stay first)
     words = shlex.split(text, comments=True)
+    if "--replay" in words:
+        return text  # a replay is as long as its capture file
     extra = []
     if not {"-d", "--duration", "-n", "--requests"} & set(words):
         extra.append(f"--duration {MAX_BENCH}")

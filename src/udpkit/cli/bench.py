@@ -63,6 +63,14 @@ from udpkit.core.slo import parse_slos
 @click.option("--slo", "slos", multiple=True, metavar="THRESHOLD",
               help="Fail (exit 3) unless the run meets this, e.g. 'p99<5ms', 'loss<0.1%', "
                    "'throughput>50000', 'duplicates<=0'; repeatable.")
+@click.option("--replay", "replay_path", type=click.Path(dir_okay=False), default=None,
+              help="Replay the UDP requests of this pcap/pcapng file (see --speed, "
+                   "--replay-port; --expect order by default).")
+@click.option("--speed", default="1", show_default=True,
+              help="--replay: factor of the recorded pace, or 'max' (--concurrency in flight).")
+@click.option("--replay-port", type=click.IntRange(1, 65535), default=None,
+              help="--replay: the datagrams sent to this port are the requests "
+                   "[default: TARGET's port].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--json-stream", "as_stream", is_flag=True,
               help="JSON Lines as the run goes: one 'interval' object per interval, then "
@@ -95,6 +103,9 @@ def bench(
     gso: bool,
     seed: int | None,
     slos: tuple[str, ...],
+    replay_path: str | None,
+    speed: str,
+    replay_port: int | None,
     as_json: bool,
     as_stream: bool,
     interval: float | None,
@@ -106,6 +117,15 @@ def bench(
 
     'udpkit bench merge RESULT.json...' adds up the --json results of runs side by
     side (see 'udpkit bench merge --help')."""
+    if replay_path is not None:
+        from udpkit.cli.bench_replay import replay_command
+
+        replay_command(click.get_current_context(), path=replay_path, speed=speed,
+                       replay_port=replay_port, target=target, expect=expect, timeout=timeout,
+                       concurrency=concurrency, requests=requests, slos=slos, as_json=as_json)
+        return
+    if speed != "1" or replay_port is not None:
+        raise UsageError("--speed and --replay-port need --replay FILE")
     from udpkit.bench.runner import run_config
 
     host, port = target

@@ -138,6 +138,9 @@ def build_settings(
               show_default=True, help="Seconds before a silent UDP client's session closes.")
 @click.option("--max-sessions", type=click.IntRange(1), default=_defaults.max_sessions,
               show_default=True, help="UDP clients tracked at once (least active evicted).")
+@click.option("--pcap", type=click.Path(dir_okay=False), default=None,
+              help="Record every datagram and TCP segment forwarded, both ways, to this "
+                   "pcap file (tcpdump -r and Wireshark read it).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
               help=LOG_LEVEL_HELP)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -154,6 +157,7 @@ def proxy(
     tcp: bool,
     idle_timeout: float,
     max_sessions: int,
+    pcap: str | None,
     log_level: str,
     log_format: str,
     **impairments: str | None,
@@ -194,5 +198,6 @@ def proxy(
         control_port=control[1] if control else None,
         idle_timeout=idle_timeout,
         max_sessions=max_sessions,
+        pcap=pcap,
     )
     run_proxy(config)

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
 
+from udpkit.capture.writer import PcapRecorder
 from udpkit.core.addresses import parse_host_port
 from udpkit.core.errors import UsageError
 from udpkit.core.toxics import (
@@ -42,8 +43,10 @@ from udpkit.proxy.named import NamedProxy
 class ProxyCollection:
     """Named proxies by name, in creation order."""
 
-    def __init__(self, *, seed: int, settings: ProxyConfig, delay_line: DelayLine) -> None:
+    def __init__(self, *, seed: int, settings: ProxyConfig, delay_line: DelayLine,
+                 tap: PcapRecorder | None = None) -> None:
         self.seed = seed
+        self.tap = tap
         self.settings = settings
         self.delay_line = delay_line
         self.proxies: dict[str, NamedProxy] = {}
@@ -70,7 +73,7 @@ class ProxyCollection:
         if len(self.proxies) >= MAX_PROXIES:
             raise ToxicError(f"more than {MAX_PROXIES} proxies", 400)
         proxy = NamedProxy(spec, seed=self.seed, settings=self.settings,
-                           delay_line=self.delay_line)
+                           delay_line=self.delay_line, tap=self.tap)
         await _start(proxy)
         self.proxies[spec.name] = proxy
         return proxy

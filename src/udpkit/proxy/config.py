@@ -49,6 +49,9 @@ class ProxyConfig:
     """Seconds to open the upstream TCP connection before giving up on a client."""
     proxies: list[ProxySpec] = field(default_factory=list)
     """Named proxies to create at start (``--config``), each with its toxics."""
+    pcap: str | None = None
+    """Record every datagram and TCP segment forwarded, both ways, to this pcap file
+    (:mod:`udpkit.capture.writer`)."""
 
     def __post_init__(self) -> None:
         for name in ("port", "upstream_port"):

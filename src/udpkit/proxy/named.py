@@ -18,6 +18,7 @@ import asyncio
 import socket
 from collections.abc import Sequence
 
+from udpkit.capture.writer import PcapRecorder
 from udpkit.core.errors import UsageError
 from udpkit.core.handler import Address, format_address
 from udpkit.core.impairment import Decision, seeded_rng
@@ -117,8 +118,9 @@ class NamedProxy:
     ``protocol`` and an ordered list of toxics."""
 
     def __init__(self, spec: ProxySpec, *, seed: int, settings: ProxyConfig,
-                 delay_line: DelayLine) -> None:
+                 delay_line: DelayLine, tap: PcapRecorder | None = None) -> None:
         self.spec = spec
+        self.tap = tap
         self.seed = seed
         self.settings = settings
         self.delay_line = delay_line
@@ -205,7 +207,7 @@ class NamedProxy:
                     sockets.udp, self._upstream, self._family, up=self._udp_up,
                     down=self._udp_down, delay_line=self.delay_line, counters=self.counters,
                     max_sessions=self.settings.max_sessions,
-                    idle_timeout=self.settings.idle_timeout)
+                    idle_timeout=self.settings.idle_timeout, tap=self.tap)
                 self._udp.start()
             for sock in sockets.tcp:
                 self._tcp_servers.append(
@@ -255,7 +257,7 @@ class NamedProxy:
         self._connections += 1
         up, down = self._stream_shapers(self._connections)
         relay = TcpRelay(reader, writer, up=up, down=down, counters=self.counters,
-                         number=self._connections)
+                         number=self._connections, tap=self.tap)
         task = asyncio.get_running_loop().create_task(self._relay(relay, writer))
         self._relays[task] = relay
         task.add_done_callback(self._relays.pop)

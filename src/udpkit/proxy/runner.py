@@ -21,6 +21,7 @@ import socket
 import sys
 from typing import TextIO
 
+from udpkit.capture.writer import PcapRecorder
 from udpkit.core.errors import UsageError
 from udpkit.core.handler import Address, format_address
 from udpkit.core.impairment import LinkPolicy, LinkSettings, seeded_rng
@@ -62,6 +63,8 @@ class Proxy(Service):
         self._control: HttpEndpoint | None = None
         self._relays: set[asyncio.Task[None]] = set()
         self._collection: ProxyCollection | None = None
+        self.recorder: PcapRecorder | None = None
+        """``--pcap``: records what every proxy of this process forwards."""
 
     # -- settings and counters ------------------------------------------------
 
@@ -111,6 +114,8 @@ class Proxy(Service):
             out["seed"] = self.seed
         if self._collection is not None and (self._collection.proxies or not self.anonymous):
             out["proxies"] = {proxy.spec.name: proxy.summary() for proxy in self._collection}
+        if self.recorder is not None:
+            out["pcap"] = {"file": self.recorder.path, "packets": self.recorder.packets}
         return out
 
     # -- life cycle -----------------------------------------------------------
@@ -119,8 +124,10 @@ class Proxy(Service):
         config = self.config
         loop = asyncio.get_running_loop()
         self._delay_line = DelayLine(loop)
+        if config.pcap is not None:
+            self.recorder = PcapRecorder.open(config.pcap)
         self._collection = ProxyCollection(seed=self.seed, settings=config,
-                                           delay_line=self._delay_line)
+                                           delay_line=self._delay_line, tap=self.recorder)
         try:
             for spec in config.proxies:
                 await self._collection.create(spec)
@@ -165,7 +172,7 @@ class Proxy(Service):
                     sockets.udp, upstream, family,
                     up=self.up, down=self.down, delay_line=self._delay_line,
                     counters=self.counters, max_sessions=config.max_sessions,
-                    idle_timeout=config.idle_timeout,
+                    idle_timeout=config.idle_timeout, tap=self.recorder,
                 )
                 self._udp.start()
             for sock in sockets.tcp:
@@ -199,7 +206,7 @@ class Proxy(Service):
         upstream = self.upstream
         assert upstream is not None
         relay = TcpRelay(reader, writer, up=PolicyStream(self.up), down=PolicyStream(self.down),
-                         counters=self.counters)
+                         counters=self.counters, tap=self.recorder)
         try:
             await relay.run(
                 lambda: asyncio.open_connection(upstream[0], upstream[1]),
@@ -233,6 +240,8 @@ class Proxy(Service):
             await self.wait_or_force(self._control.wait_closed(), 1.0)
         self._tcp_servers.clear()
         self._control = None
+        if self.recorder is not None:
+            self.recorder.close()
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         proxy_log.info("Received %s, shutting down...", signal_name)

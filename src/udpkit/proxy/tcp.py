@@ -22,6 +22,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from udpkit.capture.writer import PcapRecorder, TcpFlow
 from udpkit.core.toxics import Close, EndOfStream, Reset, StreamEvent, Write
 from udpkit.proxy.stats import GlueCounters
 
@@ -97,8 +98,12 @@ class TcpRelay:
         down: StreamShaper,
         counters: GlueCounters,
         number: int = 0,
+        tap: PcapRecorder | None = None,
     ) -> None:
         self.number = number
+        self.tap = tap
+        """Where forwarded bytes are recorded (``proxy --pcap``), if anywhere."""
+        self.flow: TcpFlow | None = None
         """The connection's number in its proxy (seeds its decisions)."""
         self.client_reader = client_reader
         self.client_writer = client_writer
@@ -122,6 +127,9 @@ class TcpRelay:
             reset(self.client_writer)
             return
         writers = (self.client_writer, upstream_writer)
+        if self.tap is not None:
+            info = self.client_writer.get_extra_info
+            self.flow = self.tap.tcp_flow(client=info("peername"), proxy=info("sockname"))
         now = self._loop.time()
         self._up.put(self._up.shaper.start(now))
         self._down.put(self._down.shaper.start(now))
@@ -134,12 +142,16 @@ class TcpRelay:
                                              self.send_down))
                 group.create_task(self._write(self.client_writer, self._down, self.send_down))
         except* _Reset:
+            if self.flow is not None:
+                self.flow.reset()
             for writer in writers:
                 reset(writer)
         except* _Close:
             for writer in writers:
                 writer.close()
         except* (OSError, asyncio.IncompleteReadError):
+            if self.flow is not None:
+                self.flow.reset()
             for writer in writers:
                 writer.transport.abort()
         else:
@@ -200,6 +212,8 @@ class TcpRelay:
                     writer.write_eof()
                 else:
                     writer.close()
+                if self.flow is not None:
+                    self.flow.end(send == self.send_up)
                 return
             elif isinstance(event, Close):
                 raise _Close
@@ -211,10 +225,14 @@ class TcpRelay:
     def send_up(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Client to server: ``data`` goes to the upstream connection."""
         writer.write(data)
+        if self.flow is not None:
+            self.flow.data(True, data)
 
     def send_down(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Server to client: ``data`` goes to the client."""
         writer.write(data)
+        if self.flow is not None:
+            self.flow.data(False, data)
 
 
 def reset(writer: asyncio.StreamWriter) -> None:

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
+from udpkit.capture.writer import PcapRecorder
 from udpkit.core.handler import Address
 from udpkit.core.impairment import Decision
 from udpkit.proxy.delay_line import DelayLine
@@ -65,7 +66,9 @@ class UdpRelay:
         counters: GlueCounters,
         max_sessions: int,
         idle_timeout: float,
+        tap: PcapRecorder | None = None,
     ) -> None:
+        self.tap = tap
         self.listeners = listeners
         self.upstream = upstream
         self.family = family
@@ -155,6 +158,10 @@ class UdpRelay:
                 self.counters.upstream_refused += 1  # an earlier datagram's ICMP
             except OSError:
                 self.counters.send_errors_up += 1
+            else:
+                if self.tap is not None:
+                    self.tap.datagram(client=session.client, proxy=session.listener,
+                                      payload=payload, to_server=True)
 
         return send
 
@@ -184,6 +191,10 @@ class UdpRelay:
                 session.listener.sendto(payload, session.client)
             except OSError:
                 self.counters.send_errors_down += 1
+            else:
+                if self.tap is not None:
+                    self.tap.datagram(client=session.client, proxy=session.listener,
+                                      payload=payload, to_server=False)
 
         return send
 
