@@ -1,10 +1,11 @@
 """``udpkit bench``: load-test a service (calls :func:`udpkit.bench.run_config`).
 
-Exit 0 when any reply came, 1 when none did or the port refused, 2 on bad
-usage (one line, no traceback: :mod:`udpkit.cli.errors`), 130 when Ctrl-C
-stopped the run: during the warm-up nothing is printed but that line; later
-the partial table, marked INTERRUPTED.  Every argument, output paths
-included, is checked before any request is sent.
+Exit 0 when any reply came, 1 when none did or the port refused, 3 when a
+``--slo`` threshold failed, 4 under ``--strict`` when the generator's own send
+lag spoils the figures, 2 on bad usage (one line, no traceback:
+:mod:`udpkit.cli.errors`), 130 when Ctrl-C stopped the run: during the
+warm-up nothing is printed but that line; later the partial table, marked
+INTERRUPTED.  Every argument, output paths included, is checked before any request is sent.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import click
 
 from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.config import BenchConfig
-from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure, UdpkitCommand
+from udpkit.cli.errors import (
+    FAILED,
+    IMPRECISE,
+    INTERRUPTED,
+    SLO_FAILED,
+    Failure,
+    UdpkitCommand,
+)
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
 from udpkit.core.slo import parse_slos
 
@@ -56,6 +64,9 @@ from udpkit.core.slo import parse_slos
 @click.option("--slo", "slos", multiple=True, metavar="THRESHOLD",
               help="Fail (exit 3) unless the run meets this, e.g. 'p99<5ms', 'loss<0.1%', "
                    "'throughput>50000', 'duplicates<=0'; repeatable.")
+@click.option("--strict", is_flag=True,
+              help="Open loop: fail (exit 4) when the generator's send lag p99 exceeds "
+                   "half the latency p50 (its own error would show in the figures).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write latency and throughput over time to this PNG (needs matplotlib).")
@@ -81,6 +92,7 @@ def bench(
     gso: bool,
     seed: int | None,
     slos: tuple[str, ...],
+    strict: bool,
     as_json: bool,
     plot_path: str | None,
     progress: bool | None,
@@ -105,7 +117,12 @@ def bench(
 
     from rich.console import Console
 
-    from udpkit.bench.report import LiveProgress, behind_warning, result_table
+    from udpkit.bench.report import (
+        LiveProgress,
+        behind_warning,
+        generator_warning,
+        result_table,
+    )
 
     err_console = Console(stderr=True)
     show_progress = progress if progress is not None else sys.stderr.isatty()
@@ -130,9 +147,9 @@ def bench(
         Console().print(result_table(result))
         for outcome in outcomes:
             click.echo(outcome.line())
-    warning = behind_warning(result)
-    if warning:
-        click.echo(f"udpkit bench: {warning}", err=True)
+    for warning in (behind_warning(result), generator_warning(result)):
+        if warning:
+            click.echo(f"udpkit bench: {warning}", err=True)
     if plot_path is not None:
         from udpkit.bench.plot import plot
 
@@ -149,3 +166,7 @@ def bench(
     if failed:
         raise Failure("bench", f"{len(failed)} of {len(outcomes)} thresholds failed: "
                       + ", ".join(failed), exit_code=SLO_FAILED)
+    if strict and result.generator_flagged:
+        raise Failure("bench", "--strict: the generator's send lag p99 "
+                      f"({result.send_lag_us['p99']:,} us) spoils the latency p50 "
+                      f"({result.percentiles_us['p50']:,} us)", exit_code=IMPRECISE)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from udpkit.core.errors import UsageError
 from udpkit.core.matching import ReplyRule
+from udpkit.core.pacing import LagAccount
 from udpkit.core.payloads import PayloadTemplate
 
 _IN_FLIGHT, _ANSWERED, _LOST = 0, 1, 2
@@ -79,6 +80,15 @@ class LoadSummary:
     """Open loop: the largest delay of a send behind its intended time, in seconds."""
     interrupted: bool = False
     """The run was stopped (Ctrl-C) before its planned end: the figures are partial."""
+    send_lag_us: Mapping[int, int] = field(default_factory=dict)
+    """Open loop: each measured send's lag behind its intended time (whole
+    microseconds) -> count: the generator's own error."""
+    receive_lag_us: Mapping[int, int] = field(default_factory=dict)
+    """Where the kernel timestamps arrivals: each measured reply's wait from its arrival
+    to the generator reading it (whole microseconds) -> count."""
+    paced_by: str = ""
+    """Open loop: which sender kept time (``"c"``: the C paced sender; ``"python"``:
+    the event loop's timers)."""
 
     @property
     def loss(self) -> float:
@@ -193,8 +203,8 @@ class LoadCore:
         self._intervals: list[IntervalStats] = []
         self.sent = self.received = self.lost = 0
         self.duplicates = self.late = self.wrong = self.reordered = 0
-        self.late_sends = 0
-        self.max_send_lag = 0.0
+        self.send_lag = LagAccount(since=self.warmup_end)
+        self.receive_lag = LagAccount()
 
     # -- state ---------------------------------------------------------------
 
@@ -241,18 +251,35 @@ class LoadCore:
         return self._issue(count, now, None)
 
     def issue_scheduled(self, intended: list[float], now: float) -> list[bytes]:
-        """Open loop: payloads for requests meant to leave at ``intended`` times."""
+        """Open loop: payloads for requests meant to leave at ``intended`` times, sent
+        at ``now`` (their lag is accounted here)."""
         if not intended or not self.sending(now):
             return []
         return self._issue(len(intended), now, intended)
 
-    def _issue(self, count: int, now: float, intended: list[float] | None) -> list[bytes]:
-        if self.max_requests is not None and now >= self.warmup_end:
+    def issue_planned(self, intended: list[float], now: float) -> list[bytes]:
+        """Open loop with a sender that keeps time itself: payloads for requests that
+        will leave at ``intended`` times (all before ``stop_at``, all on one side of
+        the warm-up's end), registered ``now``, before they leave.  Measured by their
+        intended time; they time out ``timeout`` after the last of them; the sender
+        reports when they actually left with :meth:`record_send_lag`."""
+        if not intended or not self.sending(now):
+            return []
+        return self._issue(len(intended), now, intended, planned=True)
+
+    def record_send_lag(self, intended: list[float], actual: float) -> None:
+        """Sends meant for ``intended`` times actually left at ``actual``."""
+        self.send_lag.record(intended, actual)
+
+    def _issue(
+        self, count: int, now: float, intended: list[float] | None, planned: bool = False
+    ) -> list[bytes]:
+        measured = (intended[0] if planned and intended else now) >= self.warmup_end
+        if self.max_requests is not None and measured:
             count = min(count, self.max_requests - self.sent)
         start = self._next_seq
         self._next_seq = start + count
         payloads = self.template.render_range(start, count)
-        measured = now >= self.warmup_end
         if measured:
             if self._first_measured is None:
                 self._first_measured = start
@@ -274,24 +301,24 @@ class LoadCore:
             intended = intended[:count]
             for offset, key in enumerate(keys):
                 pending[key] = (start + offset, intended[offset])
-            if measured:
-                lag = now - intended[0]
-                if lag > self.max_send_lag:
-                    self.max_send_lag = lag
-                threshold = now - LATE_SEND
-                self.late_sends += sum(1 for when in intended if when < threshold)
-        self._expiry.append((now + self.timeout, keys))
+            if not planned:
+                self.send_lag.record(intended, now, measured=measured)
+        expires = (intended[-1] if planned and intended else now) + self.timeout
+        self._expiry.append((max(now, expires), keys))
         return payloads
 
     # -- receiving -------------------------------------------------------------
 
     def receive(
-        self, replies: Iterable[bytes], now: float, answered: list[int] | None = None
+        self, replies: Iterable[bytes], now: float, answered: list[int] | None = None,
+        *, read_lag_us: int | None = None,
     ) -> int:
         """Account for replies received at ``now``; returns how many answered a request.
 
         ``answered``: if given, the sequence number of each request answered is
-        appended (not those of late, duplicate or wrong replies)."""
+        appended (not those of late, duplicate or wrong replies).  ``read_lag_us``:
+        the replies arrived (``now``, a kernel timestamp) this long before the generator
+        read them (counted per measured reply)."""
         self._roll(now)
         pending = self._pending
         status = self._status
@@ -326,6 +353,9 @@ class LoadCore:
                 latency[micros] = latency.get(micros, 0) + 1
         self._max_answered = max_answered
         if measured:
+            if read_lag_us is not None:
+                for _ in range(measured):
+                    self.receive_lag.record_us(read_lag_us)
             self.received += measured
             self.reordered += reordered
             self._interval_counts[1] += measured
@@ -402,6 +432,15 @@ class LoadCore:
         self._interval_latency = {}
         self._interval_counts = [0, 0, 0]
 
+    @property
+    def late_sends(self) -> int:
+        """Measured sends more than :data:`LATE_SEND` behind their intended time."""
+        return self.send_lag.late(LATE_SEND)
+
+    @property
+    def max_send_lag(self) -> float:
+        return self.send_lag.worst
+
     # -- output ----------------------------------------------------------------
 
     def summary(self, now: float) -> LoadSummary:
@@ -442,4 +481,6 @@ class LoadCore:
             intervals=tuple(intervals),
             late_sends=self.late_sends,
             max_send_lag=self.max_send_lag,
+            send_lag_us=dict(self.send_lag.counts),
+            receive_lag_us=dict(self.receive_lag.counts),
         )

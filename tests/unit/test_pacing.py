@@ -1,0 +1,114 @@
+"""Tier (a): the pacing rules of an open-loop generator, with a hand-driven clock.
+
+Which intended times leave together and when (batching never sends early, never
+more than its bound late), how the sender waits for a deadline, how send lag is
+accounted, and when a run is flagged for its generator's own error.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.test_load_stats import make_core, reply_to
+from udpkit.core.pacing import (
+    LAG_FLAG_FRACTION,
+    LagAccount,
+    PacingPolicy,
+    batch_send_times,
+    generator_error,
+    lag_us,
+    plan_batches,
+    wait_plan,
+)
+
+
+def test_low_rates_are_never_batched() -> None:
+    policy = PacingPolicy(batch_bound=5e-6)
+    times = [i * 1e-3 for i in range(100)]  # 1000/s: gaps far above the bound
+    sizes = plan_batches(times, policy)
+    assert sizes == [1] * 100
+    assert batch_send_times(times, sizes) == times
+
+
+@pytest.mark.parametrize("gap", [1e-7, 1e-6, 2.5e-6, 4e-6, 7e-6])
+def test_batching_never_sends_early_nor_later_than_its_bound(gap: float) -> None:
+    policy = PacingPolicy(batch_bound=5e-6, max_batch=8)
+    times = [i * gap for i in range(500)]
+    sizes = plan_batches(times, policy)
+    assert sum(sizes) == len(times)
+    assert all(1 <= size <= policy.max_batch for size in sizes)
+    index = 0
+    for size, leaves in zip(sizes, batch_send_times(times, sizes), strict=True):
+        members = times[index:index + size]
+        index += size
+        assert all(when <= leaves for when in members)  # never early
+        assert all(leaves - when <= policy.batch_bound + 1e-12 for when in members)
+    if gap < 1e-6:
+        assert max(sizes) == policy.max_batch  # dense sends do share system calls
+
+
+def test_poisson_bursts_batch_only_within_the_bound() -> None:
+    times = [0.0, 1e-6, 3e-6, 5e-6, 5.5e-6, 0.001, 0.001002]
+    assert plan_batches(times, PacingPolicy(batch_bound=5e-6)) == [4, 1, 2]
+    assert plan_batches(times, PacingPolicy(batch_bound=0.0)) == [1] * 7
+
+
+def test_the_sender_sleeps_until_the_spin_window_then_spins() -> None:
+    policy = PacingPolicy(spin=50e-6)
+    assert wait_plan(1.0, now=0.9, policy=policy) == pytest.approx(0.1 - 50e-6)
+    assert wait_plan(1.0, now=1.0 - 20e-6, policy=policy) == 0.0  # inside: spin
+    assert wait_plan(1.0, now=1.5, policy=policy) == 0.0  # late: send at once
+    assert wait_plan(1.0, now=0.9, policy=PacingPolicy(spin=0.0)) == pytest.approx(0.1)
+
+
+def test_policy_rejects_impossible_settings() -> None:
+    for bad in ({"spin": -1.0}, {"max_batch": 0}, {"feed_ahead": 0.0}, {"timer_slack_ns": 0}):
+        with pytest.raises(ValueError, match=">="):
+            PacingPolicy(**bad)
+
+
+def test_lag_is_counted_per_send_in_whole_microseconds_from_the_end_of_warm_up() -> None:
+    account = LagAccount(since=1.0)
+    account.record([0.5], actual=0.6)  # warm-up: not counted
+    account.record([1.0, 1.000002], actual=1.000005)  # one batch, two sends
+    account.record([2.0], actual=2.003)
+    assert account.counts == {5: 1, 3: 1, 3000: 1}
+    assert account.worst == pytest.approx(0.003)
+    assert account.late(0.002) == 1
+    assert lag_us(1.0, 0.999999) == 0  # clocks a rounding apart: never negative
+
+
+def test_core_accounts_lag_reported_by_a_sender_that_keeps_time() -> None:
+    core = make_core()  # warm-up ends at 0
+    payloads = core.issue_planned([0.010, 0.011], now=0.0)  # registered before leaving
+    assert core.summary(0.0).send_lag_us == {}
+    core.record_send_lag([0.010], actual=0.010004)
+    core.record_send_lag([0.011], actual=0.0135)
+    core.receive([reply_to(payloads[0])], now=0.010030, read_lag_us=7)
+    summary = core.summary(0.02)
+    assert summary.send_lag_us == {4: 1, 2500: 1}
+    assert summary.late_sends == 1
+    assert summary.max_send_lag == pytest.approx(0.0025)
+    assert summary.latency_us == {30: 1}  # from the intended time
+    assert summary.receive_lag_us == {7: 1}
+
+
+def test_planned_requests_time_out_after_their_own_intended_time() -> None:
+    core = make_core()  # timeout 1 s
+    core.issue_planned([0.04, 0.05], now=0.0)
+    assert core.next_deadline() == pytest.approx(1.05)
+    assert core.expire(1.04) == 0
+
+
+def test_the_event_loop_sender_accounts_its_own_lag() -> None:
+    core = make_core()
+    core.issue_scheduled([0.1, 0.1005], now=0.1012)
+    assert core.summary(0.2).send_lag_us == {1200: 1, 700: 1}
+
+
+def test_a_run_is_flagged_when_lag_p99_exceeds_the_stated_fraction_of_latency_p50() -> None:
+    assert LAG_FLAG_FRACTION == 0.5
+    assert not generator_error(lag_p99_us=10, latency_p50_us=20)
+    assert generator_error(lag_p99_us=11, latency_p50_us=20)
+    assert generator_error(lag_p99_us=1, latency_p50_us=0)
+    assert not generator_error(lag_p99_us=0, latency_p50_us=0)
