@@ -11,6 +11,7 @@ No assertion on how small the lag is: that is a benchmark
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from array import array
 from collections.abc import Iterator
@@ -129,6 +130,5 @@ async def test_open_loop_reports_the_lag_of_every_send_on_both_paths(
     assert document["send_lag_us"]["count"] == result.sent
     assert set(document["send_lag_us"]) >= {"p50", "p99", "p99.9", "max", "histogram"}
     assert isinstance(document["generator_flagged"], bool)
-    if path == "c" and loopback == "127.0.0.1":
-        # the kernel timestamps arrivals: the wait to the read is measured
+    if sys.platform == "linux":  # the kernel timestamps arrivals: the wait to the read
         assert sum(result.summary.receive_lag_us.values()) == result.received

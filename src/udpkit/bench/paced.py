@@ -22,32 +22,18 @@ generator's receive-side error) is counted apart.
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
-import time
 from array import array
 from collections import deque
 
 from udpkit._native import PacerType
-from udpkit.bench.udp_generator import open_udp_socket
+from udpkit.bench.udp_generator import ReplyReader, open_udp_socket
 from udpkit.core.errors import RequestRefused
 from udpkit.core.handler import Address, format_address
 from udpkit.core.load_stats import ArrivalSchedule, LoadCore
 from udpkit.core.pacing import DEFAULT_POLICY, PacingPolicy, batch_send_times, plan_batches
 from udpkit.timer import DeadlineTimer
 
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_RECV_BUFFER = 65536
-_TIMESPEC = struct.Struct("@qq")
 _READ_LIMIT = 1024
-
-
-def _enable_timestamps(sock: socket.socket) -> bool:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-    except OSError:
-        return False
-    return True
 
 
 class PacedUdpGenerator:
@@ -70,17 +56,15 @@ class PacedUdpGenerator:
         self._loop = asyncio.get_running_loop()
         self._sock = open_udp_socket(server)
         self._fd = self._sock.fileno()
-        self._kernel_time = _enable_timestamps(self._sock)
+        self._reader = ReplyReader(self._sock, core)
         self._pacer = pacer_type(
             fd=self._fd, spin_ns=round(policy.spin * 1e9), max_batch=policy.max_batch,
             timer_slack_ns=policy.timer_slack_ns, timerfd=timerfd,
         )
         self._batches: deque[list[float]] = deque()
         self._feeding = True
-        self._offset = 0.0
         self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._done: asyncio.Future[None] = self._loop.create_future()
-        self._refused = False
         self.replies = 0
 
     # -- life cycle --------------------------------------------------------------
@@ -114,9 +98,8 @@ class PacedUdpGenerator:
         self._tick(max(when, self._loop.time()))
 
     def _tick(self, now: float) -> None:
-        self._offset = time.time() - time.monotonic()  # realtime - monotonic, now
         self._collect()
-        if self._refused and self.replies == 0:
+        if self._reader.refused and self.replies == 0:
             self._fail_refused()
             return
         core = self.core
@@ -166,8 +149,8 @@ class PacedUdpGenerator:
         batches = self._batches
         for nanoseconds in actual:
             record(batches.popleft(), nanoseconds / 1e9)
-        if not self._refused and self._pacer.stats()[2]:
-            self._refused = True
+        if self._pacer.stats()[2]:
+            self._reader.refused = True
 
     def _finished(self, now: float) -> bool:
         if self._done.done():
@@ -189,36 +172,8 @@ class PacedUdpGenerator:
     # -- input ---------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        recvmsg = self._sock.recvmsg
-        receive = self.core.receive
-        monotonic = time.monotonic
-        offset = self._offset
-        space = socket.CMSG_SPACE(_TIMESPEC.size)
-        kernel = self._kernel_time
-        count = 0
-        while count < _READ_LIMIT:
-            try:
-                data, ancillary, _, _ = recvmsg(_RECV_BUFFER, space)
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionRefusedError:
-                self._refused = True
-                break
-            except OSError:
-                break  # another ICMP error: the requests will time out
-            read_at = monotonic()
-            count += 1
-            arrived = read_at
-            if kernel:
-                for level, kind, value in ancillary:
-                    if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                        seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-                        arrived = min(read_at, seconds + nanoseconds * 1e-9 - offset)
-            receive((data,), arrived, read_lag_us=int((read_at - arrived) * 1_000_000)
-                    if kernel else None)
-        self.replies += count
-        now = self._loop.time()
-        if self._refused and self.replies == 0:
+        self.replies += self._reader.read(_READ_LIMIT)
+        if self._reader.refused and self.replies == 0:
             self._fail_refused()
             return
-        self._finished(now)
+        self._finished(self._loop.time())
