@@ -12,8 +12,9 @@ extension), measured the same way.
     taskset -c 1 .venv/bin/python benchmarks/bench_pacing.py   # one core, as the targets say
 
 Options: the kernel's default 50 us timer slack vs 1 ns (PR_SET_TIMERSLACK),
-clock_nanosleep vs timerfd, no spin vs a spin of 10/50 us before each deadline,
-and a pure spin (the thread never sleeps).
+ppoll's timeout vs a timerfd (the thread waits in poll() on its socket, so a
+reply wakes it to be read), no spin vs a spin of 10/50 us before each deadline
+(at most a quarter of the gap between sends by default), and a pure spin.
 """
 
 from __future__ import annotations
@@ -49,14 +50,16 @@ class Option:
 
 
 OPTIONS = [
-    Option("clock_nanosleep, default slack (50 us), no spin",
+    Option("ppoll, default slack (50 us), no spin",
            PacingPolicy(spin=0.0, timer_slack_ns=50_000)),
-    Option("clock_nanosleep, slack 1 ns, no spin", PacingPolicy(spin=0.0)),
+    Option("ppoll, slack 1 ns, no spin", PacingPolicy(spin=0.0)),
     Option("timerfd, slack 1 ns, no spin", PacingPolicy(spin=0.0), timerfd=True),
-    Option("clock_nanosleep, slack 1 ns, spin 10 us", PacingPolicy(spin=10e-6)),
-    Option("clock_nanosleep, slack 1 ns, spin 50 us (default)", PacingPolicy()),
-    Option("timerfd, slack 1 ns, spin 50 us", PacingPolicy(), timerfd=True),
-    Option("pure spin (never sleeps)", PacingPolicy(spin=10.0)),
+    Option("ppoll, slack 1 ns, spin 10 us", PacingPolicy(spin=10e-6, spin_share=1.0)),
+    Option("ppoll, slack 1 ns, spin 50 us at any rate",
+           PacingPolicy(spin_share=1.0)),
+    Option("ppoll, slack 1 ns, spin min(50 us, gap/4) (default)", PacingPolicy()),
+    Option("timerfd, slack 1 ns, spin min(50 us, gap/4)", PacingPolicy(), timerfd=True),
+    Option("pure spin (never sleeps)", PacingPolicy(spin=10.0, spin_share=1.0)),
     Option("asyncio event loop timers (pure path)", None),
 ]
 
@@ -77,7 +80,8 @@ def run_c(option: Option, rate: float, seconds: float) -> tuple[LagAccount, floa
         raise SystemExit(f"the C extension is needed: {_native.unavailable()}")
     policy = option.policy
     sender, receiver = sink()
-    pacer = pacer_type(fd=sender.fileno(), spin_ns=min(round(policy.spin * 1e9), 10**10),
+    pacer = pacer_type(fd=sender.fileno(),
+                       spin_ns=min(round(policy.spin_for(rate) * 1e9), 10**10),
                        max_batch=policy.max_batch, timer_slack_ns=policy.timer_slack_ns,
                        timerfd=option.timerfd)
     account = LagAccount()

@@ -1,18 +1,23 @@
-/* Pacer: an open-loop generator's sends, on time to the microsecond, from a C thread.
+/* Pacer: an open-loop generator's sends, on time to the microsecond, from a C thread
+ * that also reads the replies.
  *
  * Python (udpkit.bench.paced) decides everything: the intended times, which of
  * them leave together (udpkit.core.pacing.plan_batches) and when each batch
  * leaves; it hands the plan over in chunks with submit(send_at, sizes,
- * payloads), reads back each batch's actual send time with collect(), and
- * services the replies on its event loop.  The sender thread never touches a
- * Python object and never holds the GIL: it copies nothing but what submit()
- * gave it.
+ * payloads), reads back each batch's actual send time with collect(), and the
+ * replies, each with its kernel arrival time, with replies().  The thread never
+ * touches a Python object and never holds the GIL; Python only does bookkeeping,
+ * in bulk, a few times per feed period, and makes no system call per datagram.
  *
- * Waiting for a deadline: sleep on CLOCK_MONOTONIC (clock_nanosleep with
- * TIMER_ABSTIME, or a timerfd when asked) until spin_ns before it, with the
+ * Waiting for a deadline: sleep on CLOCK_MONOTONIC until spin_ns before it --
+ * in poll() on the socket and, when asked, a timerfd armed at that time (else
+ * ppoll's own timeout) so a reply wakes the thread to read it -- with the
  * thread's timer slack set to timer_slack_ns (prctl PR_SET_TIMERSLACK: the
  * default 50 us slack would let the kernel wake the thread that late), then
- * spin on clock_gettime to the deadline.  A batch of one goes out with send(),
+ * spin on clock_gettime to the deadline.  Replies are read with recvmmsg
+ * (MSG_DONTWAIT) whenever the socket is readable and after every send; each
+ * keeps the kernel's SO_TIMESTAMPNS arrival time (CLOCK_REALTIME, turned into
+ * CLOCK_MONOTONIC at the read) and the time it was read.  A batch of one goes out with send(),
  * more with one sendmmsg().  A send the socket refuses for want of buffer space
  * is retried at once (it is late, and its lag says so); any other error is
  * counted and the batch is given up (its requests will time out).
@@ -21,12 +26,16 @@
 
 #include "fastpath.h"
 
+#include <poll.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #define SLEEP_SLICE_NS 10000000LL /* re-check for close() at least this often */
+#define READ_BATCH 32
+#define READ_SIZE 65536
 
 typedef struct Chunk {
     struct Chunk *next;
@@ -49,7 +58,7 @@ typedef struct {
     pthread_t thread;
     int started;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
+    int wakefd;           /* eventfd: submit() and close() wake an idle thread */
     Chunk *head, *tail;   /* under lock */
     int closing;          /* under lock */
     int64_t *done;        /* actual send times not collected yet, under lock */
@@ -57,6 +66,15 @@ typedef struct {
     long long queued;     /* batches submitted and not yet sent, under lock */
     long long send_errors, refused;  /* under lock */
     int last_errno;
+    /* replies read and not collected yet, under lock */
+    char *rdata;
+    Py_ssize_t rdata_len, rdata_cap;
+    int32_t *rlen;
+    int64_t *rarrived, *rread;
+    Py_ssize_t rcount, rcap;
+    long long truncated;
+    /* the thread's own read buffers */
+    char *rbuf;
 } Pacer;
 
 static int64_t
@@ -65,6 +83,14 @@ now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void
+wake(Pacer *self)
+{
+    uint64_t one = 1;
+    ssize_t ignored = write(self->wakefd, &one, sizeof one);
+    (void)ignored;
 }
 
 static void
@@ -88,7 +114,93 @@ closing(Pacer *self)
     return value;
 }
 
-/* Sleep until `until` (ns), in slices, unless closing; 0, or -1 when closing. */
+static int64_t
+realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Read every waiting reply into the uncollected list. */
+static void
+drain(Pacer *self)
+{
+    struct mmsghdr msgs[READ_BATCH];
+    struct iovec iov[READ_BATCH];
+    char control[READ_BATCH][CMSG_SPACE(sizeof(struct timespec))];
+    for (;;) {
+        for (int i = 0; i < READ_BATCH; i++) {
+            iov[i].iov_base = self->rbuf + (size_t)i * READ_SIZE;
+            iov[i].iov_len = READ_SIZE;
+            memset(&msgs[i], 0, sizeof msgs[i]);
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = control[i];
+            msgs[i].msg_hdr.msg_controllen = sizeof control[i];
+        }
+        int n = recvmmsg(self->fd, msgs, READ_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0) {
+            if (n < 0 && errno == ECONNREFUSED) {
+                pthread_mutex_lock(&self->lock);
+                self->refused++;
+                pthread_mutex_unlock(&self->lock);
+                continue;  /* the error is reported once; read on */
+            }
+            return;
+        }
+        int64_t read_at = now_ns();
+        int64_t offset = realtime_ns() - now_ns();  /* REALTIME - MONOTONIC, now */
+        pthread_mutex_lock(&self->lock);
+        for (int i = 0; i < n; i++) {
+            size_t size = msgs[i].msg_len;
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                self->truncated++;
+                continue;
+            }
+            int64_t arrived = read_at;
+            for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c != NULL;
+                 c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+                    struct timespec ts;
+                    memcpy(&ts, CMSG_DATA(c), sizeof ts);
+                    int64_t kernel = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - offset;
+                    if (kernel < arrived) arrived = kernel;
+                }
+            }
+            if (self->rcount == self->rcap) {
+                Py_ssize_t cap = self->rcap ? self->rcap * 2 : 4096;
+                int32_t *lens = realloc(self->rlen, (size_t)cap * sizeof *lens);
+                if (lens != NULL) self->rlen = lens;
+                int64_t *arr = realloc(self->rarrived, (size_t)cap * sizeof *arr);
+                if (arr != NULL) self->rarrived = arr;
+                int64_t *rd = realloc(self->rread, (size_t)cap * sizeof *rd);
+                if (rd != NULL) self->rread = rd;
+                if (lens == NULL || arr == NULL || rd == NULL) continue;  /* dropped: times out */
+                self->rcap = cap;
+            }
+            if (self->rdata_len + (Py_ssize_t)size > self->rdata_cap) {
+                Py_ssize_t cap = self->rdata_cap ? self->rdata_cap : 65536;
+                while (cap < self->rdata_len + (Py_ssize_t)size) cap *= 2;
+                char *grown = realloc(self->rdata, (size_t)cap);
+                if (grown == NULL) continue;
+                self->rdata = grown;
+                self->rdata_cap = cap;
+            }
+            memcpy(self->rdata + self->rdata_len, iov[i].iov_base, size);
+            self->rdata_len += (Py_ssize_t)size;
+            self->rlen[self->rcount] = (int32_t)size;
+            self->rarrived[self->rcount] = arrived;
+            self->rread[self->rcount] = read_at;
+            self->rcount++;
+        }
+        pthread_mutex_unlock(&self->lock);
+        if (n < READ_BATCH) return;
+    }
+}
+
+/* Wait until `until` (ns), reading replies as they come, in slices, unless
+ * closing; 0, or -1 when closing. */
 static int
 sleep_until(Pacer *self, int64_t until)
 {
@@ -96,18 +208,23 @@ sleep_until(Pacer *self, int64_t until)
         int64_t now = now_ns();
         if (now >= until) return 0;
         int64_t target = until - now > SLEEP_SLICE_NS ? now + SLEEP_SLICE_NS : until;
+        struct pollfd fds[2] = {{self->fd, POLLIN, 0}, {self->timerfd, POLLIN, 0}};
         if (self->timerfd >= 0) {
             struct itimerspec spec = {{0, 0}, {target / 1000000000LL, target % 1000000000LL}};
-            if (timerfd_settime(self->timerfd, TFD_TIMER_ABSTIME, &spec, NULL) == 0) {
+            timerfd_settime(self->timerfd, TFD_TIMER_ABSTIME, &spec, NULL);
+            poll(fds, 2, -1);
+            if (fds[1].revents & POLLIN) {
                 uint64_t expirations;
                 ssize_t ignored = read(self->timerfd, &expirations, sizeof expirations);
                 (void)ignored;
             }
         } else {
-            struct timespec ts = {target / 1000000000LL, target % 1000000000LL};
-            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-            }
+            int64_t wait = target - now_ns();
+            if (wait < 0) wait = 0;
+            struct timespec ts = {wait / 1000000000LL, wait % 1000000000LL};
+            ppoll(fds, 1, &ts, NULL);
         }
+        if (fds[0].revents) drain(self);
         if (target != until && closing(self)) return -1;
     }
 }
@@ -178,7 +295,19 @@ pacer_thread(void *arg)
     prctl(PR_SET_TIMERSLACK, (unsigned long)self->timer_slack_ns, 0, 0, 0);
     for (;;) {
         pthread_mutex_lock(&self->lock);
-        while (self->head == NULL && !self->closing) pthread_cond_wait(&self->wake, &self->lock);
+        while (self->head == NULL && !self->closing) {
+            /* nothing to send: read the replies, and look again within a slice */
+            pthread_mutex_unlock(&self->lock);
+            drain(self);
+            struct pollfd fds[2] = {{self->fd, POLLIN, 0}, {self->wakefd, POLLIN, 0}};
+            poll(fds, 2, (int)(SLEEP_SLICE_NS / 1000000));
+            if (fds[1].revents & POLLIN) {
+                uint64_t count;
+                ssize_t ignored = read(self->wakefd, &count, sizeof count);
+                (void)ignored;
+            }
+            pthread_mutex_lock(&self->lock);
+        }
         if (self->closing) {
             pthread_mutex_unlock(&self->lock);
             break;
@@ -200,6 +329,7 @@ pacer_thread(void *arg)
             int error = send_batch(self, chunk, payload, chunk->sizes[b]);
             payload += chunk->sizes[b];
             record(self, actual, error);
+            drain(self);
         }
         chunk_free(chunk);
     }
@@ -229,23 +359,29 @@ Pacer_init(Pacer *self, PyObject *args, PyObject *kwds)
     self->max_batch = max_batch;
     self->timer_slack_ns = slack;
     self->timerfd = -1;
-    if (use_timerfd) {
-        self->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-        if (self->timerfd < 0) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
+    self->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->wakefd < 0) goto fail;
+    if (use_timerfd && (self->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC)) < 0)
+        goto fail;
+    if (self->rbuf == NULL && (self->rbuf = malloc((size_t)READ_BATCH * READ_SIZE)) == NULL) {
+        errno = ENOMEM;
+        goto fail;
     }
     pthread_mutex_init(&self->lock, NULL);
-    pthread_cond_init(&self->wake, NULL);
     int error = pthread_create(&self->thread, NULL, pacer_thread, self);
     if (error != 0) {
+        pthread_mutex_destroy(&self->lock);
         errno = error;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
+        goto fail;
     }
     self->started = 1;
     return 0;
+fail:
+    PyErr_SetFromErrno(PyExc_OSError);
+    if (self->wakefd >= 0) close(self->wakefd);
+    if (self->timerfd >= 0) close(self->timerfd);
+    self->wakefd = self->timerfd = -1;
+    return -1;
 }
 
 static void
@@ -254,8 +390,8 @@ pacer_stop(Pacer *self)
     if (!self->started) return;
     pthread_mutex_lock(&self->lock);
     self->closing = 1;
-    pthread_cond_signal(&self->wake);
     pthread_mutex_unlock(&self->lock);
+    wake(self);
     Py_BEGIN_ALLOW_THREADS
     pthread_join(self->thread, NULL);
     Py_END_ALLOW_THREADS
@@ -269,6 +405,10 @@ pacer_stop(Pacer *self)
     if (self->timerfd >= 0) {
         close(self->timerfd);
         self->timerfd = -1;
+    }
+    if (self->wakefd >= 0) {
+        close(self->wakefd);
+        self->wakefd = -1;
     }
 }
 
@@ -348,8 +488,8 @@ Pacer_submit(Pacer *self, PyObject *const *args, Py_ssize_t nargs)
     else self->head = chunk;
     self->tail = chunk;
     self->queued += batches;
-    pthread_cond_signal(&self->wake);
     pthread_mutex_unlock(&self->lock);
+    wake(self);
     Py_RETURN_NONE;
 nomem:
     PyErr_NoMemory();
@@ -372,13 +512,29 @@ Pacer_collect(Pacer *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+Pacer_replies(Pacer *self, PyObject *Py_UNUSED(ignored))
+{
+    pthread_mutex_lock(&self->lock);
+    PyObject *out = Py_BuildValue(
+        "(y#y#y#y#)", self->rdata ? self->rdata : "", self->rdata_len,
+        self->rlen ? (const char *)self->rlen : "", self->rcount * (Py_ssize_t)sizeof(int32_t),
+        self->rarrived ? (const char *)self->rarrived : "",
+        self->rcount * (Py_ssize_t)sizeof(int64_t),
+        self->rread ? (const char *)self->rread : "", self->rcount * (Py_ssize_t)sizeof(int64_t));
+    if (out != NULL) self->rcount = self->rdata_len = 0;
+    pthread_mutex_unlock(&self->lock);
+    return out;
+}
+
+static PyObject *
 Pacer_stats(Pacer *self, PyObject *Py_UNUSED(ignored))
 {
     pthread_mutex_lock(&self->lock);
     long long queued = self->queued, errors = self->send_errors, refused = self->refused;
+    long long truncated = self->truncated;
     int last = self->last_errno;
     pthread_mutex_unlock(&self->lock);
-    return Py_BuildValue("(LLLi)", queued, errors, refused, last);
+    return Py_BuildValue("(LLLiL)", queued, errors, refused, last, truncated);
 }
 
 static PyObject *
@@ -393,6 +549,11 @@ Pacer_dealloc(Pacer *self)
 {
     pacer_stop(self);
     free(self->done);
+    free(self->rdata);
+    free(self->rlen);
+    free(self->rarrived);
+    free(self->rread);
+    free(self->rbuf);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -401,8 +562,10 @@ static PyMethodDef Pacer_methods[] = {
      "submit(send_at, sizes, payloads): queue batches (int64 ns, int32 counts, bytes)."},
     {"collect", (PyCFunction)Pacer_collect, METH_NOARGS,
      "The actual send times (int64 ns, one per batch, in order) since the last call."},
+    {"replies", (PyCFunction)Pacer_replies, METH_NOARGS,
+     "The replies read since the last call: (data, int32 sizes, int64 arrival ns, int64 read ns)."},
     {"stats", (PyCFunction)Pacer_stats, METH_NOARGS,
-     "(batches queued, send errors, refused, last errno)."},
+     "(batches queued, send errors, refused, last errno, replies truncated)."},
     {"close", (PyCFunction)Pacer_close, METH_NOARGS,
      "Stop the thread now (batches not sent are dropped)."},
     {NULL, NULL, 0, NULL},

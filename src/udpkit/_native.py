@@ -192,7 +192,8 @@ class LinePollerType(Protocol):
 
 class Pacer(Protocol):
     """``_fastpath.Pacer``: the bench's open-loop sends, paced by a C thread that never
-    holds the GIL (sleep to ``spin_ns`` before each deadline, spin, send; ``pacer.c``)."""
+    holds the GIL (sleep to ``spin_ns`` before each deadline, spin, send; ``pacer.c``),
+    and the replies, which the same thread reads with their kernel arrival times."""
 
     def submit(self, send_at: bytes, sizes: bytes, payloads: list[bytes], /) -> None:
         """Queue batches: ``send_at`` native int64 CLOCK_MONOTONIC nanoseconds and
@@ -202,8 +203,14 @@ class Pacer(Protocol):
         """Each batch's actual send time (native int64 ns), in order, since the last call."""
         ...
 
-    def stats(self) -> tuple[int, int, int, int]:
-        """``(batches queued, send errors, refused, last errno)``."""
+    def replies(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """The replies read since the last call: ``(data, sizes, arrived, read)``, the
+        replies end to end, their native int32 sizes, and native int64 CLOCK_MONOTONIC
+        nanoseconds of their kernel arrival (``SO_TIMESTAMPNS``, else the read) and read."""
+        ...
+
+    def stats(self) -> tuple[int, int, int, int, int]:
+        """``(batches queued, send errors, refused, last errno, replies truncated)``."""
         ...
 
     def close(self) -> None:

@@ -61,8 +61,16 @@ def test_the_sender_sleeps_until_the_spin_window_then_spins() -> None:
     assert wait_plan(1.0, now=0.9, policy=PacingPolicy(spin=0.0)) == pytest.approx(0.1)
 
 
+def test_the_spin_is_at_most_a_share_of_the_gap_between_sends() -> None:
+    policy = PacingPolicy(spin=50e-6, spin_share=0.25)
+    assert policy.spin_for(1000.0) == pytest.approx(50e-6)  # 1 ms gaps: the full spin
+    assert policy.spin_for(10_000.0) == pytest.approx(25e-6)  # a quarter of 100 us
+    assert policy.spin_for(100_000.0) == pytest.approx(2.5e-6)
+
+
 def test_policy_rejects_impossible_settings() -> None:
-    for bad in ({"spin": -1.0}, {"max_batch": 0}, {"feed_ahead": 0.0}, {"timer_slack_ns": 0}):
+    for bad in ({"spin": -1.0}, {"max_batch": 0}, {"feed_ahead": 0.0}, {"timer_slack_ns": 0},
+                {"spin_share": 2.0}):
         with pytest.raises(ValueError, match=">="):
             PacingPolicy(**bad)
 

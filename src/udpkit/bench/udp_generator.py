@@ -42,6 +42,15 @@ _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("@qq")
 
 
+def enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to timestamp each arrival (``SO_TIMESTAMPNS``); whether it will."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
 class ReplyReader:
     """Reads a socket's waiting replies into a :class:`LoadCore`, each at its kernel
     arrival time where the kernel gives one (``SO_TIMESTAMPNS``), else at the read."""
@@ -49,11 +58,7 @@ class ReplyReader:
     def __init__(self, sock: socket.socket, core: LoadCore) -> None:
         self._sock = sock
         self._core = core
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            self.kernel_time = True
-        except OSError:
-            self.kernel_time = False
+        self.kernel_time = enable_timestamps(sock)
         self._space = socket.CMSG_SPACE(_TIMESPEC.size)
         self.refused = False
 

@@ -36,7 +36,12 @@ class PacingPolicy:
 
     spin: float = 50e-6
     """Seconds before a deadline the sender stops sleeping and spins on the clock
-    (0: sleep right up to the deadline)."""
+    (0: sleep right up to the deadline); at most :attr:`spin_share` of the mean gap
+    between sends (:meth:`spin_for`)."""
+    spin_share: float = 0.25
+    """The largest fraction of the mean gap between sends spent spinning: at high rates
+    a sender that never sleeps loses its core to the rest of the machine (and to the
+    Python side of the generator) in whole scheduler slices, milliseconds late."""
     batch_bound: float = 5e-6
     """The longest (seconds) a send may wait past its intended time for later sends to
     leave in the same system call."""
@@ -52,8 +57,15 @@ class PacingPolicy:
     def __post_init__(self) -> None:
         if not self.spin >= 0 or not self.batch_bound >= 0 or not self.feed_ahead > 0:
             raise ValueError("spin and batch_bound must be >= 0, feed_ahead > 0")
+        if not 0 <= self.spin_share <= 1:
+            raise ValueError("spin_share must be >= 0 and <= 1")
         if self.max_batch < 1 or self.timer_slack_ns < 1:
             raise ValueError("max_batch and timer_slack_ns must be >= 1")
+
+
+    def spin_for(self, rate: float) -> float:
+        """The spin (seconds) of a sender at ``rate`` sends per second."""
+        return min(self.spin, self.spin_share / rate) if rate > 0 else self.spin
 
 
 DEFAULT_POLICY = PacingPolicy()
