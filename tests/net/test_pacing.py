@@ -20,6 +20,7 @@ import pytest
 
 from udpkit import _native
 from udpkit.bench import BenchConfig, run_async
+from udpkit.bench.udp_generator import enable_timestamps
 from udpkit.core.pacing import PacingPolicy, batch_send_times, plan_batches
 from udpkit.server import Server
 
@@ -79,6 +80,39 @@ def test_the_c_sender_sends_the_plan_in_order_and_never_early(
         assert sizes == [1] * len(intended)
     else:
         assert max(sizes) > 1
+
+
+@needs_c
+def test_the_c_thread_reads_the_replies_with_their_kernel_arrival_time(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    sender, receiver = pair
+    assert enable_timestamps(sender)
+    pacer = _pacer(sender.fileno(), PacingPolicy())
+    try:
+        at = round((time.monotonic() + 0.005) * 1e9)
+        pacer.submit(array("q", [at]).tobytes(), array("i", [1]).tobytes(), [b"ping"])
+        request, address = receiver.recvfrom(64)
+        for reply in (b"one", b"", b"three"):
+            receiver.sendto(reply + request, address)
+        got: list[tuple[bytes, bytes, bytes, bytes]] = []
+        deadline = time.monotonic() + 2.0
+        while sum(len(item[1]) for item in got) < 3 * 4 and time.monotonic() < deadline:
+            got.append(pacer.replies())
+            time.sleep(0.005)
+    finally:
+        pacer.close()
+    data = b"".join(item[0] for item in got)
+    sizes, arrived, read = array("i"), array("q"), array("q")
+    for item in got:
+        sizes.frombytes(item[1])
+        arrived.frombytes(item[2])
+        read.frombytes(item[3])
+    assert data == b"oneping" + b"ping" + b"threeping"
+    assert list(sizes) == [7, 4, 9]
+    assert all(a <= r for a, r in zip(arrived, read, strict=True))
+    assert list(arrived) == sorted(arrived)
+    assert arrived[0] >= at
 
 
 @needs_c
