@@ -24,7 +24,8 @@ from udpkit.bench.udp_generator import enable_timestamps
 from udpkit.core.pacing import PacingPolicy, batch_send_times, plan_batches
 from udpkit.server import Server
 
-needs_c = pytest.mark.skipif(not _native.built(), reason="the C extension is not built")
+needs_c = pytest.mark.skipif(_native.pacer_type() is None,
+                             reason=f"no C extension: {_native.unavailable()}")
 
 
 @pytest.fixture
@@ -149,8 +150,8 @@ def test_closing_a_sender_with_a_far_schedule_returns_promptly(
 async def test_open_loop_reports_the_lag_of_every_send_on_both_paths(
     server: Server, loopback: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if path == "c" and not _native.built():
-        pytest.skip("the C extension is not built")
+    if path == "c" and _native.pacer_type() is None:
+        pytest.skip(f"no C extension: {_native.unavailable()}")
     if path == "python":
         monkeypatch.setenv("UDPKIT_NO_FASTPATH", "1")
     config = BenchConfig(host=loopback, port=server.port, rate=2000.0, duration=0.3,

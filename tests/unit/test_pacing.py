@@ -10,6 +10,9 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_load_stats import make_core, reply_to
+from udpkit.bench.config import BenchConfig
+from udpkit.bench.result import BenchResult
+from udpkit.core.load_stats import LoadSummary
 from udpkit.core.pacing import (
     LAG_FLAG_FRACTION,
     LagAccount,
@@ -120,3 +123,26 @@ def test_a_run_is_flagged_when_lag_p99_exceeds_the_stated_fraction_of_latency_p5
     assert generator_error(lag_p99_us=11, latency_p50_us=20)
     assert generator_error(lag_p99_us=1, latency_p50_us=0)
     assert not generator_error(lag_p99_us=0, latency_p50_us=0)
+
+
+def test_the_result_flags_a_run_and_documents_both_lags() -> None:
+    config = BenchConfig(rate=1000.0, duration=1.0).check()
+    calm = BenchResult.build(config, LoadSummary(
+        sent=100, received=100, duration=1.0, latency_us={40: 100},
+        send_lag_us={0: 98, 20: 2}, receive_lag_us={12: 100}, paced_by="c"))
+    assert calm.send_lag_us == {"p50": 0, "p90": 0, "p99": 20, "p99.9": 20, "max": 20}
+    assert not calm.generator_flagged
+    document = calm.as_dict()
+    assert document["send_lag_us"]["histogram"] == {"0": 98, "20": 2}
+    assert document["receive_lag_us"]["p50"] == 12
+    assert document["paced_by"] == "c"
+    noisy = BenchResult.build(config, LoadSummary(
+        sent=100, received=100, duration=1.0, latency_us={40: 100},
+        send_lag_us={0: 90, 500: 10}))
+    assert noisy.generator_flagged
+    assert noisy.as_dict()["generator_flagged"] is True
+    closed = BenchResult.build(BenchConfig(duration=1.0).check(), LoadSummary(
+        sent=1, received=1, duration=1.0, latency_us={40: 1}))
+    assert closed.send_lag_us == {}
+    assert not closed.generator_flagged
+    assert closed.as_dict()["send_lag_us"] is None
