@@ -89,6 +89,41 @@ def test_lag_is_counted_per_send_in_whole_microseconds_from_the_end_of_warm_up()
     assert lag_us(1.0, 0.999999) == 0  # clocks a rounding apart: never negative
 
 
+def test_batches_reported_in_bulk_count_as_one_by_one() -> None:
+    one_by_one, bulk = LagAccount(since=1.0), LagAccount(since=1.0)
+    intended = [0.5, 1.0, 1.000002, 2.0, 3.0]
+    sizes = [1, 2, 1, 1]
+    actual = [0.6, 1.000005, 2.003, 2.9999995]
+    index = 0
+    for size, left in zip(sizes, actual, strict=True):
+        one_by_one.record(intended[index:index + size], left)
+        index += size
+    bulk.record_batches(intended, sizes, actual)
+    assert bulk.counts == one_by_one.counts == {5: 1, 3: 1, 3000: 1, 0: 1}
+    assert bulk.worst == one_by_one.worst
+
+
+def test_replies_with_their_own_arrival_times_count_as_one_by_one() -> None:
+    cores = make_core(duration=10.0), make_core(duration=10.0)
+    for core in cores:
+        core.interval = 0.5
+    times = [0.1, 0.2, 0.6, 0.7, 1.4]
+    for core in cores:
+        payloads = core.issue_planned(times, now=0.0)
+    replies = [reply_to(p) for p in payloads] + [b"junk"]
+    arrivals = [0.10003, 0.2001, 0.6002, 0.7003, 1.5, 1.6]
+    one, bulk = cores
+    for reply, when in zip(replies, arrivals, strict=True):
+        one.receive([reply], when, read_lag_us=4)
+    assert bulk.receive_at(replies, arrivals, [4] * len(replies)) == 5
+    first, second = one.summary(2.0), bulk.summary(2.0)
+    assert second.latency_us == first.latency_us
+    assert [(i.start, i.received, dict(i.latency_us)) for i in second.intervals] == [
+        (i.start, i.received, dict(i.latency_us)) for i in first.intervals]
+    assert (second.received, second.wrong) == (first.received, first.wrong) == (5, 1)
+    assert second.receive_lag_us == first.receive_lag_us == {4: 5}
+
+
 def test_core_accounts_lag_reported_by_a_sender_that_keeps_time() -> None:
     core = make_core()  # warm-up ends at 0
     payloads = core.issue_planned([0.010, 0.011], now=0.0)  # registered before leaving

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 from array import array
-from collections import deque
 
 from udpkit._native import PacerType
 from udpkit.bench.udp_generator import enable_timestamps, open_udp_socket
@@ -60,7 +59,9 @@ class PacedUdpGenerator:
             max_batch=policy.max_batch,
             timer_slack_ns=policy.timer_slack_ns, timerfd=timerfd,
         )
-        self._batches: deque[list[float]] = deque()
+        # intended times and batch sizes handed to the sender, not yet reported sent
+        self._plan_times: list[float] = []
+        self._plan_sizes: list[int] = []
         self._feeding = True
         self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -133,22 +134,23 @@ class PacedUdpGenerator:
     def _submit(self, intended: list[float], payloads: list[bytes]) -> None:
         sizes = plan_batches(intended, self.policy)
         send_at = array("q", (round(when * 1e9) for when in batch_send_times(intended, sizes)))
-        index = 0
-        for size in sizes:
-            self._batches.append(intended[index:index + size])
-            index += size
+        self._plan_times.extend(intended)
+        self._plan_sizes.extend(sizes)
         self._pacer.submit(send_at.tobytes(), array("i", sizes).tobytes(), payloads)
 
     def _collect(self) -> None:
         actual = array("q")
         actual.frombytes(self._pacer.collect())
-        record = self.core.record_send_lag
-        batches = self._batches
-        for nanoseconds in actual:
-            record(batches.popleft(), nanoseconds / 1e9)
-        data, sizes, arrived, read = self._pacer.replies()
-        if sizes:
-            self._receive(data, sizes, arrived, read)
+        if actual:
+            sizes = self._plan_sizes[:len(actual)]
+            total = sum(sizes)
+            self.core.record_send_lags(self._plan_times[:total], sizes,
+                                       [nanoseconds / 1e9 for nanoseconds in actual])
+            del self._plan_sizes[:len(actual)]
+            del self._plan_times[:total]
+        data, lengths, arrived, read = self._pacer.replies()
+        if lengths:
+            self._receive(data, lengths, arrived, read)
         if self._pacer.stats()[2]:
             self._refused = True
 
@@ -159,21 +161,23 @@ class PacedUdpGenerator:
         arrivals.frombytes(arrived)
         reads = array("q")
         reads.frombytes(read)
-        receive = self.core.receive
-        kernel = self._kernel_time
         view = memoryview(data)
+        replies = []
         offset = 0
-        for size, arrival, read_at in zip(lengths, arrivals, reads, strict=True):
-            reply = bytes(view[offset:offset + size])
+        for size in lengths:
+            replies.append(bytes(view[offset:offset + size]))
             offset += size
-            receive((reply,), arrival / 1e9,
-                    read_lag_us=(read_at - arrival) // 1000 if kernel else None)
+        times = [arrival / 1e9 for arrival in arrivals]
+        lags = ([(read_at - arrival) // 1000 for read_at, arrival in zip(reads, arrivals,
+                                                                           strict=True)]
+                if self._kernel_time else None)
+        self.core.receive_at(replies, times, lags)
         self.replies += len(lengths)
 
     def _finished(self, now: float) -> bool:
         if self._done.done():
             return True
-        if self._feeding or self._batches:
+        if self._feeding or self._plan_sizes:
             return False
         if self.core.finished(now):
             self._done.set_result(None)

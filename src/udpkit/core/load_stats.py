@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from udpkit.core.errors import UsageError
@@ -271,6 +271,12 @@ class LoadCore:
         """Sends meant for ``intended`` times actually left at ``actual``."""
         self.send_lag.record(intended, actual)
 
+    def record_send_lags(
+        self, intended: Sequence[float], sizes: Sequence[int], actual: Sequence[float]
+    ) -> None:
+        """Batches of ``sizes`` sends (``intended`` end to end) left at ``actual`` times."""
+        self.send_lag.record_batches(intended, sizes, actual)
+
     def _issue(
         self, count: int, now: float, intended: list[float] | None, planned: bool = False
     ) -> list[bytes]:
@@ -360,6 +366,80 @@ class LoadCore:
             self.reordered += reordered
             self._interval_counts[1] += measured
             self._last_reply = now
+        return accepted
+
+    def receive_at(
+        self, replies: Sequence[bytes], arrivals: Sequence[float],
+        read_lags_us: Sequence[int] | None = None,
+    ) -> int:
+        """Account for replies each at its own time (``arrivals``, ascending: the
+        kernel's arrival times), in one call; returns how many answered a request.
+
+        ``read_lags_us``: how long each waited from arrival to being read.  The same
+        accounting as :meth:`receive` one reply at a time, without its cost per call."""
+        count = len(replies)
+        if count == 0:
+            return 0
+        accepted = 0
+        index = 0
+        while index < count:
+            # one run of replies within one interval of the time series
+            now = arrivals[index]
+            self._roll(now)
+            if now < self.warmup_end:
+                boundary = self.warmup_end
+            else:
+                boundary = self.warmup_end + (self._interval_index + 1) * self.interval
+            end = index + 1
+            while end < count and arrivals[end] < boundary:
+                end += 1
+            accepted += self._receive_run(replies, arrivals, read_lags_us, index, end)
+            index = end
+        return accepted
+
+    def _receive_run(
+        self, replies: Sequence[bytes], arrivals: Sequence[float],
+        read_lags_us: Sequence[int] | None, start: int, end: int,
+    ) -> int:
+        pending = self._pending
+        status = self._status
+        first = self._first_measured
+        latency = self._interval_latency
+        lags = self.receive_lag
+        accepted = measured = reordered = 0
+        max_answered = self._max_answered
+        exact = self._exact
+        seq_of = self.rule.seq_of_untrusted if not exact else None
+        for index in range(start, end):
+            reply = replies[index]
+            now = arrivals[index]
+            if exact:
+                entry = pending.pop(reply, None)
+            else:
+                assert seq_of is not None
+                entry = pending.pop(seq_of(reply), None)
+            if entry is None:
+                self._unmatched(reply, now)
+                continue
+            seq, origin = entry
+            status[seq] = _ANSWERED
+            accepted += 1
+            if seq < max_answered:
+                reordered += 1
+            else:
+                max_answered = seq
+            if first is not None and seq >= first:
+                measured += 1
+                micros = int((now - origin) * 1_000_000)
+                latency[micros] = latency.get(micros, 0) + 1
+                if read_lags_us is not None:
+                    lags.record_us(read_lags_us[index])
+        self._max_answered = max_answered
+        if measured:
+            self.received += measured
+            self.reordered += reordered
+            self._interval_counts[1] += measured
+            self._last_reply = max(self._last_reply, arrivals[end - 1])
         return accepted
 
     def _unmatched(self, reply: bytes, now: float) -> None:

@@ -143,6 +143,27 @@ class LagAccount:
             micros = max(0, round(lag * 1_000_000))
             counts[micros] = counts.get(micros, 0) + 1
 
+    def record_batches(
+        self, intended: Sequence[float], sizes: Sequence[int], actual: Sequence[float]
+    ) -> None:
+        """Batches of ``sizes`` sends (``intended`` end to end) left at ``actual`` times:
+        :meth:`record` for each, in one call."""
+        counts = self.counts
+        since = self.since
+        worst = self.worst
+        index = 0
+        for size, left in zip(sizes, actual, strict=True):
+            for when in intended[index:index + size]:
+                if when < since:
+                    continue
+                lag = left - when
+                if lag > worst:
+                    worst = lag
+                micros = round(lag * 1_000_000) if lag > 0 else 0
+                counts[micros] = counts.get(micros, 0) + 1
+            index += size
+        self.worst = worst
+
     def record_us(self, micros: int) -> None:
         """One lag measured elsewhere (e.g. arrival to read, from kernel timestamps)."""
         micros = max(0, micros)
