@@ -26,6 +26,7 @@ from udpkit.cli.errors import (
     UdpkitCommand,
 )
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
+from udpkit.core.pacing import LAG_FLAG_FRACTION
 from udpkit.core.slo import parse_slos
 
 
@@ -66,7 +67,8 @@ from udpkit.core.slo import parse_slos
                    "'throughput>50000', 'duplicates<=0'; repeatable.")
 @click.option("--strict", is_flag=True,
               help="Open loop: fail (exit 4) when the generator's send lag p99 exceeds "
-                   "half the latency p50 (its own error would show in the figures).")
+                   f"{LAG_FLAG_FRACTION:.0%} of the latency p50 (its own error would show "
+                   "in the figures).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write latency and throughput over time to this PNG (needs matplotlib).")
