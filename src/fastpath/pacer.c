@@ -229,19 +229,13 @@ sleep_until(Pacer *self, int64_t until)
     }
 }
 
+/* Room for every batch queued was made by submit(), so no report is ever lost
+ * (a lost one would shift every later batch's actual time onto the wrong batch). */
 static void
 record(Pacer *self, int64_t actual, int error)
 {
     pthread_mutex_lock(&self->lock);
-    if (self->done_len == self->done_cap) {
-        Py_ssize_t cap = self->done_cap ? self->done_cap * 2 : 4096;
-        int64_t *grown = realloc(self->done, (size_t)cap * sizeof *grown);
-        if (grown != NULL) {
-            self->done = grown;
-            self->done_cap = cap;
-        }
-    }
-    if (self->done_len < self->done_cap) self->done[self->done_len++] = actual;
+    self->done[self->done_len++] = actual;
     self->queued--;
     if (error) {
         self->send_errors++;
@@ -484,6 +478,19 @@ Pacer_submit(Pacer *self, PyObject *const *args, Py_ssize_t nargs)
     PyBuffer_Release(&at);
     PyBuffer_Release(&sizes);
     pthread_mutex_lock(&self->lock);
+    Py_ssize_t need = self->done_len + (Py_ssize_t)self->queued + batches;
+    if (need > self->done_cap) {
+        Py_ssize_t cap = self->done_cap ? self->done_cap : 4096;
+        while (cap < need) cap *= 2;
+        int64_t *grown = realloc(self->done, (size_t)cap * sizeof *grown);
+        if (grown == NULL) {
+            pthread_mutex_unlock(&self->lock);
+            chunk_free(chunk);
+            return PyErr_NoMemory();
+        }
+        self->done = grown;
+        self->done_cap = cap;
+    }
     if (self->tail != NULL) self->tail->next = chunk;
     else self->head = chunk;
     self->tail = chunk;
