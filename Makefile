@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-compare venv lint typecheck clean
+.PHONY: demo test bench bench-compare bench-latency venv lint typecheck clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ bench: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_suite.py --rounds 5
+
+# Latency under load (open-loop Poisson at 10/50/80/95% of each server's capacity, UDP
+# and TCP) and how close `udpkit bench` comes to the C generator (issue 15).  Rewrites
+# its section of docs/benchmarks.md and docs/latency_load.png.
+bench-latency: $(STAMP)
+	$(MAKE) -C benchmarks/c
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/bench_pacing.py --seconds 2
+	$(BIN)/python benchmarks/bench_latency_load.py --seconds 3
 
 # Before and after a change, side by side in one run: this tree against BASELINE (a git
 # revision, default HEAD, i.e. the uncommitted changes).  `make bench-compare BASELINE=main~3`

@@ -34,7 +34,7 @@ if sys.platform == "linux" and os.environ.get("UDPKIT_NO_EXTENSION", "") in ("",
             "udpkit._fastpath",
             sources=[
                 f"src/fastpath/{name}.c"
-                for name in ("module", "common", "udp", "tcp_lines", "tcp_poller")
+                for name in ("module", "common", "udp", "tcp_lines", "tcp_poller", "pacer")
             ],
             depends=["src/fastpath/fastpath.h"],
             extra_compile_args=["-O2", "-fno-strict-aliasing", "-fvisibility=hidden"],

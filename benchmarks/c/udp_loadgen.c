@@ -26,9 +26,17 @@
  * {"sent":N,"received":N,"lost":N,"unexpected":N,"duration_s":F,"rps":F,
  *  "p50_us":F,"p90_us":F,"p99_us":F,"p999_us":F,"max_us":F}
  *
+ * Open loop (--rate R, requests per second, constant gaps): a request is
+ * due at each intended time; the loop sleeps (ppoll, 1 ns timer slack) until
+ * --spin-us before it, spins to it, sends one datagram, and counts latency
+ * from the *intended* time (no coordinated omission).  --concurrency is then
+ * the most requests in flight (a request due while all slots are busy waits,
+ * and its latency says so).  This is the independent reference udpkit
+ * bench --rate is compared with (benchmarks/bench_latency_load.py).
+ *
  * Usage: udp_loadgen --host 127.0.0.1 --port 9999 [--concurrency 64]
  *          [--duration 5] [--warmup 1] [--timeout-ms 1000] [--batch 64]
- *          [--size 0]
+ *          [--size 0] [--rate 0] [--spin-us 50]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -148,7 +157,7 @@ static void usage(FILE *out, const char *prog)
     fprintf(out,
             "Usage: %s --host 127.0.0.1 --port 9999 [--concurrency 64]\n"
             "          [--duration 5] [--warmup 1] [--timeout-ms 1000]\n"
-            "          [--batch 64] [--size 0]\n",
+            "          [--batch 64] [--size 0] [--rate 0] [--spin-us 50]\n",
             prog);
 }
 
@@ -246,6 +255,8 @@ int main(int argc, char **argv)
     long timeout_ms = 1000;
     long batch = 64;
     long size = 0;
+    double rate = 0.0;    /* requests/s; 0: closed loop */
+    long spin_us = 50;
     int i;
 
     for (i = 1; i < argc; i++) {
@@ -281,6 +292,12 @@ int main(int argc, char **argv)
                 goto bad_value;
         } else if (strcmp(opt, "--batch") == 0) {
             if (parse_long(val, 1, MAX_BATCH, &batch) != 0)
+                goto bad_value;
+        } else if (strcmp(opt, "--rate") == 0) {
+            if (parse_double(val, 0.0, 1e8, &rate) != 0)
+                goto bad_value;
+        } else if (strcmp(opt, "--spin-us") == 0) {
+            if (parse_long(val, 0, 1000000L, &spin_us) != 0)
                 goto bad_value;
         } else if (strcmp(opt, "--size") == 0) {
             if (parse_long(val, 0, MAX_SIZE, &size) != 0)
@@ -411,6 +428,11 @@ bad_value:
     int sending = 1;
     int send_blocked = 0; /* last send hit EAGAIN: wait for POLLOUT */
     int exit_code = 0;
+    double gap_ns = rate > 0.0 ? 1e9 / rate : 0.0;
+    double t_next = (double)t_start;   /* open loop: the next intended send time */
+    uint64_t spin_ns = (uint64_t)spin_us * 1000ULL;
+    if (rate > 0.0)
+        prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 
     for (;;) {
         uint64_t now = now_ns();
@@ -428,8 +450,17 @@ bad_value:
 
         /* ---------------------------------------------- send */
         if (sending && q_len > 0 && !send_blocked) {
+            if (rate > 0.0) {  /* spin to the intended time once close to it */
+                while ((double)now_ns() < t_next && (double)now_ns() >= t_next - (double)spin_ns) {
+                }
+            }
             while (q_len > 0) {
                 size_t n = q_len < nb ? q_len : nb;
+                if (rate > 0.0) {
+                    if ((double)now_ns() < t_next)
+                        break;  /* not due yet */
+                    n = 1;
+                }
                 for (size_t k = 0; k < n; k++) {
                     size_t s = queue[(q_head + k) % C];
                     unsigned char *buf = sbufs + k * req_cap;
@@ -441,7 +472,7 @@ bad_value:
                     smsgs[k].msg_hdr.msg_iovlen = 1;
                     sslot[k] = s;
                 }
-                uint64_t t_send = now_ns();
+                uint64_t t_send = rate > 0.0 ? (uint64_t)t_next : now_ns();
                 int r = sendmmsg(fd, smsgs, (unsigned int)n, 0);
                 if (r < 0) {
                     int e = errno;
@@ -477,6 +508,8 @@ bad_value:
                 }
                 q_head = (q_head + (size_t)r) % C;
                 q_len -= (size_t)r;
+                if (rate > 0.0 && r > 0)
+                    t_next += gap_ns;
                 if ((size_t)r < n) {
                     send_blocked = 1;
                     break;
@@ -492,13 +525,24 @@ bad_value:
             now = now_ns();
             if (sending && t_end > now && t_end - now < wait_ns)
                 wait_ns = t_end - now;
-            int wait_ms = (int)((wait_ns + 999999ULL) / 1000000ULL);
+            if (rate > 0.0 && sending && q_len > 0) {  /* wake spin_ns before the next */
+                double until = t_next - (double)spin_ns - (double)now;
+                if (until < (double)wait_ns)
+                    wait_ns = until > 0.0 ? (uint64_t)until : 0;
+            }
+            struct timespec wait_ts = {(time_t)(wait_ns / 1000000000ULL),
+                                       (long)(wait_ns % 1000000000ULL)};
+            if (rate <= 0.0) {  /* closed loop: as before, whole milliseconds */
+                uint64_t ms = (wait_ns + 999999ULL) / 1000000ULL;
+                wait_ts.tv_sec = (time_t)(ms / 1000ULL);
+                wait_ts.tv_nsec = (long)((ms % 1000ULL) * 1000000ULL);
+            }
             pfd.fd = fd;
             pfd.events = POLLIN;
             if (sending && send_blocked && q_len > 0)
                 pfd.events |= POLLOUT;
             pfd.revents = 0;
-            int pr = poll(&pfd, 1, wait_ms);
+            int pr = ppoll(&pfd, 1, &wait_ts, NULL);
             if (pr < 0) {
                 if (errno == EINTR)
                     continue;

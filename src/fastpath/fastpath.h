@@ -4,6 +4,7 @@
  * udp.c         FastPath: the UDP server's recvmmsg/handle/send loop
  * tcp_lines.c   LineReader: one TCP connection's line splitting and handler calls
  * tcp_poller.c  LinePoller: TCP connections read, answered and written from one epoll set
+ * pacer.c       Pacer: udpkit bench's open-loop sends, paced in a C thread
  *
  * The contract with Python is written once, in udpkit/_native.py: the status
  * codes below are exported as module constants; the protocol literals, the
@@ -168,5 +169,6 @@ extern PyTypeObject LineReaderType;
 int fastpath_add_udp(PyObject *module);
 int fastpath_add_line_reader(PyObject *module);
 int fastpath_add_line_poller(PyObject *module);
+int fastpath_add_pacer(PyObject *module);
 
 #endif /* UDPKIT_FASTPATH_H */

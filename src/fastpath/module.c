@@ -1,5 +1,6 @@
 /* udpkit._fastpath: the servers' hot loops in C (Linux), one type a file:
- * FastPath (udp.c), LineReader (tcp_lines.c), LinePoller (tcp_poller.c).
+ * FastPath (udp.c), LineReader (tcp_lines.c), LinePoller (tcp_poller.c), and the
+ * bench's open-loop sender Pacer (pacer.c).
  *
  * Rule: C moves bytes, splits lines, calls sync handlers and counts; it
  * decides only byte-level checks (truncated, empty, oversize, the amplification
@@ -59,7 +60,8 @@ PyInit__fastpath(void)
     PyObject *module = PyModule_Create(&fastpath_module);
     if (module == NULL) return NULL;
     if (fastpath_add_udp(module) < 0 || fastpath_add_line_reader(module) < 0 ||
-        fastpath_add_line_poller(module) < 0 || names_export(module) < 0 ||
+        fastpath_add_line_poller(module) < 0 || fastpath_add_pacer(module) < 0 ||
+        names_export(module) < 0 ||
         PyModule_AddIntConstant(module, "LINES_DONE", LINES_DONE) < 0 ||
         PyModule_AddIntConstant(module, "LINES_EXIT", LINES_EXIT) < 0 ||
         PyModule_AddIntConstant(module, "LINES_OVERSIZE", LINES_OVERSIZE) < 0 ||

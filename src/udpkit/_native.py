@@ -3,7 +3,7 @@
 Rule: nothing else imports ``udpkit._fastpath``.  This module says whether it
 is here and, if not, why (:func:`unavailable`); declares as typed Protocols
 every object C offers (:class:`FastPath`, :class:`LineReader`,
-:class:`LinePoller`) and every interface C calls back
+:class:`LinePoller`, :class:`Pacer`) and every interface C calls back
 (:class:`UdpEndpointCallbacks`, :class:`PolledConnection`), under public names;
 and re-exports the status codes C defines (``LINES_*``, ``HAND_*``).  What
 Python defines (protocol literals, verdict words, the transport, batch and grant
@@ -211,6 +211,43 @@ class LinePollerType(Protocol):
         ...
 
 
+class Pacer(Protocol):
+    """``_fastpath.Pacer``: the bench's open-loop sends, paced by a C thread that never
+    holds the GIL (sleep to ``spin_ns`` before each deadline, spin, send; ``pacer.c``),
+    and the replies, which the same thread reads with their kernel arrival times."""
+
+    def submit(self, send_at: bytes, sizes: bytes, payloads: list[bytes], /) -> None:
+        """Queue batches: ``send_at`` native int64 CLOCK_MONOTONIC nanoseconds and
+        ``sizes`` native int32 datagrams, one each per batch; ``payloads`` in order."""
+
+    def collect(self) -> bytes:
+        """Each batch's actual send time (native int64 ns), in order, since the last call."""
+        ...
+
+    def replies(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """The replies read since the last call: ``(data, sizes, arrived, read)``, the
+        replies end to end, their native int32 sizes, and native int64 CLOCK_MONOTONIC
+        nanoseconds of their kernel arrival (``SO_TIMESTAMPNS``, else the read) and read."""
+        ...
+
+    def stats(self) -> tuple[int, int, int, int, int]:
+        """``(batches queued, send errors, refused, last errno, replies truncated)``."""
+        ...
+
+    def close(self) -> None:
+        """Stop the thread at once (what is queued is dropped)."""
+
+
+class PacerType(Protocol):
+    def __call__(
+        self, *, fd: int, spin_ns: int, max_batch: int, timer_slack_ns: int,
+        timerfd: bool = False,
+    ) -> Pacer:
+        """The sender of ``fd`` (a connected UDP socket); the figures come from
+        :class:`udpkit.core.pacing.PacingPolicy`."""
+        ...
+
+
 _fastpath, _MISSING = _load()
 if _fastpath is not None and (_mismatch := _check(_fastpath)):
     _fastpath, _MISSING = None, _mismatch
@@ -256,6 +293,11 @@ def fast_path_type() -> FastPathType | None:
 def line_reader_type() -> LineReaderType | None:
     """The TCP line reader's type, or ``None`` (see :func:`unavailable`)."""
     return None if unavailable() else getattr(_fastpath, "LineReader", None)
+
+
+def pacer_type() -> PacerType | None:
+    """The bench's C paced sender, or ``None`` (see :func:`unavailable`)."""
+    return None if unavailable() else getattr(_fastpath, "Pacer", None)
 
 
 def line_poller_type() -> LinePollerType | None:

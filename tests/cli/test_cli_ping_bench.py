@@ -230,3 +230,23 @@ def test_import_udpkit_needs_no_optional_packages() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30,
                           check=True)
     assert done.stdout.strip() == b"[]"
+
+
+def test_bench_strict_exits_4_exactly_when_the_generator_flags_itself(
+    server: ServeProcess,
+) -> None:
+    """Issue 15: `--strict` turns the self-check into the exit code; the JSON says why."""
+    done = run_udpkit("bench", f"127.0.0.1:{server.port}", "--rate", "500", "-d", "0.4",
+                      "--warmup", "0.1", "--strict", "--json")
+    assert done.returncode in (0, 4), text(done.stderr)
+    document = json.loads(done.stdout)
+    assert document["send_lag_us"]["count"] == document["sent"]
+    assert document["generator_flag_fraction"] == 0.5
+    flagged = document["generator_flagged"]
+    assert (done.returncode == 4) == flagged
+    if flagged:
+        assert_one_line_error(done.stderr.splitlines()[-1], "--strict")
+    lenient = run_udpkit("bench", f"127.0.0.1:{server.port}", "--rate", "500", "-d", "0.2",
+                         "--warmup", "0.1")
+    assert lenient.returncode == 0, text(lenient.stderr)
+    assert "send lag p50 / p99 / p99.9 / max" in text(lenient.stdout)

@@ -16,6 +16,7 @@ from rich.table import Table
 from udpkit.bench.result import PERCENTILES, BenchResult
 from udpkit.bench.runner import BenchProgress
 from udpkit.core.handler import format_address
+from udpkit.core.pacing import LAG_FLAG_FRACTION
 
 
 class LiveProgress:
@@ -104,9 +105,34 @@ def result_table(result: BenchResult) -> Table:
         rows.append(("latency measured from", "intended send time"))
         rows.append(("send rate reached", f"{result.send_rate:,.0f}/s of {config.rate:,.0f}/s"))
         rows.append(("late sends (> 2 ms)", f"{result.summary.late_sends:,}"))
+        paced = {"c": "C sender thread", "python": "event loop timers"}.get(
+            result.summary.paced_by, "")
+        if paced:
+            rows.append(("sends paced by", paced))
+        lag = result.send_lag_us
+        if lag:
+            rows.append(("send lag p50 / p99 / p99.9 / max",
+                         f"{lag['p50']:,} / {lag['p99']:,} / {lag['p99.9']:,} / "
+                         f"{lag['max']:,} us"))
+        read = result.receive_lag_us
+        if read:
+            rows.append(("arrival-to-read p50 / p99 / max",
+                         f"{read['p50']:,} / {read['p99']:,} / {read['max']:,} us"))
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def generator_warning(result: BenchResult) -> str | None:
+    """A line saying the generator's own send lag shows in the latency, or ``None``."""
+    if not result.generator_flagged:
+        return None
+    lag = result.send_lag_us
+    return (
+        f"warning: the generator's send lag p99 ({lag['p99']:,} us) exceeds "
+        f"{LAG_FLAG_FRACTION:.0%} of the latency p50 ({result.percentiles_us['p50']:,} us): "
+        "part of what is reported as latency is the generator's own error"
+    )
 
 
 def behind_warning(result: BenchResult) -> str | None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from udpkit.bench.config import BenchConfig
-from udpkit.core.load_stats import IntervalStats, LoadSummary
+from udpkit.core.load_stats import IntervalStats, LoadSummary, percentile_of_counts
+from udpkit.core.pacing import LAG_FLAG_FRACTION, generator_error
 from udpkit.core.slo import PERCENTILE_METRIC, Slo, SloOutcome, check_slos, parse_slo
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -158,6 +159,26 @@ class BenchResult:
             return False
         return self.summary.late_sends > FELL_BEHIND_FRACTION * self.sent
 
+    @property
+    def send_lag_us(self) -> dict[str, int]:
+        """Open loop: the send lag's ``p50`` .. ``p99.9`` and ``max`` (exact, microseconds);
+        empty in a closed loop."""
+        return _lag_percentiles(self.summary.send_lag_us)
+
+    @property
+    def receive_lag_us(self) -> dict[str, int]:
+        """Where the kernel timestamps arrivals: arrival-to-read percentiles (microseconds)."""
+        return _lag_percentiles(self.summary.receive_lag_us)
+
+    @property
+    def generator_flagged(self) -> bool:
+        """Open loop: the send lag's p99 exceeds :data:`~udpkit.core.pacing.LAG_FLAG_FRACTION`
+        of the latency p50, so the generator's own error shows in the figures."""
+        lag = self.send_lag_us
+        if not lag or not self.received:
+            return False
+        return generator_error(lag["p99"], self.percentiles_us["p50"])
+
     def latency_ms(self, name: str) -> float:
         """A percentile (``p50`` ... ``max``) in milliseconds."""
         return self.percentiles_us[name] / 1000.0
@@ -254,6 +275,11 @@ class BenchResult:
             "late_sends": summary.late_sends,
             "max_send_lag_s": summary.max_send_lag,
             "fell_behind": self.fell_behind,
+            "paced_by": summary.paced_by or None,
+            "send_lag_us": _lag_document(summary.send_lag_us),
+            "receive_lag_us": _lag_document(summary.receive_lag_us),
+            "generator_flagged": self.generator_flagged,
+            "generator_flag_fraction": LAG_FLAG_FRACTION,
             "interrupted": summary.interrupted,
             "intervals": intervals,
             "interval_s": config.interval,
@@ -266,3 +292,25 @@ def _version() -> str:
     from udpkit import __version__
 
     return __version__
+
+
+_LAG_PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
+
+
+def _lag_percentiles(counts: Mapping[int, int]) -> dict[str, int]:
+    if not counts:
+        return {}
+    out = {name: percentile_of_counts(counts, percent) for name, percent in _LAG_PERCENTILES}
+    out["max"] = max(counts)
+    return out
+
+
+def _lag_document(counts: Mapping[int, int]) -> dict[str, Any] | None:
+    """Percentiles, count and the whole histogram (microseconds -> count) of a lag."""
+    if not counts:
+        return None
+    return {
+        **_lag_percentiles(counts),
+        "count": sum(counts.values()),
+        "histogram": {str(value): counts[value] for value in sorted(counts)},
+    }

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from udpkit._native import pacer_type
 from udpkit.apps import DEFAULT_APP
 from udpkit.bench.config import BenchConfig
+from udpkit.bench.paced import PacedUdpGenerator
 from udpkit.bench.result import BenchResult, decode_histogram, histogram_of, new_histogram
 from udpkit.bench.tcp_generator import TcpGenerator
 from udpkit.bench.udp_generator import UdpGenerator
@@ -31,6 +33,7 @@ from udpkit.client.aio import resolve_address
 from udpkit.core.errors import RequestRefused, UdpkitError, UsageError
 from udpkit.core.handler import TransportName
 from udpkit.core.load_stats import ArrivalSchedule, IntervalStats, LoadCore, LoadSummary
+from udpkit.core.pacing import merge_counts
 
 _PROGRESS_EVERY = 0.25
 
@@ -98,8 +101,12 @@ async def _run_core(
         schedule = ArrivalSchedule(
             config.rate, start=start, poisson=config.poisson, rng=random.Random(config.seed)
         )
-    generator: UdpGenerator | TcpGenerator
-    if config.transport == "udp":
+    generator: UdpGenerator | TcpGenerator | PacedUdpGenerator
+    pacer = pacer_type() if config.transport == "udp" else None
+    paced_by = "" if schedule is None else ("c" if pacer is not None else "python")
+    if schedule is not None and pacer is not None:
+        generator = PacedUdpGenerator(core, server, schedule=schedule, pacer_type=pacer)
+    elif config.transport == "udp":
         generator = UdpGenerator(
             core, server, concurrency=config.concurrency, schedule=schedule,
             batch=config.batch, gso=config.gso,
@@ -153,7 +160,7 @@ async def _run_core(
             reporter.cancel()
         if streamer is not None:
             streamer.cancel()
-    summary = core.summary(loop.time())
+    summary = replace(core.summary(loop.time()), paced_by=paced_by)
     if on_interval is not None:
         for item in summary.intervals[streamed:]:
             on_interval(item)
@@ -361,6 +368,9 @@ def merge_summaries(summaries: list[LoadSummary]) -> LoadSummary:
         duration=max((s.duration for s in summaries), default=0.0),
         latency_us=latency,
         intervals=tuple(intervals),
+        send_lag_us=merge_counts([s.send_lag_us for s in summaries]),
+        receive_lag_us=merge_counts([s.receive_lag_us for s in summaries]),
+        paced_by=summaries[0].paced_by if summaries else "",
         late_sends=sum(s.late_sends for s in summaries),
         max_send_lag=max((s.max_send_lag for s in summaries), default=0.0),
         interrupted=any(s.interrupted for s in summaries),

@@ -8,6 +8,12 @@ equal-sized payloads go out as one UDP GSO super-datagram (Linux
 queued until the socket is writable.  A raw socket with ``loop.add_reader``
 rather than a ``DatagramProtocol``: no per-datagram callback, no transport
 buffer, the figure that matters for a load generator.
+
+Where the kernel timestamps arrivals (``SO_TIMESTAMPNS``), a reply's latency
+ends at its arrival, not when the event loop got round to reading it
+(:class:`ReplyReader`; the wait in between is counted apart), and a closed
+loop's request starts when it is handed to the socket, after its payload was
+rendered: the generator's own wake-up and bookkeeping stay out of the figure.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import errno
 import socket
 import struct
+import time
 from collections import deque
 
 from udpkit.core.errors import RequestRefused
@@ -31,6 +38,77 @@ _GSO_MAX_BYTES = 65000
 _RECV_BUFFER = 65536
 _SOCKET_BUFFER = 4 * 1024 * 1024
 _SEND_BLOCKED = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+
+
+def enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to timestamp each arrival (``SO_TIMESTAMPNS``); whether it will."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+class ReplyReader:
+    """Reads a socket's waiting replies into a :class:`LoadCore`, each at its kernel
+    arrival time where the kernel gives one (``SO_TIMESTAMPNS``), else at the read."""
+
+    def __init__(self, sock: socket.socket, core: LoadCore) -> None:
+        self._sock = sock
+        self._core = core
+        self.kernel_time = enable_timestamps(sock)
+        self._space = socket.CMSG_SPACE(_TIMESPEC.size)
+        self.refused = False
+
+    def read(self, limit: int) -> int:
+        """Read up to ``limit`` replies; how many were read."""
+        if not self.kernel_time:
+            return self._read_plain(limit)
+        recvmsg = self._sock.recvmsg
+        receive = self._core.receive
+        monotonic = time.monotonic
+        offset = time.time() - monotonic()  # CLOCK_REALTIME - CLOCK_MONOTONIC, now
+        space = self._space
+        unpack = _TIMESPEC.unpack_from
+        count = 0
+        while count < limit:
+            try:
+                data, ancillary, _, _ = recvmsg(_RECV_BUFFER, space)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                self.refused = True
+                break
+            except OSError:
+                break  # another ICMP error: the requests will time out
+            read_at = monotonic()
+            arrived = read_at
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                    seconds, nanoseconds = unpack(value)
+                    arrived = min(read_at, seconds + nanoseconds * 1e-9 - offset)
+            receive((data,), arrived, read_lag_us=int((read_at - arrived) * 1_000_000))
+            count += 1
+        return count
+
+    def _read_plain(self, limit: int) -> int:
+        recv = self._sock.recv
+        replies: list[bytes] = []
+        append = replies.append
+        try:
+            while len(replies) < limit:
+                append(recv(_RECV_BUFFER))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except ConnectionRefusedError:
+            self.refused = True
+        except OSError:
+            pass  # another ICMP error: the requests will time out
+        if replies:
+            self._core.receive(replies, time.monotonic())  # the event loop's clock
+        return len(replies)
 
 
 def open_udp_socket(server: Address) -> socket.socket:
@@ -75,8 +153,12 @@ class UdpGenerator:
         self._writing = False
         self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._done: asyncio.Future[None] = self._loop.create_future()
-        self._refused = False
+        self._reader = ReplyReader(self._sock, core)
         self.replies = 0
+
+    @property
+    def _refused(self) -> bool:
+        return self._reader.refused
 
     # -- life cycle --------------------------------------------------------------
 
@@ -106,24 +188,8 @@ class UdpGenerator:
     # -- input ---------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        recv = self._sock.recv
-        replies: list[bytes] = []
-        append = replies.append
-        limit = self.batch * 4
-        try:
-            while len(replies) < limit:
-                append(recv(_RECV_BUFFER))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except ConnectionRefusedError:
-            self._refused = True
-        except OSError:
-            pass  # another ICMP error: the requests will time out
-        now = self._loop.time()
-        if replies:
-            self.replies += len(replies)
-            self.core.receive(replies, now)
-        self._pump(now)
+        self.replies += self._reader.read(self.batch * 4)
+        self._pump(self._loop.time())
 
     def _on_timer(self, when: float) -> None:
         self._pump(max(when, self._loop.time()))  # the loop may fire a hair early
@@ -138,7 +204,8 @@ class UdpGenerator:
         if self.schedule is None:
             want = self.concurrency - core.in_flight
             if want > 0:
-                self._transmit(core.issue(want, now))
+                payloads = core.issue(want, self._loop.time())  # the send's own time
+                self._transmit(payloads)
         else:
             intended = self.schedule.due(now)
             if intended:
@@ -238,7 +305,7 @@ class UdpGenerator:
         except (BlockingIOError, InterruptedError):
             return index
         except ConnectionRefusedError:
-            self._refused = True
+            self._reader.refused = True
             return count  # dropped: those requests will time out
         except OSError as exc:
             if exc.errno in _SEND_BLOCKED:

@@ -1,10 +1,11 @@
 """``udpkit bench``: load-test a service (calls :func:`udpkit.bench.run_config`).
 
-Exit 0 when any reply came, 1 when none did or the port refused, 2 on bad
-usage (one line, no traceback: :mod:`udpkit.cli.errors`), 130 when Ctrl-C
-stopped the run: during the warm-up nothing is printed but that line; later
-the partial table, marked INTERRUPTED.  Every argument, output paths
-included, is checked before any request is sent.
+Exit 0 when any reply came, 1 when none did or the port refused, 3 when a
+``--slo`` threshold failed, 4 under ``--strict`` when the generator's own send
+lag spoils the figures, 2 on bad usage (one line, no traceback:
+:mod:`udpkit.cli.errors`), 130 when Ctrl-C stopped the run: during the
+warm-up nothing is printed but that line; later the partial table, marked
+INTERRUPTED.  Every argument, output paths included, is checked before any request is sent.
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ import click
 from udpkit.apps import DEFAULT_APP, rule_names
 from udpkit.bench.config import BenchConfig
 from udpkit.cli.bench_merge import merge
-from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure, UdpkitCommand
+from udpkit.cli.errors import (
+    FAILED,
+    IMPRECISE,
+    INTERRUPTED,
+    SLO_FAILED,
+    Failure,
+    UdpkitCommand,
+)
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
 from udpkit.core.errors import UsageError
 from udpkit.core.framing import framing_name
+from udpkit.core.pacing import LAG_FLAG_FRACTION
 from udpkit.core.slo import parse_slos
 
 
@@ -71,6 +80,10 @@ from udpkit.core.slo import parse_slos
 @click.option("--replay-port", type=click.IntRange(1, 65535), default=None,
               help="--replay: the datagrams sent to this port are the requests "
                    "[default: TARGET's port].")
+@click.option("--strict", is_flag=True,
+              help="Open loop: fail (exit 4) when the generator's send lag p99 exceeds "
+                   f"{LAG_FLAG_FRACTION:.0%} of the latency p50 (its own error would show "
+                   "in the figures).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--json-stream", "as_stream", is_flag=True,
               help="JSON Lines as the run goes: one 'interval' object per interval, then "
@@ -106,6 +119,7 @@ def bench(
     replay_path: str | None,
     speed: str,
     replay_port: int | None,
+    strict: bool,
     as_json: bool,
     as_stream: bool,
     interval: float | None,
@@ -151,7 +165,12 @@ def bench(
 
     from rich.console import Console
 
-    from udpkit.bench.report import LiveProgress, behind_warning, result_table
+    from udpkit.bench.report import (
+        LiveProgress,
+        behind_warning,
+        generator_warning,
+        result_table,
+    )
 
     err_console = Console(stderr=True)
     show_progress = progress if progress is not None else sys.stderr.isatty()
@@ -195,9 +214,9 @@ def bench(
         Console().print(result_table(result))
         for outcome in outcomes:
             click.echo(outcome.line())
-    warning = behind_warning(result)
-    if warning:
-        click.echo(f"udpkit bench: {warning}", err=True)
+    for warning in (behind_warning(result), generator_warning(result)):
+        if warning:
+            click.echo(f"udpkit bench: {warning}", err=True)
     if plot_path is not None:
         from udpkit.bench.plot import plot
 
@@ -214,6 +233,10 @@ def bench(
     if failed:
         raise Failure("bench", f"{len(failed)} of {len(outcomes)} thresholds failed: "
                       + ", ".join(failed), exit_code=SLO_FAILED)
+    if strict and result.generator_flagged:
+        raise Failure("bench", "--strict: the generator's send lag p99 "
+                      f"({result.send_lag_us['p99']:,} us) spoils the latency p50 "
+                      f"({result.percentiles_us['p50']:,} us)", exit_code=IMPRECISE)
 
 
 bench.subcommands["merge"] = merge  # udpkit bench merge RESULT.json...

@@ -18,7 +18,7 @@ from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure
 
 NOT_FOR_REPLAY = ("tcp", "rate", "poisson", "duration", "warmup", "template", "size",
                   "connections", "depth", "procs", "batch", "gso", "seed", "plot_path",
-                  "as_stream", "interval", "tcp_framing")
+                  "as_stream", "interval", "tcp_framing", "strict")
 """``bench`` parameters a replay refuses when given."""
 
 

@@ -9,6 +9,8 @@ stderr, ``udpkit CMD: <what> (<hint>)``, and one exit code:
   written);
 * ``1``: the run happened and failed (no reply, refused, nothing answered);
 * ``3``: the run happened and missed a threshold it was given (``bench --slo``);
+* ``4``: the run happened but the generator's own error spoils its figures
+  (``bench --strict``: the send lag's p99 over the stated fraction of the latency p50);
 * ``130``: interrupted (Ctrl-C) before there was anything to report;
 * ``141``: standard output was closed by its reader (``udpkit ping | head``):
   silently, as a tool killed by SIGPIPE.
@@ -38,6 +40,8 @@ FAILED = 1
 """Exit code: the run happened and failed."""
 SLO_FAILED = 3
 """Exit code: the run happened but missed a threshold (``bench --slo``)."""
+IMPRECISE = 4
+"""Exit code: the generator's own send lag spoils the figures (``bench --strict``)."""
 INTERRUPTED = 130
 """Exit code: Ctrl-C before there was a result (128 + SIGINT, as shells report it)."""
 OUTPUT_CLOSED = 141

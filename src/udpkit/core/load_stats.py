@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from udpkit.core.errors import UsageError
 from udpkit.core.matching import ReplyRule
+from udpkit.core.pacing import LagAccount
 from udpkit.core.payloads import PayloadTemplate
 
 _IN_FLIGHT, _ANSWERED, _LOST = 0, 1, 2
@@ -82,6 +83,15 @@ class LoadSummary:
     started_at: float | None = None
     """Wall-clock time (Unix seconds) the measurement began, set by the I/O glue (the core
     has no clock): where runs of several generators meet in time (``bench merge``)."""
+    send_lag_us: Mapping[int, int] = field(default_factory=dict)
+    """Open loop: each measured send's lag behind its intended time (whole
+    microseconds) -> count: the generator's own error."""
+    receive_lag_us: Mapping[int, int] = field(default_factory=dict)
+    """Where the kernel timestamps arrivals: each measured reply's wait from its arrival
+    to the generator reading it (whole microseconds) -> count."""
+    paced_by: str = ""
+    """Open loop: which sender kept time (``"c"``: the C paced sender; ``"python"``:
+    the event loop's timers)."""
 
     @property
     def loss(self) -> float:
@@ -196,8 +206,8 @@ class LoadCore:
         self._intervals: list[IntervalStats] = []
         self.sent = self.received = self.lost = 0
         self.duplicates = self.late = self.wrong = self.reordered = 0
-        self.late_sends = 0
-        self.max_send_lag = 0.0
+        self.send_lag = LagAccount(since=self.warmup_end)
+        self.receive_lag = LagAccount()
 
     # -- state ---------------------------------------------------------------
 
@@ -244,18 +254,41 @@ class LoadCore:
         return self._issue(count, now, None)
 
     def issue_scheduled(self, intended: list[float], now: float) -> list[bytes]:
-        """Open loop: payloads for requests meant to leave at ``intended`` times."""
+        """Open loop: payloads for requests meant to leave at ``intended`` times, sent
+        at ``now`` (their lag is accounted here)."""
         if not intended or not self.sending(now):
             return []
         return self._issue(len(intended), now, intended)
 
-    def _issue(self, count: int, now: float, intended: list[float] | None) -> list[bytes]:
-        if self.max_requests is not None and now >= self.warmup_end:
+    def issue_planned(self, intended: list[float], now: float) -> list[bytes]:
+        """Open loop with a sender that keeps time itself: payloads for requests that
+        will leave at ``intended`` times (all before ``stop_at``, all on one side of
+        the warm-up's end), registered ``now``, before they leave.  Measured by their
+        intended time; they time out ``timeout`` after the last of them; the sender
+        reports when they actually left with :meth:`record_send_lag`."""
+        if not intended or not self.sending(now):
+            return []
+        return self._issue(len(intended), now, intended, planned=True)
+
+    def record_send_lag(self, intended: list[float], actual: float) -> None:
+        """Sends meant for ``intended`` times actually left at ``actual``."""
+        self.send_lag.record(intended, actual)
+
+    def record_send_lags(
+        self, intended: Sequence[float], sizes: Sequence[int], actual: Sequence[float]
+    ) -> None:
+        """Batches of ``sizes`` sends (``intended`` end to end) left at ``actual`` times."""
+        self.send_lag.record_batches(intended, sizes, actual)
+
+    def _issue(
+        self, count: int, now: float, intended: list[float] | None, planned: bool = False
+    ) -> list[bytes]:
+        measured = (intended[0] if planned and intended else now) >= self.warmup_end
+        if self.max_requests is not None and measured:
             count = min(count, self.max_requests - self.sent)
         start = self._next_seq
         self._next_seq = start + count
         payloads = self.template.render_range(start, count)
-        measured = now >= self.warmup_end
         if measured:
             if self._first_measured is None:
                 self._first_measured = start
@@ -277,24 +310,24 @@ class LoadCore:
             intended = intended[:count]
             for offset, key in enumerate(keys):
                 pending[key] = (start + offset, intended[offset])
-            if measured:
-                lag = now - intended[0]
-                if lag > self.max_send_lag:
-                    self.max_send_lag = lag
-                threshold = now - LATE_SEND
-                self.late_sends += sum(1 for when in intended if when < threshold)
-        self._expiry.append((now + self.timeout, keys))
+            if not planned:
+                self.send_lag.record(intended, now, measured=measured)
+        expires = (intended[-1] if planned and intended else now) + self.timeout
+        self._expiry.append((max(now, expires), keys))
         return payloads
 
     # -- receiving -------------------------------------------------------------
 
     def receive(
-        self, replies: Iterable[bytes], now: float, answered: list[int] | None = None
+        self, replies: Iterable[bytes], now: float, answered: list[int] | None = None,
+        *, read_lag_us: int | None = None,
     ) -> int:
         """Account for replies received at ``now``; returns how many answered a request.
 
         ``answered``: if given, the sequence number of each request answered is
-        appended (not those of late, duplicate or wrong replies)."""
+        appended (not those of late, duplicate or wrong replies).  ``read_lag_us``:
+        the replies arrived (``now``, a kernel timestamp) this long before the generator
+        read them (counted per measured reply)."""
         self._roll(now)
         pending = self._pending
         status = self._status
@@ -329,10 +362,87 @@ class LoadCore:
                 latency[micros] = latency.get(micros, 0) + 1
         self._max_answered = max_answered
         if measured:
+            if read_lag_us is not None:
+                for _ in range(measured):
+                    self.receive_lag.record_us(read_lag_us)
             self.received += measured
             self.reordered += reordered
             self._interval_counts[1] += measured
             self._last_reply = now
+        return accepted
+
+    def receive_at(
+        self, replies: Sequence[bytes], arrivals: Sequence[float],
+        read_lags_us: Sequence[int] | None = None,
+    ) -> int:
+        """Account for replies each at its own time (``arrivals``, ascending: the
+        kernel's arrival times), in one call; returns how many answered a request.
+
+        ``read_lags_us``: how long each waited from arrival to being read.  The same
+        accounting as :meth:`receive` one reply at a time, without its cost per call."""
+        count = len(replies)
+        if count == 0:
+            return 0
+        accepted = 0
+        index = 0
+        while index < count:
+            # one run of replies within one interval of the time series
+            now = arrivals[index]
+            self._roll(now)
+            if now < self.warmup_end:
+                boundary = self.warmup_end
+            else:
+                boundary = self.warmup_end + (self._interval_index + 1) * self.interval
+            end = index + 1
+            while end < count and arrivals[end] < boundary:
+                end += 1
+            accepted += self._receive_run(replies, arrivals, read_lags_us, index, end)
+            index = end
+        return accepted
+
+    def _receive_run(
+        self, replies: Sequence[bytes], arrivals: Sequence[float],
+        read_lags_us: Sequence[int] | None, start: int, end: int,
+    ) -> int:
+        pending = self._pending
+        status = self._status
+        first = self._first_measured
+        latency = self._interval_latency
+        lags = self.receive_lag
+        accepted = measured = reordered = 0
+        max_answered = self._max_answered
+        exact = self._exact
+        seq_of = self.rule.seq_of_untrusted if not exact else None
+        for index in range(start, end):
+            reply = replies[index]
+            now = arrivals[index]
+            if exact:
+                entry = pending.pop(reply, None)
+            else:
+                assert seq_of is not None
+                entry = pending.pop(seq_of(reply), None)
+            if entry is None:
+                self._unmatched(reply, now)
+                continue
+            seq, origin = entry
+            status[seq] = _ANSWERED
+            accepted += 1
+            if seq < max_answered:
+                reordered += 1
+            else:
+                max_answered = seq
+            if first is not None and seq >= first:
+                measured += 1
+                micros = int((now - origin) * 1_000_000)
+                latency[micros] = latency.get(micros, 0) + 1
+                if read_lags_us is not None:
+                    lags.record_us(read_lags_us[index])
+        self._max_answered = max_answered
+        if measured:
+            self.received += measured
+            self.reordered += reordered
+            self._interval_counts[1] += measured
+            self._last_reply = max(self._last_reply, arrivals[end - 1])
         return accepted
 
     def _unmatched(self, reply: bytes, now: float) -> None:
@@ -405,6 +515,15 @@ class LoadCore:
         self._interval_latency = {}
         self._interval_counts = [0, 0, 0]
 
+    @property
+    def late_sends(self) -> int:
+        """Measured sends more than :data:`LATE_SEND` behind their intended time."""
+        return self.send_lag.late(LATE_SEND)
+
+    @property
+    def max_send_lag(self) -> float:
+        return self.send_lag.worst
+
     # -- output ----------------------------------------------------------------
 
     def intervals_closed(self, now: float, since: int = 0) -> list[IntervalStats]:
@@ -452,4 +571,6 @@ class LoadCore:
             intervals=tuple(intervals),
             late_sends=self.late_sends,
             max_send_lag=self.max_send_lag,
+            send_lag_us=dict(self.send_lag.counts),
+            receive_lag_us=dict(self.receive_lag.counts),
         )
