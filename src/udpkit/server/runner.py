@@ -10,6 +10,7 @@ one-line summary of the counters; a second signal skips the waiting.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from udpkit.apps import load_app
@@ -52,7 +53,8 @@ class Server(Service):
     def __init__(self, config: ServerConfig) -> None:
         super().__init__()
         self.config = config
-        handler = load_app(config.app) if isinstance(config.app, str) else config.app
+        handler = (load_app(config.app, options=config.app_options, clock=time.monotonic)
+                   if isinstance(config.app, str) else config.app)
         self._threads: ThreadedHandler | None = None
         if config.handler_threads:
             if is_async_handler(handler):
