@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from udpkit.apps import DEFAULT_APP, reply_rule
+from udpkit.apps import DEFAULT_APP, reply_rule, request_source
 from udpkit.core.errors import UsageError
 from udpkit.core.handler import TransportName
 from udpkit.core.matching import ReplyRule
-from udpkit.core.payloads import DEFAULT_TEMPLATE, PayloadTemplate
+from udpkit.core.payloads import DEFAULT_TEMPLATE, RequestSource
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +48,9 @@ class BenchConfig:
     expect: str = DEFAULT_APP
     """Which reply answers a request: a built-in app's name (:data:`udpkit.apps.REPLY_RULES`)
     or a regex with ``{seq}``."""
+    queries: tuple[str, ...] | None = None
+    """Lines of a query file in the app's own format (``--expect dns``: dnsperf's
+    ``name TYPE``), sent in turn instead of the payload template."""
     connections: int = 1
     """TCP: connections to open."""
     depth: int | None = None
@@ -92,9 +95,11 @@ class BenchConfig:
             raise UsageError(f"--batch must be between 1 and 1024 (got {self.batch})")
         if self.interval is not None and not self.interval > 0:
             raise UsageError(f"interval must be > 0 (got {self.interval:g})")
-        template = PayloadTemplate(self.template, size=self.size)
-        rule = reply_rule(self.expect)
+        template, rule = self.payloads()
         rule.check(template)
+        if self.transport == "tcp" and rule.keyed:
+            raise UsageError(f"--expect {self.expect} over TCP needs its own framing: "
+                             "not offered yet, use UDP")
         if self.transport == "tcp" and (b"\n" in template.render(0) or b"\r" in template.render(0)):
             raise UsageError("a TCP payload cannot contain a line break (one request per line)")
         duration = self.duration
@@ -112,8 +117,9 @@ class BenchConfig:
     def open_loop(self) -> bool:
         return self.rate is not None
 
-    def payloads(self) -> tuple[PayloadTemplate, ReplyRule]:
-        return PayloadTemplate(self.template, size=self.size), reply_rule(self.expect)
+    def payloads(self) -> tuple[RequestSource, ReplyRule]:
+        return (request_source(self.expect, self.template, size=self.size, lines=self.queries),
+                reply_rule(self.expect))
 
     def share(self, index: int, parts: int) -> BenchConfig:
         """This process's part of the load when ``parts`` processes share it."""

@@ -14,10 +14,10 @@ import sys
 
 import click
 
-from udpkit.apps import DEFAULT_APP, rule_names
+from udpkit.apps import DEFAULT_APP, default_payload, rule_names
 from udpkit.bench.config import BenchConfig
 from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure, UdpkitCommand
-from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
+from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path, read_query_file
 from udpkit.core.slo import parse_slos
 
 
@@ -36,8 +36,12 @@ from udpkit.core.slo import parse_slos
               help="Seconds of load before measuring.")
 @click.option("--timeout", default=1.0, show_default=True, type=float,
               help="Per-request timeout in seconds: unanswered by then is lost.")
-@click.option("--payload", "template", default="n{seq}", show_default=True,
-              help="Payload template; {seq} is the request's number.")
+@click.option("--payload", "template", default=None,
+              help="Payload template; {seq} is the request's number [default: n{seq}; "
+                   "--expect dns: the query '. NS'].")
+@click.option("--query-file", type=click.Path(dir_okay=False), default=None,
+              help="--expect dns: queries to send in turn, one 'name TYPE' per line "
+                   "(dnsperf's format).")
 @click.option("--size", default=0, show_default=True, type=int,
               help="Pad payloads with 'x' to this many bytes.")
 @click.option("--expect", default=DEFAULT_APP, show_default=True,
@@ -71,7 +75,8 @@ def bench(
     requests: int | None,
     warmup: float,
     timeout: float,
-    template: str,
+    template: str | None,
+    query_file: str | None,
     size: int,
     expect: str,
     connections: int,
@@ -90,10 +95,13 @@ def bench(
     from udpkit.bench.runner import run_config
 
     host, port = target
+    if template is None:
+        template = default_payload(expect, "n{seq}")
+    queries = read_query_file(query_file) if query_file is not None else None
     config = BenchConfig(
         host=host, port=port, transport="tcp" if tcp else "udp", concurrency=concurrency,
         rate=rate, poisson=poisson, duration=duration, requests=requests, warmup=warmup,
-        timeout=timeout, template=template, size=size, expect=expect,
+        timeout=timeout, template=template, size=size, expect=expect, queries=queries,
         connections=connections, depth=depth, procs=procs, batch=batch, gso=gso, seed=seed,
     ).check()
     thresholds = parse_slos(slos)  # before any load: a typo must not cost a run

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from udpkit.apps import DEFAULT_APP, rule_names
+from udpkit.apps import DEFAULT_APP, default_payload, rule_names
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
 from udpkit.cli.errors import FAILED, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target
@@ -105,8 +105,9 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
               help="Seconds between probes.")
 @click.option("--timeout", default=1.0, show_default=True, type=float,
               help="Seconds to wait for each reply.")
-@click.option("--payload", "template", default="ping {seq}", show_default=True,
-              help="Payload template; {seq} is the probe's number.")
+@click.option("--payload", "template", default=None,
+              help="Payload template; {seq} is the probe's number [default: 'ping {seq}'; "
+                   "--expect dns: the query '. NS', or 'name TYPE'].")
 @click.option("--expect", default=DEFAULT_APP, show_default=True,
               help=f"Reply rule: {', '.join(rule_names(numbering=True))}, or a regex with {{seq}}.")
 @click.option("--json", "as_json", is_flag=True,
@@ -117,13 +118,15 @@ def ping(
     count: int | None,
     interval: float,
     timeout: float,
-    template: str,
+    template: str | None,
     expect: str,
     as_json: bool,
 ) -> None:
     """Send numbered probes to TARGET ([HOST][:PORT], default 127.0.0.1:9999) and
     report each reply, like ping(8)."""
     host, port = target
+    if template is None:
+        template = default_payload(expect, "ping {seq}")
     named = format_address(target)
     where = named
     stop: asyncio.Event | None = None
