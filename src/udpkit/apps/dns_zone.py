@@ -64,7 +64,11 @@ def load_zone(path: str, *, origin: str | None = None) -> ZoneAnswers:
     except dns.exception.DNSException as exc:
         hint = "" if origin or "origin" not in str(exc).lower() else " (set $ORIGIN in it)"
         text = " ".join(str(exc).split())
-        raise UsageError(f"--zone {path}: {text}{hint}") from None
+        if text.startswith(f"{path}:"):  # dnspython's "path:line: what"
+            where, _, what = text[len(path) + 1:].partition(": ")
+            text = f"line {where}: {what}" if where.isdigit() else text
+        raise UsageError(f"--zone {path}{'' if text.startswith('line ') else ':'} "
+                         f"{text}{hint}") from None
     return ZoneAnswers(zone)
 
 
