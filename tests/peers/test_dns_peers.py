@@ -1,0 +1,232 @@
+"""``udpkit serve dns`` against DNS software nobody here wrote.
+
+Clients: ``dig`` (BIND 9), ``kdig`` (Knot) and dnspython's ``dns.query``.  The
+reference: NSD, started by the test on loopback with the same zone
+(``minimal-responses: yes``: no NS records added to the authority section of
+positive answers, which is what udpkit answers; RRL off).  For every question of
+:data:`tests.dns_zone.QUESTIONS` the answer and authority sections, the rcode and
+the flags must be the same record for record (the additional section is optional
+data and may differ).  One NSD and one udpkit server serve the whole module.
+Each test skips when its program is missing; CI installs them all (.ci/run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rrset
+import pytest
+
+from tests.dns_zone import QUESTIONS, write_zone
+from tests.processes import serve
+
+pytestmark = pytest.mark.peers
+
+NSD = shutil.which("nsd") or "/usr/sbin/nsd"
+needs_nsd = pytest.mark.skipif(not Path(NSD).exists(), reason="nsd is not installed")
+needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed")
+needs_kdig = pytest.mark.skipif(shutil.which("kdig") is None, reason="kdig is not installed")
+STARTUP = 15.0
+IDS = [f"{name}{rdtype}" for name, rdtype in QUESTIONS]
+
+
+def _free_port() -> int:
+    """A port free for UDP and TCP on 127.0.0.1 (NSD binds both)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port for UDP and TCP")
+
+
+def _wait_answering(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + STARTUP
+    query = dns.message.make_query("example.com.", "SOA")
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        with contextlib.suppress(dns.exception.Timeout, OSError):
+            dns.query.udp(query, "127.0.0.1", port=port, timeout=0.2)
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer within {STARTUP} s")
+
+
+@pytest.fixture(scope="module")
+def zone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_zone(tmp_path_factory.mktemp("dns-zone"))
+
+
+@pytest.fixture(scope="module")
+def nsd_port(zone_file: Path) -> Iterator[int]:
+    """NSD in the foreground on a free loopback port, killed by its PID at the end."""
+    if not Path(NSD).exists():
+        pytest.skip("nsd is not installed")
+    run = zone_file.parent
+    port = _free_port()
+    config = run / "nsd.conf"
+    config.write_text(f"""\
+server:
+  ip-address: 127.0.0.1@{port}
+  server-count: 1
+  pidfile: {run}/nsd.pid
+  database: ""
+  zonelistfile: {run}/zone.list
+  xfrdfile: {run}/xfrd.state
+  xfrdir: {run}
+  username: ""
+  chroot: ""
+  logfile: {run}/nsd.log
+  rrl-ratelimit: 0
+  minimal-responses: yes
+  refuse-any: no
+remote-control:
+  control-enable: no
+zone:
+  name: example.com
+  zonefile: {zone_file}
+""")
+    process = subprocess.Popen([NSD, "-d", "-c", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        _wait_answering(port, process, "nsd")
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def udpkit_port(zone_file: Path) -> Iterator[int]:
+    with serve("dns", "--zone", str(zone_file), "--no-tcp") as server:
+        yield server.port
+        server.stop()
+
+
+def _section(rrsets: list[dns.rrset.RRset]) -> list[str]:
+    return sorted(line for rrset in rrsets for line in rrset.to_text().splitlines())
+
+
+def _essentials(message: dns.message.Message) -> tuple[int, int, list[str], list[str]]:
+    return (message.rcode(), int(message.flags), _section(message.answer),
+            _section(message.authority))
+
+
+# -- dnspython's dns.query -------------------------------------------------------------
+
+
+@needs_nsd
+@pytest.mark.parametrize(("name", "rdtype"), QUESTIONS, ids=IDS)
+@pytest.mark.parametrize("edns", [False, True], ids=["no-edns", "edns"])
+def test_dnspython_gets_the_answers_nsd_gives(nsd_port: int, udpkit_port: int, name: str,
+                                              rdtype: str, edns: bool) -> None:
+    query = dns.message.make_query(name, rdtype, use_edns=0 if edns else False)
+    query.flags &= ~dns.flags.RD
+    ours = dns.query.udp(query, "127.0.0.1", port=udpkit_port, timeout=5)
+    theirs = dns.query.udp(query, "127.0.0.1", port=nsd_port, timeout=5)
+    assert _essentials(ours) == _essentials(theirs)
+    assert ours.question == query.question
+
+
+# -- dig and kdig ----------------------------------------------------------------------
+
+_VARIABLE = re.compile(r"id: \d+|Query time: .*|WHEN: .*|SERVER: .*|MSG SIZE.*|"
+                       r"ADDITIONAL: \d+|; EDE: .*|; EDNS: .*|; (PAYLOAD|NSID|COOKIE).*")
+
+
+def _dig_text(program: list[str], port: int, *args: str) -> str:
+    result = subprocess.run([*program, "-p", str(port), *args], capture_output=True,
+                            text=True, timeout=20, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _comparable(output: str) -> list[str]:
+    """The header, flags, answer and authority of dig's or kdig's output (the records
+    sorted: the order within an RRset carries no meaning, RFC 2181 §5)."""
+    kept: list[str] = []
+    records: list[str] = []
+    section = ""
+    for line in output.splitlines():
+        if line.startswith(";;") and "SECTION" in line:
+            section = line
+            continue
+        if "->>HEADER<<-" in line or line.lower().startswith(";; flags:"):
+            kept.append(_VARIABLE.sub("", line))
+        elif line.strip() and not line.startswith(";") and (
+                "ANSWER" in section or "AUTHORITY" in section):
+            records.append(f"{section}: {' '.join(line.split())}")
+    return kept + sorted(records)
+
+
+@needs_dig
+@needs_nsd
+@pytest.mark.parametrize(("name", "rdtype"), QUESTIONS, ids=IDS)
+def test_dig_shows_the_same_answers_as_from_nsd(nsd_port: int, udpkit_port: int, name: str,
+                                                rdtype: str) -> None:
+    args = ("@127.0.0.1", name, rdtype, "+norec", "+ignore")
+    ours = _dig_text(["dig"], udpkit_port, *args)
+    theirs = _dig_text(["dig"], nsd_port, *args)
+    assert _comparable(ours) == _comparable(theirs)
+    assert "status:" in ours
+
+
+@needs_kdig
+@needs_nsd
+@pytest.mark.parametrize(("name", "rdtype"), QUESTIONS, ids=IDS)
+def test_kdig_shows_the_same_answers_as_from_nsd(nsd_port: int, udpkit_port: int, name: str,
+                                                 rdtype: str) -> None:
+    args = ("@127.0.0.1", name, rdtype, "+norec", "+ignore", "+edns")
+    ours = _dig_text(["kdig"], udpkit_port, *args)
+    theirs = _dig_text(["kdig"], nsd_port, *args)
+    assert _comparable(ours) == _comparable(theirs)
+    assert "status:" in ours
+
+
+@needs_dig
+@needs_nsd
+@pytest.mark.parametrize("bufsize", [512, 1232, 4096])
+def test_dig_bufsize_decides_truncation_as_with_nsd(nsd_port: int, udpkit_port: int,
+                                                    bufsize: int) -> None:
+    args = ("@127.0.0.1", "big.example.com", "TXT", "+norec", "+ignore", f"+bufsize={bufsize}")
+    ours = _comparable(_dig_text(["dig"], udpkit_port, *args))
+    assert ours == _comparable(_dig_text(["dig"], nsd_port, *args))
+    flags = next(line for line in ours if ";; flags:" in line)
+    assert (" tc" in flags) == (bufsize == 512)
+
+
+@needs_dig
+def test_dig_sees_its_mixed_case_question_echoed(udpkit_port: int) -> None:
+    output = _dig_text(["dig"], udpkit_port, "@127.0.0.1", "WwW.ExAmPlE.cOm", "A", "+norec")
+    assert ";WwW.ExAmPlE.cOm.\t\tIN\tA" in output
+    assert "status: NOERROR" in output
+    assert "web.ExAmPlE.cOm." in output  # the CNAME target compressed against the question
+
+
+@needs_dig
+def test_dig_nxdomain_carries_the_soa(udpkit_port: int) -> None:
+    output = _dig_text(["dig"], udpkit_port, "@127.0.0.1", "nope.example.com", "A", "+norec")
+    assert "status: NXDOMAIN" in output
+    assert re.search(r"AUTHORITY SECTION:\nexample\.com\.\s+300\s+IN\s+SOA", output)
