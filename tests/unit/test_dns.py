@@ -387,3 +387,37 @@ def test_request_source_uses_the_apps_format_or_the_template() -> None:
         request_source("greeting", "n{seq}", lines=["x"])
     with pytest.raises(UsageError, match="--size does not apply"):
         request_source("dns", ". NS", size=100)
+
+
+_LABELS = ["x", "www", "wild", "sub", "ns", "b", "c", "a", "dangling", "big", "web"]
+_TAILS = ["example.com.", "example.org.", "com.", "."]
+
+
+@pytest.mark.parametrize("tail", _TAILS)
+@pytest.mark.parametrize("rdtype", ["A", "MX", "CAA", "TYPE999"])
+def test_a_question_the_table_lacks_gets_what_the_full_rules_give(
+        zone: ZoneAnswers, responder: DnsResponder, tail: str, rdtype: str) -> None:
+    """Names missing from the table skip dnspython when their answer does not depend on
+    the name (REFUSED, NXDOMAIN, NODATA): that shortcut answers as the full rules do."""
+    import itertools
+
+    names = [tail] + [".".join(labels) + "." + tail.rstrip(".") + "."
+                      for size in (1, 2) for labels in itertools.product(_LABELS, repeat=size)]
+    for name in names:
+        query = dns.message.make_query(name.replace("..", "."), rdtype)
+        wire = query.to_wire()
+        parsed = parse_query_untrusted(wire)
+        question = query.question[0]
+        quick = dns.message.from_wire(_render(parsed, zone.lookup(parsed.key)))
+        full = dns.message.from_wire(_render(parsed, zone.answer_for(
+            question.name.canonicalize(), question.rdtype)))
+        assert (quick.rcode(), quick.flags, quick.answer, quick.authority) == (
+            full.rcode(), full.flags, full.answer, full.authority), name
+
+
+def _render(query: object, answer: object) -> bytes:
+    from udpkit.core.dns_wire import Answer, Query, render
+
+    assert isinstance(query, Query)
+    assert isinstance(answer, Answer)
+    return render(query, answer, 65535)

@@ -18,6 +18,7 @@ The zone file is RFC 1035 §5 master-file format, parsed by dnspython
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -35,9 +36,10 @@ ALWAYS_RENDERED = (1, 2, 5, 6, 15, 16, 28)
 the types each name has."""
 MAX_CHAIN = 8
 """CNAMEs followed within the zone, at most (a loop stops there)."""
-BUCKET_NXDOMAIN, BUCKET_REFUSED = 1, 2
+BUCKET_NXDOMAIN, BUCKET_REFUSED, BUCKET_NODATA = 1, 2, 3
 """Response-rate-limit buckets shared by all answers of their kind (NSD's 'nxdomain'
-and 'error' classes)."""
+and 'error' classes, and NODATA for types no name has)."""
+_QR, _QR_AA = 0x80, 0x84
 
 
 def _dns() -> None:
@@ -96,6 +98,20 @@ class ZoneAnswers:
                 self.names.add(name)
                 name = name.parent()
         self.names.add(self.origin)
+        self._origin_wire = _wire(self.origin)
+        self._names_wire = {_wire(name) for name in self.names}
+        self._cuts_wire = {_wire(name) for name in self.cuts}
+        self._cname_wire = {_wire(name) for name, node in self.nodes.items()
+                            if node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)}
+        buffer = io.BytesIO()
+        self._negative_soa().to_wire(buffer)  # uncompressed: fits after any question
+        negative = buffer.getvalue()
+        counts = b"\x00\x00\x00\x01\x00\x00"
+        self._nxdomain: Answer = Answer(bytes((_QR_AA, NXDOMAIN)), counts + negative,
+                                        counts + negative, BUCKET_NXDOMAIN)
+        self._nodata: Answer = Answer(bytes((_QR_AA, NOERROR)), counts + negative,
+                                      counts + negative, BUCKET_NODATA)
+        self._refused: Answer = Answer(bytes((_QR, REFUSED)), bytes(6), bytes(6), BUCKET_REFUSED)
         self.table: dict[bytes, Answer] = {}
         for name in self.names:
             node = self.nodes.get(name)
@@ -109,15 +125,40 @@ class ZoneAnswers:
     # -- answering -----------------------------------------------------------------
 
     def lookup(self, key: bytes) -> Answer:
-        """The answer to the lowered question ``key`` (IN class), from the table or made."""
+        """The answer to the lowered question ``key`` (IN class), from the table or made.
+
+        A name the table does not hold is sorted out on its wire form: outside the
+        zone (REFUSED), not in it and no wildcard above (NXDOMAIN), in it with a
+        type rendered for no name (NODATA): answers that do not depend on the name,
+        kept whole (a flood of random names costs a look-up, not a render).  Below
+        a delegation, at a wildcard or a CNAME, :meth:`answer_for` renders it.
+        """
         answer = self.table.get(key)
         if answer is not None:
             return answer
+        name = key[:-4]
+        starts = []
+        at = 0
+        while name[at]:
+            starts.append(at)
+            at += name[at] + 1
+        inside = [start for start in starts if name[start:] in self._names_wire]
+        if not inside or name[inside[-1]:] != self._origin_wire:
+            return self._refused
+        if any(name[start:] in self._cuts_wire for start in inside):
+            return self._render_key(key)
+        encloser = name[inside[0]:]
+        if inside[0] == 0:
+            return self._render_key(key) if name in self._cname_wire else self._nodata
+        if b"\x01*" + encloser in self._names_wire:
+            return self._render_key(key)
+        return self._nxdomain
+
+    def _render_key(self, key: bytes) -> Answer:
         import dns.name
 
         name = dns.name.from_wire(key, 0)[0]
-        rdtype = int.from_bytes(key[-4:-2], "big")
-        return self.answer_for(name, rdtype)
+        return self.answer_for(name, int.from_bytes(key[-4:-2], "big"))
 
     def answer_for(self, qname: dns.name.Name, qtype: int) -> Answer:
         """Decide and render the answer to ``qname``/``qtype`` (RFC 1034 §4.3.2)."""
@@ -265,7 +306,11 @@ def _targets(rrset: Iterable[object]) -> list[dns.name.Name]:
     return names
 
 
-def _key(name: dns.name.Name, rdtype: int) -> bytes:
+def _wire(name: dns.name.Name) -> bytes:
     wire = name.canonicalize().to_wire()
     assert wire is not None
-    return wire + rdtype.to_bytes(2, "big") + CLASS_IN.to_bytes(2, "big")
+    return wire
+
+
+def _key(name: dns.name.Name, rdtype: int) -> bytes:
+    return _wire(name) + rdtype.to_bytes(2, "big") + CLASS_IN.to_bytes(2, "big")
