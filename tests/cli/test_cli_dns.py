@@ -1,0 +1,64 @@
+"""Tier (d): ``udpkit serve dns``, and ``ping``/``bench --expect dns`` against it, as a
+user runs them.  Mistakes in the options or the zone are one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dns_zone import write_zone
+from tests.processes import ServeProcess, run_udpkit, serve
+
+
+@pytest.fixture(scope="module")
+def zone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_zone(tmp_path_factory.mktemp("zone"))
+
+
+@pytest.fixture(scope="module")
+def server(zone_file: Path) -> Iterator[ServeProcess]:
+    with serve("dns", "--zone", str(zone_file), "--no-tcp") as running:
+        yield running
+
+
+def test_ping_probes_a_dns_server_with_the_question_given(server: ServeProcess) -> None:
+    result = run_udpkit("ping", f":{server.port}", "--expect", "dns", "-c", "3", "-i", "0.05",
+                        "--payload", "www.example.com A")
+    assert result.returncode == 0, result.stderr
+    assert b"3 probes sent, 3 received, 0.0% loss" in result.stdout
+
+
+def test_bench_replays_a_query_file_and_matches_every_answer(
+        server: ServeProcess, tmp_path: Path) -> None:
+    queries = tmp_path / "queries.txt"
+    queries.write_text("; dnsperf's format\nwww.example.com A\nexample.com MX\n"
+                       "nope.example.com AAAA\nbig.example.com TXT\nwww.example.org A\n")
+    result = run_udpkit("bench", f":{server.port}", "--expect", "dns", "--query-file",
+                        str(queries), "-n", "500", "--warmup", "0", "--concurrency", "8",
+                        "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["sent"] == figures["received"] == 500
+    assert figures["wrong"] == figures["lost"] == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "dns"], b"udpkit serve: udpkit serve dns needs --zone FILE"),
+    (["serve", "greeting", "--zone", "x.zone"],
+     b"udpkit serve: --zone is an option of app 'dns', not of 'greeting'"),
+    (["serve", "dns", "--zone", "/nonexistent.zone"], b"No such file or directory"),
+    (["serve", "dns", "--zone", "ZONE", "--rrl-rate", "many"], b"--rrl-rate must be"),
+    (["bench", "--query-file", "ZONE"], b"--query-file needs an app with a query format"),
+    (["bench", "--expect", "dns", "--query-file", "/nonexistent.txt"], b"No such file"),
+    (["ping", "--expect", "dns", "--payload", "example.com BOGUS"],
+     b"unknown DNS record type 'BOGUS'"),
+])
+def test_mistakes_are_one_line_and_exit_2(zone_file: Path, args: list[str],
+                                          message: bytes) -> None:
+    result = run_udpkit(*[str(zone_file) if arg == "ZONE" else arg for arg in args])
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
