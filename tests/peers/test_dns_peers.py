@@ -1,12 +1,13 @@
 """``udpkit serve dns`` against DNS software nobody here wrote.
 
 Clients: ``dig`` (BIND 9), ``kdig`` (Knot) and dnspython's ``dns.query``.  The
-reference: NSD, started by the test on loopback with the same zone
-(``minimal-responses: yes``: no NS records added to the authority section of
-positive answers, which is what udpkit answers; RRL off).  For every question of
+references: NSD and Knot, started by the test in the foreground on loopback with
+the same zone (NSD with ``minimal-responses: yes``, Knot's default: no NS
+records added to the authority section of positive answers, which is what
+udpkit answers; no RRL).  For every question of
 :data:`tests.dns_zone.QUESTIONS` the answer and authority sections, the rcode and
 the flags must be the same record for record (the additional section is optional
-data and may differ).  One NSD and one udpkit server serve the whole module.
+data and may differ).  One NSD, one Knot and one udpkit server serve the whole module.
 Each test skips when its program is missing; CI installs them all (.ci/run).
 """
 
@@ -35,7 +36,7 @@ from tests.processes import serve
 pytestmark = pytest.mark.peers
 
 NSD = shutil.which("nsd") or "/usr/sbin/nsd"
-needs_nsd = pytest.mark.skipif(not Path(NSD).exists(), reason="nsd is not installed")
+KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed")
 needs_kdig = pytest.mark.skipif(shutil.which("kdig") is None, reason="kdig is not installed")
 STARTUP = 15.0
@@ -75,13 +76,7 @@ def zone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_zone(tmp_path_factory.mktemp("dns-zone"))
 
 
-@pytest.fixture(scope="module")
-def nsd_port(zone_file: Path) -> Iterator[int]:
-    """NSD in the foreground on a free loopback port, killed by its PID at the end."""
-    if not Path(NSD).exists():
-        pytest.skip("nsd is not installed")
-    run = zone_file.parent
-    port = _free_port()
+def _nsd(zone_file: Path, run: Path, port: int) -> list[str]:
     config = run / "nsd.conf"
     config.write_text(f"""\
 server:
@@ -104,10 +99,52 @@ zone:
   name: example.com
   zonefile: {zone_file}
 """)
-    process = subprocess.Popen([NSD, "-d", "-c", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    return [NSD, "-d", "-c", str(config)]
+
+
+def _knot(zone_file: Path, run: Path, port: int) -> list[str]:
+    config = run / "knot.conf"
+    config.write_text(f"""\
+server:
+    listen: 127.0.0.1@{port}
+    rundir: {run}
+    pidfile: {run}/knot.pid
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: {run}
+log:
+  - target: stderr
+    any: error
+template:
+  - id: default
+    storage: {run}
+    file: {zone_file}
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: example.com
+""")
+    return [KNOTD, "-c", str(config)]
+
+
+REFERENCES = {"nsd": (NSD, _nsd), "knot": (KNOTD, _knot)}
+
+
+@pytest.fixture(scope="module", params=sorted(REFERENCES))
+def reference_port(request: pytest.FixtureRequest, zone_file: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """NSD or Knot in the foreground on a free loopback port, its files in a temporary
+    directory, stopped by its PID at the end."""
+    program, configure = REFERENCES[request.param]
+    if not Path(program).exists():
+        pytest.skip(f"{request.param} is not installed")
+    port = _free_port()
+    command = configure(zone_file, tmp_path_factory.mktemp(request.param), port)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_answering(port, process, "nsd")
+        _wait_answering(port, process, request.param)
         yield port
     finally:
         process.send_signal(signal.SIGTERM)
@@ -137,15 +174,14 @@ def _essentials(message: dns.message.Message) -> tuple[int, int, list[str], list
 # -- dnspython's dns.query -------------------------------------------------------------
 
 
-@needs_nsd
 @pytest.mark.parametrize(("name", "rdtype"), QUESTIONS, ids=IDS)
 @pytest.mark.parametrize("edns", [False, True], ids=["no-edns", "edns"])
-def test_dnspython_gets_the_answers_nsd_gives(nsd_port: int, udpkit_port: int, name: str,
-                                              rdtype: str, edns: bool) -> None:
+def test_dnspython_gets_the_answers_the_reference_gives(
+        reference_port: int, udpkit_port: int, name: str, rdtype: str, edns: bool) -> None:
     query = dns.message.make_query(name, rdtype, use_edns=0 if edns else False)
     query.flags &= ~dns.flags.RD
     ours = dns.query.udp(query, "127.0.0.1", port=udpkit_port, timeout=5)
-    theirs = dns.query.udp(query, "127.0.0.1", port=nsd_port, timeout=5)
+    theirs = dns.query.udp(query, "127.0.0.1", port=reference_port, timeout=5)
     assert _essentials(ours) == _essentials(theirs)
     assert ours.question == query.question
 
@@ -182,37 +218,34 @@ def _comparable(output: str) -> list[str]:
 
 
 @needs_dig
-@needs_nsd
 @pytest.mark.parametrize(("name", "rdtype"), QUESTIONS, ids=IDS)
-def test_dig_shows_the_same_answers_as_from_nsd(nsd_port: int, udpkit_port: int, name: str,
-                                                rdtype: str) -> None:
+def test_dig_shows_the_same_answers_as_from_the_reference(
+        reference_port: int, udpkit_port: int, name: str, rdtype: str) -> None:
     args = ("@127.0.0.1", name, rdtype, "+norec", "+ignore")
     ours = _dig_text(["dig"], udpkit_port, *args)
-    theirs = _dig_text(["dig"], nsd_port, *args)
+    theirs = _dig_text(["dig"], reference_port, *args)
     assert _comparable(ours) == _comparable(theirs)
     assert "status:" in ours
 
 
 @needs_kdig
-@needs_nsd
 @pytest.mark.parametrize(("name", "rdtype"), QUESTIONS, ids=IDS)
-def test_kdig_shows_the_same_answers_as_from_nsd(nsd_port: int, udpkit_port: int, name: str,
-                                                 rdtype: str) -> None:
+def test_kdig_shows_the_same_answers_as_from_the_reference(
+        reference_port: int, udpkit_port: int, name: str, rdtype: str) -> None:
     args = ("@127.0.0.1", name, rdtype, "+norec", "+ignore", "+edns")
     ours = _dig_text(["kdig"], udpkit_port, *args)
-    theirs = _dig_text(["kdig"], nsd_port, *args)
+    theirs = _dig_text(["kdig"], reference_port, *args)
     assert _comparable(ours) == _comparable(theirs)
     assert "status:" in ours
 
 
 @needs_dig
-@needs_nsd
 @pytest.mark.parametrize("bufsize", [512, 1232, 4096])
-def test_dig_bufsize_decides_truncation_as_with_nsd(nsd_port: int, udpkit_port: int,
-                                                    bufsize: int) -> None:
+def test_dig_bufsize_decides_truncation_as_with_the_reference(
+        reference_port: int, udpkit_port: int, bufsize: int) -> None:
     args = ("@127.0.0.1", "big.example.com", "TXT", "+norec", "+ignore", f"+bufsize={bufsize}")
     ours = _comparable(_dig_text(["dig"], udpkit_port, *args))
-    assert ours == _comparable(_dig_text(["dig"], nsd_port, *args))
+    assert ours == _comparable(_dig_text(["dig"], reference_port, *args))
     flags = next(line for line in ours if ";; flags:" in line)
     assert (" tc" in flags) == (bufsize == 512)
 
