@@ -421,3 +421,19 @@ def _render(query: object, answer: object) -> bytes:
     assert isinstance(query, Query)
     assert isinstance(answer, Answer)
     return render(query, answer, 65535)
+
+
+def test_queries_of_a_file_are_padded_to_one_length_and_still_answered(
+        responder: DnsResponder) -> None:
+    """Equal sizes let the load generator batch its sends (UDP GSO); the padding is an
+    EDNS option (RFC 7830) that a server skips."""
+    queries = DnsQueries(["a.example.com A", "a-much-longer-name.example.com MX"])
+    wires = queries.render_range(0, 4)
+    assert len({len(wire) for wire in wires}) == 1
+    for wire in wires:
+        options = dns.message.from_wire(wire).options
+        assert options
+        assert options[0].otype == dns.edns.OptionType.PADDING
+        reply = responder(wire, UDP)
+        assert reply is not None
+        assert DnsReply().matches(wire, reply)

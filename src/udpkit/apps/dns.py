@@ -147,7 +147,12 @@ class DnsReply(ReplyRule):
 class DnsQueries:
     """Query ``seq`` has id ``seq % 65536`` and asks the question of line
     ``seq % len(lines)`` (``name [TYPE]``, dnsperf's format; ``{seq}`` in a line
-    becomes the query's number), with EDNS(0) and RD clear, as dnsperf sends."""
+    becomes the query's number), with EDNS(0) and RD clear, as dnsperf sends.
+
+    Queries of different lengths are made equally long with an EDNS Padding
+    option (RFC 7830, which servers skip): the load generator sends equal-sized
+    datagrams many at a time (UDP GSO), and a mix of sizes would cut the batches.
+    """
 
     def __init__(self, lines: Sequence[str]) -> None:
         kept = [line.strip() for line in lines
@@ -159,16 +164,27 @@ class DnsQueries:
         self._numbered = any("{seq}" in line for line in kept)
         for line in kept:
             question_from_line(line.replace("{seq}", "0"))
-        self._questions = [] if self._numbered else [question_from_line(line) for line in kept]
+        self._tails: list[bytes] = []
+        if not self._numbered:
+            questions = [question_from_line(line) for line in kept]
+            longest = max(map(len, questions))
+            same = all(len(question) == longest for question in questions)
+            self._tails = [encode_query(0, question, padding=None if same else (
+                longest - len(question)))[2:] for question in questions]
 
     def render(self, seq: int) -> bytes:
         if self._numbered:
             line = self._lines[seq % len(self._lines)].replace("{seq}", str(seq))
             return encode_query(seq, question_from_line(line))
-        return encode_query(seq, self._questions[seq % len(self._questions)])
+        return (seq & 0xFFFF).to_bytes(2, "big") + self._tails[seq % len(self._tails)]
 
     def render_range(self, start: int, count: int) -> list[bytes]:
-        return [self.render(seq) for seq in range(start, start + count)]
+        if self._numbered:
+            return [self.render(seq) for seq in range(start, start + count)]
+        tails = self._tails
+        size = len(tails)
+        return [(seq & 0xFFFF).to_bytes(2, "big") + tails[seq % size]
+                for seq in range(start, start + count)]
 
 
 APP = App(

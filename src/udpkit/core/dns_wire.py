@@ -257,11 +257,18 @@ EDNS_QUERY_OPT = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
 """The OPT record a load test's queries carry: EDNS(0), 1232 bytes (as dnsperf's -e)."""
 
 
-def encode_query(query_id: int, question: bytes, *, edns: bool = True, rd: bool = False) -> bytes:
-    """A query with id ``query_id`` (mod 65536) asking ``question``."""
+def encode_query(query_id: int, question: bytes, *, edns: bool = True, rd: bool = False,
+                 padding: int | None = None) -> bytes:
+    """A query with id ``query_id`` (mod 65536) asking ``question``; ``padding``: add
+    an EDNS Padding option (RFC 7830) of that many zero bytes."""
     header = ((query_id & 0xFFFF).to_bytes(2, "big") + (b"\x01" if rd else b"\x00") + b"\x00"
               + b"\x00\x01\x00\x00\x00\x00" + (b"\x00\x01" if edns else b"\x00\x00"))
-    return header + question + (EDNS_QUERY_OPT if edns else b"")
+    if not edns:
+        return header + question
+    if padding is None:
+        return header + question + EDNS_QUERY_OPT
+    option = b"\x00\x0c" + padding.to_bytes(2, "big") + bytes(padding)
+    return header + question + EDNS_QUERY_OPT[:-2] + len(option).to_bytes(2, "big") + option
 
 
 def reply_key_untrusted(reply: bytes) -> bytes | None:
