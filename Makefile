@@ -30,7 +30,7 @@ test: $(STAMP)
 	# on a machine where the extension did not build (the pure path, announced).
 	UDPKIT_NO_FASTPATH=1 $(BIN)/pytest -q -p no:cacheprovider \
 		tests/net/test_fast_path.py tests/net/test_server_udp.py tests/net/test_shutdown.py \
-		tests/net/test_server_tcp.py tests/net/test_hardening.py \
+		tests/net/test_server_tcp.py tests/net/test_server_tcp_len16.py tests/net/test_hardening.py \
 		tests/net/test_proxy_protocol_server.py
 
 # Side by side, in one run, with repeats: the C reference, the usual Python

@@ -86,15 +86,21 @@ long take_grant(PyObject *take, PyObject *host, PyObject *now, PyObject *want);
 /* -- tcp_lines.c: shared with tcp_poller.c ---------------------------------- */
 
 /* Where splitting a chunk stopped (exported to Python as LINES_*): LINES_DONE,
- * every complete line was handled; otherwise at a line Python must see. */
+ * every complete line was handled; otherwise at a line Python must see.
+ * LINES_EMPTY: an empty message the reader has no reply for (len16 framing,
+ * where it closes the connection); rest starts with it. */
 enum {
     LINES_DONE = 0,
     LINES_EXIT = 1,
     LINES_OVERSIZE = 2,
     LINES_RESULT = 3,
     LINES_ERROR = 4,
-    LINES_LIMITED = 5
+    LINES_LIMITED = 5,
+    LINES_EMPTY = 6
 };
+
+/* Length-prefixed framing: the longest prefix LineReader reads (len16's is 2). */
+#define MAX_LENGTH_PREFIX 4
 
 /* The framed replies of one call: on the stack until they outgrow it. */
 typedef struct {
@@ -118,8 +124,12 @@ typedef struct {
     PyObject *kept;         /* with buffered: kept(held, wire, None) when held > 0 */
     PyObject *observe;      /* latency.observe or NULL */
     Py_ssize_t max_line;
-    PyObject *exit_line;    /* bytes: the line that asks to close */
-    PyObject *empty_reply;  /* bytes: the framed answer to an empty line */
+    PyObject *exit_line;    /* bytes: the line that asks to close, or NULL: none */
+    PyObject *empty_reply;  /* bytes: the framed answer to an empty line, or NULL:
+                             * Python judges it (LINES_EMPTY) */
+    int length_prefix;      /* 0: lines end at "\n"; n: a big-endian length in n bytes first */
+    Py_ssize_t unsent_lead; /* set by a LinePoller handing back unsent replies: bytes of
+                             * them that end a message begun in an earlier send */
     /* While a LinePoller reads the connection (see tcp_poller.c). */
     int polled;
     int fd;

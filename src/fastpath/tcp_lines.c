@@ -1,7 +1,13 @@
 /* LineReader: one TCP connection's line splitting and sync handler calls in C
  * (see module.c).  It keeps no state of the connection between calls but the
  * rate-limit credit: the partial line is lent to it per call (or, by a
- * LinePoller, while polled), and what it read goes back as a LinesReport. */
+ * LinePoller, while polled), and what it read goes back as a LinesReport.
+ *
+ * Two streamed framings (udpkit/core/framing.py, held equal by property tests):
+ * lines (length_prefix 0: "\n" or "\r\n" ends a message, "\n" ends a reply) and
+ * length-prefixed messages (length_prefix n, given by Python: each message and
+ * reply after its length in n bytes, network order; len16 is n = 2, RFC 1035
+ * 4.2.2 / RFC 7766 8).  The "line" below is a message of either. */
 
 #include "fastpath.h"
 
@@ -82,25 +88,50 @@ split_lines(LineReader *self, const char *buf, Py_ssize_t size, PyObject *source
     Py_INCREF(handler);
     Py_INCREF(peer);
     Py_ssize_t pos = 0, max_line = self->max_line;
-    Py_ssize_t exit_size = PyBytes_GET_SIZE(self->exit_line);
-    const char *exit_line = PyBytes_AS_STRING(self->exit_line);
+    Py_ssize_t exit_size = self->exit_line != NULL ? PyBytes_GET_SIZE(self->exit_line) : -1;
+    const char *exit_line = self->exit_line != NULL ? PyBytes_AS_STRING(self->exit_line) : NULL;
+    int prefixed = self->length_prefix;
+    Py_ssize_t max_reply = prefixed ? ((Py_ssize_t)1 << (8 * prefixed)) - 1 : PY_SSIZE_T_MAX;
     long long lines = 0;
     int status = LINES_DONE, failed = -1;
     PyObject *extra = NULL;
 
     while (pos < size) {
-        const char *newline = memchr(buf + pos, '\n', (size_t)(size - pos));
-        if (newline == NULL) break;
-        Py_ssize_t end = newline - buf, length = end - pos;
-        if (length > 0 && buf[end - 1] == '\r') length--;
-        if (length > max_line) {
-            status = LINES_OVERSIZE;
-            pos = size;
+        /* The message is buf[start:start + length]; the next one begins at next. */
+        Py_ssize_t start, length, next;
+        if (prefixed) {
+            if (size - pos < prefixed) break;
+            length = 0;
+            for (int i = 0; i < prefixed; i++) length = length << 8 | (unsigned char)buf[pos + i];
+            if (length > max_line) {  /* known from the prefix: its bytes are not awaited */
+                status = LINES_OVERSIZE;
+                pos = size;
+                break;
+            }
+            start = pos + prefixed;
+            if (size - start < length) break;
+            next = start + length;
+        } else {
+            const char *newline = memchr(buf + pos, '\n', (size_t)(size - pos));
+            if (newline == NULL) break;
+            Py_ssize_t end = newline - buf;
+            start = pos;
+            length = end - pos;
+            next = end + 1;
+            if (length > 0 && buf[end - 1] == '\r') length--;
+            if (length > max_line) {
+                status = LINES_OVERSIZE;
+                pos = size;
+                break;
+            }
+        }
+        if (length == exit_size && memcmp(buf + start, exit_line, (size_t)exit_size) == 0) {
+            status = LINES_EXIT;
+            pos = next;
             break;
         }
-        if (length == exit_size && memcmp(buf + pos, exit_line, (size_t)exit_size) == 0) {
-            status = LINES_EXIT;
-            pos = end + 1;
+        if (length == 0 && self->empty_reply == NULL) {
+            status = LINES_EMPTY;  /* Python answers it (and closes) */
             break;
         }
         if (length > 0 && self->take != NULL) {
@@ -108,7 +139,7 @@ split_lines(LineReader *self, const char *buf, Py_ssize_t size, PyObject *source
             if (token < 0) {  /* admission.take raised: like a handler that raised */
                 lines++;
                 delta[C_RECEIVED]++;
-                pos = end + 1;
+                pos = next;
                 status = LINES_ERROR;
                 extra = take_exception();
                 break;
@@ -122,15 +153,15 @@ split_lines(LineReader *self, const char *buf, Py_ssize_t size, PyObject *source
         delta[C_RECEIVED]++;
         if (length == 0) {
             delta[C_EMPTY]++;
-            pos = end + 1;
+            pos = next;
             if (replies_put(out, PyBytes_AS_STRING(self->empty_reply),
                             PyBytes_GET_SIZE(self->empty_reply)) < 0)
                 goto done;
             continue;
         }
-        PyObject *request = PyBytes_FromStringAndSize(buf + pos, length);
+        PyObject *request = PyBytes_FromStringAndSize(buf + start, length);
         if (request == NULL) goto done;
-        pos = end + 1;
+        pos = next;
         PyObject *call[2] = {request, peer};
         PyObject *result = PyObject_Vectorcall(handler, call, 2, NULL);
         Py_DECREF(request);
@@ -139,9 +170,24 @@ split_lines(LineReader *self, const char *buf, Py_ssize_t size, PyObject *source
             extra = take_exception();
             break;
         }
+        if (PyBytes_CheckExact(result) && PyBytes_GET_SIZE(result) > max_reply) {
+            status = LINES_RESULT;  /* too long for its prefix: Python's handler error */
+            extra = result;
+            break;
+        }
         if (PyBytes_CheckExact(result)) {
-            int bad = replies_put(out, PyBytes_AS_STRING(result), PyBytes_GET_SIZE(result)) < 0 ||
+            Py_ssize_t reply_size = PyBytes_GET_SIZE(result);
+            int bad;
+            if (prefixed) {
+                char prefix[MAX_LENGTH_PREFIX];
+                for (int i = 0; i < prefixed; i++)
+                    prefix[i] = (char)(reply_size >> (8 * (prefixed - 1 - i)) & 0xff);
+                bad = replies_put(out, prefix, prefixed) < 0 ||
+                      replies_put(out, PyBytes_AS_STRING(result), reply_size) < 0;
+            } else {
+                bad = replies_put(out, PyBytes_AS_STRING(result), reply_size) < 0 ||
                       replies_put(out, "\n", 1) < 0;
+            }
             Py_DECREF(result);
             if (bad) goto done;
             delta[C_REPLIED]++;
@@ -154,7 +200,7 @@ split_lines(LineReader *self, const char *buf, Py_ssize_t size, PyObject *source
             break;
         }
     }
-    if (status == LINES_DONE && size - pos > max_line + 1) {
+    if (status == LINES_DONE && !prefixed && size - pos > max_line + 1) {
         status = LINES_OVERSIZE;  /* an unfinished line already over the limit (+ its "\r") */
         pos = size;
     }
@@ -264,15 +310,25 @@ LineReader_init(LineReader *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"handler", "peer", "counters", "write", "observe", "take",
                                "max_line", "exit_line", "empty_reply", "grant", "buffered",
-                               "kept", NULL};
+                               "kept", "length_prefix", NULL};
     PyObject *handler, *peer, *counters, *write, *observe = Py_None, *take = Py_None;
     PyObject *exit_line = NULL, *empty_reply = NULL, *grant = NULL;
     PyObject *buffered = Py_None, *kept = Py_None;
     Py_ssize_t max_line = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO$nSSO!OO:LineReader", keywords,
+    int length_prefix = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO$nOOO!OOi:LineReader", keywords,
                                      &handler, &peer, &counters, &write, &observe, &take,
                                      &max_line, &exit_line, &empty_reply, &PyLong_Type,
-                                     &grant, &buffered, &kept)) {
+                                     &grant, &buffered, &kept, &length_prefix)) {
+        return -1;
+    }
+    if ((exit_line != NULL && exit_line != Py_None && !PyBytes_Check(exit_line)) ||
+        (empty_reply != NULL && empty_reply != Py_None && !PyBytes_Check(empty_reply))) {
+        PyErr_SetString(PyExc_TypeError, "exit_line and empty_reply are bytes or None");
+        return -1;
+    }
+    if (length_prefix < 0 || length_prefix > MAX_LENGTH_PREFIX) {
+        PyErr_SetString(PyExc_ValueError, "length_prefix is 0 (lines) to 4 bytes");
         return -1;
     }
     if ((buffered == Py_None) != (kept == Py_None)) {
@@ -303,8 +359,9 @@ LineReader_init(LineReader *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->kept, kept == Py_None ? NULL : Py_NewRef(kept));
     Py_XSETREF(self->observe, observe == Py_None ? NULL : Py_NewRef(observe));
     self->max_line = max_line;
-    Py_XSETREF(self->exit_line, Py_NewRef(exit_line));
-    Py_XSETREF(self->empty_reply, Py_NewRef(empty_reply));
+    self->length_prefix = length_prefix;
+    Py_XSETREF(self->exit_line, exit_line == Py_None ? NULL : Py_NewRef(exit_line));
+    Py_XSETREF(self->empty_reply, empty_reply == Py_None ? NULL : Py_NewRef(empty_reply));
     Py_XSETREF(self->grant, Py_NewRef(grant));
     Py_XSETREF(self->take, take == Py_None ? NULL : Py_NewRef(take));
     Py_XSETREF(self->host, host == NULL ? NULL : Py_NewRef(host));
@@ -366,15 +423,17 @@ LineReader_dealloc(LineReader *self)
 static PyMethodDef LineReader_methods[] = {
     {"feed", (PyCFunction)(void (*)(void))LineReader_feed, METH_FASTCALL,
      "feed(partial, data) -> (status, taken, rest, extra)\n\n"
-     "Split partial + data into lines (\\n or \\r\\n), call handler(line, peer) for\n"
-     "each, write the replies (each followed by \\n, an empty line answered with\n"
+     "Split partial + data into lines (\\n or \\r\\n; with length_prefix 2, len16\n"
+     "messages), call handler(line, peer) for each, write the replies (each\n"
+     "followed by \\n, or after its len16 prefix; an empty line answered with\n"
      "empty_reply) with one write(), and add received, replied, no_reply and\n"
      "dropped_empty to counters.  status LINES_DONE: every complete line was\n"
      "handled, rest is the unfinished line left.  Otherwise it stopped at a line\n"
      "for Python, and rest is the bytes after it (for LINES_LIMITED, from it on):\n"
      "LINES_EXIT the exit line, LINES_OVERSIZE a line over max_line (rest empty),\n"
      "LINES_RESULT a result neither bytes nor None (extra), LINES_ERROR the handler\n"
-     "(or take) raised (extra, the exception), LINES_LIMITED take granted no token.\n"
+     "(or take) raised (extra, the exception), LINES_LIMITED take granted no token,\n"
+     "LINES_EMPTY an empty message and no empty_reply (rest from it on).\n"
      "taken: the requests taken, the stopping line included for RESULT and ERROR.\n"
      "The replies before the stopping line are written; then, with buffered and\n"
      "kept, kept(held, wire, None) if buffered() says the transport holds bytes."},
@@ -384,6 +443,9 @@ static PyMethodDef LineReader_methods[] = {
 static PyMemberDef LineReader_members[] = {
     {"polled", T_INT, offsetof(LineReader, polled), READONLY,
      "Whether a LinePoller reads this connection now."},
+    {"unsent_lead", T_PYSSIZET, offsetof(LineReader, unsent_lead), READONLY,
+     "Of the unsent replies a LinePoller last handed back, the bytes that end a\n"
+     "message begun in an earlier send (len16: where its first whole message starts)."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -391,8 +453,10 @@ PyTypeObject LineReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "udpkit._fastpath.LineReader",
     .tp_doc = "LineReader(handler, peer, counters, write, observe=None, take=None, *, "
-              "max_line, exit_line, empty_reply, grant, buffered=None, kept=None): one TCP "
-              "connection's line splitting and sync handler calls in C.  take: "
+              "max_line, exit_line, empty_reply, grant, buffered=None, kept=None, "
+              "length_prefix=0): one TCP connection's line (or len16 message) splitting "
+              "and sync handler calls in C.  exit_line None: no exit; empty_reply None: "
+              "an empty message stops the call (LINES_EMPTY).  take: "
               "admission.take for a source under a rate limit (tokens asked for in grants "
               "of `grant`).  buffered, kept: transport.get_write_buffer_size and the "
               "connection's WriteLedger.wrote, told of a write the transport holds.",
@@ -411,5 +475,6 @@ int
 fastpath_add_line_reader(PyObject *module)
 {
     if (PyType_Ready(&LineReaderType) < 0) return -1;
+    if (PyModule_AddIntConstant(module, "LINES_EMPTY", LINES_EMPTY) < 0) return -1;
     return PyModule_AddObjectRef(module, "LineReader", (PyObject *)&LineReaderType);
 }

@@ -157,6 +157,23 @@ poller_buffer(LinePoller *self, Py_ssize_t size)
     return 0;
 }
 
+/* Of out->data[sent:], the bytes that end a message begun before ``sent``: with a
+ * length prefix, where its first whole message starts (lines: 0, Python finds the
+ * line ends itself). */
+static Py_ssize_t
+unsent_lead(LineReader *reader, Replies *out, Py_ssize_t sent)
+{
+    int prefix = reader->length_prefix;
+    if (!prefix) return 0;
+    Py_ssize_t pos = 0;
+    while (pos < sent) {
+        Py_ssize_t length = 0;
+        for (int i = 0; i < prefix; i++) length = length << 8 | (unsigned char)out->data[pos + i];
+        pos += prefix + length;
+    }
+    return pos - sent;
+}
+
 /* One ready connection: recv, lines, report, send.  Returns 0 (keep polling
  * it) or the HAND_* kind; *unsent gets the replies the socket did not take and
  * *report what the owner must see. */
@@ -185,6 +202,7 @@ poll_one(LinePoller *self, LineReader *reader, double now, PyObject *now_obj, Re
          * go to the owner, for its transport, and the poller is done with it. */
         PyObject *error_type, *error_value, *error_tb;
         PyErr_Fetch(&error_type, &error_value, &error_tb);
+        reader->unsent_lead = 0;
         *unsent = PyBytes_FromStringAndSize(out->data, out->len);
         if (*unsent == NULL) PyErr_WriteUnraisable((PyObject *)self);
         observe_replies(self->observe, delta[C_REPLIED] - replied, now);
@@ -222,6 +240,7 @@ poll_one(LinePoller *self, LineReader *reader, double now, PyObject *now_obj, Re
         ssize_t sent = send(fd, out->data, (size_t)out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (sent < 0) sent = 0;  /* EAGAIN or an error: the transport writes it, or reports it */
         if (sent < out->len) {
+            reader->unsent_lead = unsent_lead(reader, out, sent);
             *unsent = PyBytes_FromStringAndSize(out->data + sent, out->len - sent);
             if (*unsent == NULL) {
                 PyErr_WriteUnraisable((PyObject *)self);

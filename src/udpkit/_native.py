@@ -35,6 +35,14 @@ def _load() -> tuple[ModuleType | None, str]:
         return None, f"C extension not built: {exc}"
 
 
+_STATUS_NAMES = (
+    "LINES_DONE", "LINES_EXIT", "LINES_OVERSIZE", "LINES_RESULT", "LINES_ERROR",
+    "LINES_LIMITED", "LINES_EMPTY", "HAND_CLOSED", "HAND_BLOCKED", "HAND_UNUSUAL",
+    "HAND_FAILED",
+)
+"""The status codes C defines and this module re-exports (below)."""
+
+
 def _check(extension: ModuleType) -> str:
     """Why ``extension`` does not match this Python code, or ``""``."""
     fields = set(getattr(extension, "COUNTER_FIELDS", ()))
@@ -48,6 +56,9 @@ def _check(extension: ModuleType) -> str:
     if unknown or undeclared:
         return (f"C extension out of date (counters {sorted(unknown)}, callbacks "
                 f"{sorted(undeclared)} unknown here): rebuild it")
+    missing = [name for name in _STATUS_NAMES if not hasattr(extension, name)]
+    if missing:
+        return f"C extension out of date (no {', '.join(missing)}): rebuild it"
     return ""
 
 
@@ -147,18 +158,28 @@ class LineReader(Protocol):
         """Whether a LinePoller reads this connection now."""
         ...
 
+    @property
+    def unsent_lead(self) -> int:
+        """Of the unsent replies the poller last handed back, the bytes ending a message
+        begun in an earlier send (length-prefixed framing; 0 for lines)."""
+        ...
+
 
 class LineReaderType(Protocol):
     def __call__(
         self, handler: Handler, peer: Peer, counters: Counters, write: Callable[[bytes], object],
         observe: Callable[[float], None] | None = None,
         take: Callable[[str, float, int], int] | None = None, *, max_line: int,
-        exit_line: bytes, empty_reply: bytes, grant: int,
+        exit_line: bytes | None, empty_reply: bytes | None, grant: int,
         buffered: Callable[[], int] | None = None,
         kept: Callable[[int, bytes, int | None], None] | None = None,
+        length_prefix: int = 0,
     ) -> LineReader:
         """``buffered`` and ``kept`` (together): after each write, if ``buffered()`` (the
-        transport's write buffer size) is not 0, ``kept(held, wire, None)``."""
+        transport's write buffer size) is not 0, ``kept(held, wire, None)``.
+        ``length_prefix``: 0, lines; n, each message after its length in n bytes
+        (:attr:`udpkit.core.framing.StreamFraming.prefix`).  ``exit_line`` ``None``: no
+        exit; ``empty_reply`` ``None``: an empty message stops at ``LINES_EMPTY``."""
         ...
 
 
@@ -214,6 +235,9 @@ LINES_ERROR = _status("LINES_ERROR")
 """Stopped at a handler (or ``admission.take``) that raised (``extra``)."""
 LINES_LIMITED = _status("LINES_LIMITED")
 """Stopped at a line of a source over its rate limit; ``rest`` starts with it."""
+LINES_EMPTY = _status("LINES_EMPTY")
+"""Stopped at an empty message with no ``empty_reply`` (len16: it closes the connection);
+``rest`` starts with it."""
 HAND_CLOSED = _status("HAND_CLOSED")
 """LinePoller hand-back: the peer closed or the socket failed (nothing read)."""
 HAND_BLOCKED = _status("HAND_BLOCKED")

@@ -2,8 +2,9 @@
 
 Run by tests/fuzz/test_fuzz.py with atheris (libFuzzer) when it is installed,
 for a bounded number of runs; each input is split into TCP segments and fed to
-both framings, greeted, escaped for a log, and classified by the rate limiter
-and access lists.  Any exception other than the documented ones is a crash.
+every framing (line or len16, chosen by the input, and raw), greeted, escaped
+for a log, and classified by the rate limiter and access lists.  Any exception
+other than the documented ones is a crash.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import atheris
 with atheris.instrument_imports():
     from udpkit.apps.greeting import greet
     from udpkit.core.escaping import escape_untrusted
-    from udpkit.core.framing import LineFraming, RawFraming
+    from udpkit.core.framing import Len16Framing, LineFraming, RawFraming
     from udpkit.core.sources import SourceClassifier, parse_networks
 
 _CLASSIFIER = SourceClassifier(deny=parse_networks(["10.0.0.0/8"]), ipv6_prefix=48)
@@ -23,11 +24,12 @@ _CLASSIFIER = SourceClassifier(deny=parse_networks(["10.0.0.0/8"]), ipv6_prefix=
 
 def test_one_input(data: bytes) -> None:
     provider = atheris.FuzzedDataProvider(data)
+    framing = Len16Framing if provider.ConsumeBool() else LineFraming
     max_line = provider.ConsumeIntInRange(1, 64)
     cut_count = provider.ConsumeIntInRange(0, 8)
     cuts = sorted(provider.ConsumeIntInRange(0, 255) for _ in range(cut_count))
     stream = provider.ConsumeBytes(provider.remaining_bytes())
-    whole, split = LineFraming(max_line), LineFraming(max_line)
+    whole, split = framing(max_line), framing(max_line)
     expected = whole.feed(stream)
     got: list[bytes] = []
     start = 0

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from udpkit.apps.greeting import greet
 from udpkit.core.escaping import escape_untrusted
-from udpkit.core.framing import LineFraming
+from udpkit.core.framing import Len16Framing, LineFraming
 
 TARGET = Path(__file__).parent / "fuzz_requests.py"
 HAS_ATHERIS = importlib.util.find_spec("atheris") is not None
@@ -36,10 +36,11 @@ def test_atheris_fuzz_run_finds_no_crash(tmp_path: Path) -> None:
 
 @settings(max_examples=500)
 @given(stream=st.binary(max_size=512), cuts=st.lists(st.integers(0, 512), max_size=8),
-       max_line=st.integers(1, 64))
+       max_line=st.integers(1, 64), len16=st.booleans())
 def test_hypothesis_fuzz_of_the_same_checks(stream: bytes, cuts: list[int],
-                                            max_line: int) -> None:
-    whole, split = LineFraming(max_line), LineFraming(max_line)
+                                            max_line: int, len16: bool) -> None:
+    framing = Len16Framing if len16 else LineFraming
+    whole, split = framing(max_line), framing(max_line)
     expected = whole.feed(stream)
     got: list[bytes] = []
     start = 0

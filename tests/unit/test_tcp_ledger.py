@@ -5,7 +5,8 @@ No socket: the writes and the transport's buffer size go in by hand.
 
 from __future__ import annotations
 
-from udpkit.server.tcp_ledger import WriteLedger
+from udpkit.core.framing import Len16Framing
+from udpkit.server.tcp_ledger import WriteLedger, server_lines
 
 SERVER_LINES = frozenset([b"Welcome!\n", b"error: empty request\n", b"busy\n"])
 
@@ -49,3 +50,34 @@ def test_a_poller_remainder_that_starts_inside_a_line() -> None:
     assert ledger.discarded(18) == 2
     ledger.wrote(14, b"empty request\n", None)  # the tail of a server line: not a reply
     assert ledger.discarded(14) == 0
+
+
+def framed(*messages: bytes) -> bytes:
+    return b"".join(len(m).to_bytes(2, "big") + m for m in messages)
+
+
+LEN16_SERVER_LINES = server_lines(Len16Framing(8))
+
+
+def test_len16_replies_are_counted_message_by_message() -> None:
+    """A reply may hold any byte, ``\\n`` included: len16 writes are walked by prefix."""
+    ledger = WriteLedger(LEN16_SERVER_LINES, 2)
+    wire = framed(b"a\nb", b"error: empty request", b"\n\n", b"c")
+    ledger.wrote(len(wire), wire, None)
+    assert ledger.discarded(3) == 1  # "c" and its prefix
+    ledger.wrote(len(wire), wire, None)
+    assert ledger.discarded(len(wire)) == 3  # every reply, not the error
+    assert b"" not in LEN16_SERVER_LINES  # len16 has no welcome
+
+
+def test_a_len16_poller_remainder_starts_where_the_poller_says() -> None:
+    """What the poller's send() did not take may begin inside a message: ``lead`` says
+    where the first whole one starts (a tail of a server line is not a reply)."""
+    ledger = WriteLedger(LEN16_SERVER_LINES, 2)
+    ledger.wrote(8, b"b!" + framed(b"xyzw"), None, 2)
+    assert ledger.discarded(8) == 2
+    ledger.wrote(8, b"b!" + framed(b"xyzw"), None, 2)
+    assert ledger.discarded(6) == 1  # the tail "b!" went out
+    tail = b"empty request"
+    ledger.wrote(20, tail + framed(b"x"), None, len(tail))
+    assert ledger.discarded(20) == 1

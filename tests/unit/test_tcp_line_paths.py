@@ -6,7 +6,10 @@ without: the bytes written, every counter, whether it closed and its
 session's idle/line timestamps after each segment must be the same.  The handler
 gives every kind of result by the request's first letter (bytes, ``None``,
 raise, bytes-like, wrong type, awaitable), the stream holds empty lines,
-``\\r\\n``, ``exit`` and lines over the limit.
+``\\r\\n``, ``exit`` and lines over the limit.  The same for len16 framing
+(the same C splitter with a two-byte length prefix): empty messages (which
+close), ``exit`` (a message like any), lengths over the limit, a reply too long
+for the prefix, and streams ending inside a prefix or a message.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.handlers import mixed_handler as handler
+from tests.handlers import mixed_handler
 from tests.transports import FakeTransport
 from udpkit import _native
 from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.counters import Counters, CounterSnapshot
-from udpkit.core.framing import EXIT, LineFraming
+from udpkit.core.framing import EXIT, LEN16_PREFIX, FramingName, LineFraming, make_framing
 from udpkit.core.handler import Peer
 from udpkit.server.tcp import ConnectionRegistry, TcpConnection, TcpSettings
 
@@ -35,6 +38,12 @@ needs_reader = pytest.mark.skipif(
     LINE_READER is None, reason="udpkit._fastpath not built (or UDPKIT_NO_FASTPATH)"
 )
 MAX_LINE = 6
+TOO_LONG_FOR_LEN16 = b"L" * 0x10000
+
+
+def handler(request: bytes, peer: Peer) -> object:
+    """:func:`mixed_handler`, and ``L``: a reply longer than a len16 prefix can say."""
+    return TOO_LONG_FOR_LEN16 if request == b"L" else mixed_handler(request, peer)
 
 
 Outcome = tuple[bytes, CounterSnapshot, bool, list[tuple[float, float | None]]]
@@ -50,7 +59,7 @@ def new_reader(*args: Any, **kwargs: Any) -> _native.LineReader:
 
 def run(
     chunks: list[bytes], reader: _native.LineReaderType | None, gaps: list[int] | None = None,
-    idle_timeout: float = 60, line_timeout: float = 60,
+    idle_timeout: float = 60, line_timeout: float = 60, framing: FramingName = "line",
 ) -> Outcome:
     """Feed ``chunks`` to one connection, the clock moving by ``gaps`` (cycled; one
     second each if not given) before each chunk, the registry's sweep looking at
@@ -69,7 +78,7 @@ def run(
             line_reader=reader, clock=lambda: now,
         )
         registry = ConnectionRegistry(options)
-        connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
+        connection = TcpConnection(options, make_framing(framing, max_line=MAX_LINE), registry)
         transport = FakeTransport()
         connection.connection_made(transport)  # type: ignore[arg-type]
         assert (connection.reader is not None) is (reader is not None)
@@ -289,3 +298,133 @@ def test_lines_received_but_waiting_for_their_turn_are_answered_at_shutdown(fast
     written, counters = asyncio.run(go())
     assert written == b"Welcome!\n" + b"".join(b"<x%04d>\n" % i for i in range(1000))
     assert (counters.received, counters.replied) == (1000, 1000)
+
+
+# -- len16 ------------------------------------------------------------------------------
+
+
+def len16(*messages: bytes) -> bytes:
+    return b"".join(len(m).to_bytes(LEN16_PREFIX, "big") + m for m in messages)
+
+
+LEN16_WORDS = [*WORDS, b"L", b"a\nb", b"\r\n"]
+LEN16_TAILS = [b"", b"\x00", b"\x00\x04pa", b"\x00\x07", b"\x00\x07xx", b"\xff\xff"]
+
+
+@needs_reader
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    words=st.lists(st.sampled_from(LEN16_WORDS), max_size=20),
+    tail=st.sampled_from(LEN16_TAILS),
+    sync_only=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_len16_any_split_of_any_stream_gives_the_same_result_on_both_paths(
+    words: list[bytes], tail: bytes, sync_only: bool, cuts: list[int]
+) -> None:
+    words = [w if not (sync_only and w[:1] == b"a") else b"s" + w for w in words]
+    chunks = split(len16(*words) + tail, cuts) or [b""]
+    assert LINE_READER is not None
+    assert run(chunks, LINE_READER, framing="len16") == run(chunks, None, framing="len16")
+
+
+@needs_reader
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=st.binary(max_size=120), cuts=st.lists(st.integers(0, 120), max_size=8))
+def test_len16_arbitrary_bytes_give_the_same_result_on_both_paths(
+    stream: bytes, cuts: list[int]
+) -> None:
+    """Hostile bytes, not a well-formed stream: whatever lengths they announce, both
+    paths frame, answer, count and close alike."""
+    chunks = split(stream, cuts) or [b""]
+    assert run(chunks, LINE_READER, framing="len16") == run(chunks, None, framing="len16")
+
+
+@needs_reader
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    words=st.lists(st.sampled_from(LEN16_WORDS), max_size=20),
+    tail=st.sampled_from(LEN16_TAILS),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    gaps=st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=8),
+    idle_timeout=st.integers(min_value=1, max_value=12),
+    line_timeout=st.integers(min_value=1, max_value=6),
+)
+def test_len16_any_timing_gives_the_same_timeouts_and_clocks_on_both_paths(
+    words: list[bytes], tail: bytes, cuts: list[int], gaps: list[int], idle_timeout: int,
+    line_timeout: int,
+) -> None:
+    chunks = split(len16(*words) + tail, cuts) or [b""]
+    fast = run(chunks, LINE_READER, gaps, idle_timeout, line_timeout, "len16")
+    assert fast == run(chunks, None, gaps, idle_timeout, line_timeout, "len16")
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["pure", "reader"])
+def test_len16_pipelined_requests_are_answered_in_order_framed_alike(fast: bool) -> None:
+    """No welcome; ``exit`` is a request like any; async replies keep their place; a
+    reply too long for the prefix is the handler's error; an empty message is answered,
+    counted, and closes: what follows it is not read."""
+    if fast and LINE_READER is None:
+        pytest.skip("C extension not built")
+    stream = len16(b"x", b"a1", b"exit", b"n", b"L", b"hi", b"", b"after")
+    written, counters, closed, _ = run([stream], LINE_READER if fast else None, framing="len16")
+    assert written == len16(
+        b"<x>", b"Aa1", b"<exit>", b"error: handler failed", b"<hi>", b"error: empty request"
+    )
+    assert (counters.received, counters.replied, counters.no_reply, counters.handler_errors,
+            counters.dropped_empty) == (7, 4, 1, 1, 1)
+    assert closed
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["pure", "reader"])
+def test_len16_length_over_the_limit_is_answered_counted_and_closes(fast: bool) -> None:
+    """The prefix alone decides: the announced bytes are never awaited."""
+    if fast and LINE_READER is None:
+        pytest.skip("C extension not built")
+    stream = len16(b"hi") + (MAX_LINE + 1).to_bytes(2, "big")
+    written, counters, closed, _ = run([stream], LINE_READER if fast else None, framing="len16")
+    assert written == len16(b"<hi>", b"error: request too long")
+    assert (counters.received, counters.replied, counters.dropped_oversize) == (2, 1, 1)
+    assert closed
+
+
+@needs_reader
+def test_a_slow_len16_prefix_closes_alike_on_both_paths() -> None:
+    """A slowloris on the length prefix: one byte of it, then nothing, runs the line
+    clock as a partial line does."""
+    slow = [len16(b"hi"), b"\x00", b"\x02", b"hi"]
+    fast = run(slow, LINE_READER, [2], idle_timeout=9, line_timeout=3, framing="len16")
+    assert fast == run(slow, None, [2], idle_timeout=9, line_timeout=3, framing="len16")
+    assert fast[0] == len16(b"<hi>")
+    assert (fast[1].closed_slow, fast[2]) == (1, True)
+
+
+@needs_reader
+def test_line_reader_alone_splits_len16() -> None:
+    counters = Counters()
+    written: list[bytes] = []
+    peer = Peer(("127.0.0.1", 1), "tcp")
+    assert LINE_READER is not None
+    reader = LINE_READER(
+        handler, peer, counters, written.append,  # type: ignore[arg-type]  # wrong results
+        max_line=MAX_LINE, exit_line=None,
+        empty_reply=None, grant=TOKENS_PER_GRANT, length_prefix=LEN16_PREFIX,
+    )
+    assert reader.feed(b"", len16(b"hi", b"exit", b"n") + b"\x00\x02x") == (
+        _native.LINES_DONE, 3, b"\x00\x02x", None,
+    )
+    assert reader.feed(b"\x00\x02x", b"y" + len16(b"", b"hi")) == (
+        _native.LINES_EMPTY, 1, len16(b"", b"hi"), None,
+    )
+    assert written == [len16(b"<hi>", b"<exit>"), len16(b"<xy>")]
+    status, taken, rest, extra = reader.feed(b"", len16(b"L", b"hi"))
+    assert (status, taken, rest, extra) == (_native.LINES_RESULT, 1, len16(b"hi"),
+                                            TOO_LONG_FOR_LEN16)
+    assert reader.feed(b"", b"\x00\x07") == (_native.LINES_OVERSIZE, 0, b"", None)
+    snapshot = counters.snapshot()
+    assert (snapshot.received, snapshot.replied, snapshot.no_reply, snapshot.dropped_empty) == (
+        5, 3, 1, 0,
+    )
+    with pytest.raises(ValueError, match="length_prefix"):
+        LINE_READER(mixed_handler, peer, counters, written.append,  # type: ignore[arg-type]
+                    max_line=1, exit_line=None, empty_reply=None, grant=1, length_prefix=5)

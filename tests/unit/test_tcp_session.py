@@ -10,7 +10,7 @@ import pytest
 
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
-from udpkit.core.framing import LineFraming
+from udpkit.core.framing import Len16Framing, LineFraming
 from udpkit.core.ratelimit import TokenBucketTable
 from udpkit.core.sources import SourceClassifier, parse_networks
 from udpkit.core.tcp_session import (
@@ -219,3 +219,43 @@ def test_a_very_low_rate_pauses_at_most_max_rate_pause() -> None:
     s.admitted("198.51.100.1", admission)
     assert [s.judge(b"x", 100.0) for _ in range(2)] == [Line.HANDLE, Line.RATE_LIMITED]
     assert s.refill_at == 100.0 + MAX_RATE_PAUSE
+
+
+def len16_session(max_line: int = 8) -> TcpSession:
+    made = TcpSession(Len16Framing(max_line), LIMITS, Counters(), now=100.0)
+    made.admitted("198.51.100.1", None)
+    return made
+
+
+def test_len16_has_no_exit_and_an_empty_message_is_counted_and_closes() -> None:
+    s = len16_session()
+    assert s.judge(b"exit", 100.0) is Line.HANDLE
+    assert s.judge(b"", 100.0) is Line.EMPTY_CLOSE
+    assert (s.counters.received, s.counters.dropped_empty) == (2, 1)
+    assert session().judge(b"", 100.0) is Line.EMPTY  # a blank line goes on
+
+
+def test_len16_messages_held_back_go_back_framed_before_the_partial_one() -> None:
+    """After a rate-limited message, the ones not handled return to the backlog as
+    they came, prefixes and all, and are framed again the same way next turn."""
+    s = len16_session()
+    messages = s.receive(b"\x00\x01a\x00\x02b\n\x00\x01c\x00")
+    assert messages == [b"a", b"b\n", b"c"]
+    s.hold_back(messages[1:])
+    assert s.unhandled == b"\x00\x02b\n\x00\x01c\x00"
+    assert s.receive(s.take_turn(b"")) == [b"b\n", b"c"]
+    assert s.framing.pending() == 1
+
+
+def test_len16_turns_cut_anywhere_and_the_partial_message_is_lent_and_returned() -> None:
+    s = len16_session()
+    s.limits = SessionLimits(pipeline=4, idle_timeout=10.0, line_timeout=3.0,
+                             write_timeout=5.0, turn_bytes=3)
+    first = s.take_turn(b"\x00\x02hi\x00\x02ho")
+    assert first == b"\x00\x02h"
+    assert s.receive(first) == []
+    assert s.lend_partial() == b"\x00\x02h"
+    s.partial_returned(b"\x00\x02h")
+    assert s.receive(s.take_turn(b"")) == [b"hi"]
+    assert s.receive(s.take_turn(b"")) == [b"ho"]
+    assert not s.backlog

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from udpkit.apps import DEFAULT_APP, reply_rule, request_source
 from udpkit.core.errors import UsageError
+from udpkit.core.framing import FramingName
 from udpkit.core.handler import TransportName
 from udpkit.core.matching import ReplyRule
 from udpkit.core.payloads import DEFAULT_TEMPLATE, RequestSource
@@ -27,6 +28,9 @@ class BenchConfig:
     """Its port (UDP or TCP)."""
     transport: TransportName = "udp"
     """``udp`` or ``tcp`` (one request per line, the reply one line)."""
+    tcp_framing: FramingName = "line"
+    """TCP: ``line``, or ``len16`` (each message after its length in two bytes); ``raw``
+    cannot be pipelined."""
     concurrency: int = 64
     """Closed loop: requests kept in flight (UDP), split over the processes."""
     rate: float | None = None
@@ -97,10 +101,13 @@ class BenchConfig:
             raise UsageError(f"interval must be > 0 (got {self.interval:g})")
         template, rule = self.payloads()
         rule.check(template)
-        if self.transport == "tcp" and rule.keyed:
-            raise UsageError(f"--expect {self.expect} over TCP needs its own framing: "
-                             "not offered yet, use UDP")
-        if self.transport == "tcp" and (b"\n" in template.render(0) or b"\r" in template.render(0)):
+        if self.tcp_framing not in ("line", "len16"):
+            raise UsageError(f"--tcp-framing must be 'line' or 'len16' (got {self.tcp_framing!r};"
+                             " bench pipelines requests, which raw framing cannot)")
+        if self.transport == "tcp" and rule.keyed and self.tcp_framing != "len16":
+            raise UsageError(f"--expect {self.expect} over TCP needs --tcp-framing len16")
+        line = self.transport == "tcp" and self.tcp_framing == "line"
+        if line and (b"\n" in template.render(0) or b"\r" in template.render(0)):
             raise UsageError("a TCP payload cannot contain a line break (one request per line)")
         duration = self.duration
         if duration is None and self.requests is None:

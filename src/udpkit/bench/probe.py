@@ -3,8 +3,9 @@
 Rule: the statistics are the sans-IO :class:`~udpkit.core.probe_stats.ProbeStats`;
 this module only sends probes, reads replies and reports each event through a
 callback.  UDP uses a connected socket (ICMP port unreachable becomes
-"refused" for the latest probe); TCP one connection, one probe per line, the
-``Welcome!`` line skipped.  Setting the ``stop`` event (Ctrl-C) ends the run
+"refused" for the latest probe); TCP one connection, one probe per message of
+its framing (a line by default, the ``Welcome!`` line skipped; len16: each
+after its two-byte length).  Setting the ``stop`` event (Ctrl-C) ends the run
 with the summary so far.
 """
 
@@ -20,7 +21,7 @@ from udpkit.apps import DEFAULT_APP, reply_rule, request_source
 from udpkit.bench.udp_generator import open_udp_socket
 from udpkit.client.aio import resolve_address
 from udpkit.core.errors import RequestRefused, UsageError
-from udpkit.core.framing import LineFraming
+from udpkit.core.framing import FramingName, make_framing
 from udpkit.core.handler import Address, TransportName, format_address
 from udpkit.core.matching import ReplyRule
 from udpkit.core.payloads import RequestSource
@@ -63,8 +64,10 @@ async def ping_async(
     on_start: Callable[[PingStart], None] | None = None,
     on_event: Callable[[PingEvent], None] | None = None,
     stop: asyncio.Event | None = None,
+    framing: FramingName = "line",
 ) -> ProbeSummary:
-    """Send ``count`` probes (forever when ``None``) ``interval`` seconds apart."""
+    """Send ``count`` probes (forever when ``None``) ``interval`` seconds apart
+    (``framing``: the server's TCP framing)."""
     if count is not None and count < 1:
         raise UsageError(f"--count must be >= 1 (got {count})")
     if not interval > 0:
@@ -74,13 +77,13 @@ async def ping_async(
     payloads = request_source(expect, template)
     rule = reply_rule(expect)
     rule.check(payloads)
-    if transport == "tcp" and rule.keyed:
-        raise UsageError(f"--expect {expect} over TCP needs its own framing: not offered yet")
-    if transport == "tcp" and b"\n" in payloads.render(0):
+    if transport == "tcp" and rule.keyed and framing != "len16":
+        raise UsageError(f"--expect {expect} over TCP needs --tcp-framing len16")
+    if transport == "tcp" and framing == "line" and b"\n" in payloads.render(0):
         raise UsageError("a TCP payload cannot contain a line break (one request per line)")
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     server = await resolve_address(host, port, kind)
-    probe = _Prober(server, transport, payloads, rule, timeout, on_event)
+    probe = _Prober(server, transport, payloads, rule, timeout, on_event, framing)
     await probe.open()
     if on_start is not None:
         on_start(PingStart(server, transport, len(payloads.render(0))))
@@ -99,6 +102,7 @@ class _Prober:
         rule: ReplyRule,
         timeout: float,
         on_event: Callable[[PingEvent], None] | None,
+        framing: FramingName = "line",
     ) -> None:
         self.server = server
         self.transport = transport
@@ -111,8 +115,8 @@ class _Prober:
         self.wakeup = asyncio.Event()
         self._sock: socket.socket | None = None
         self._tcp: asyncio.Transport | None = None
-        self._framer = LineFraming(1 << 20)
-        self._first_line = True
+        self._framer = make_framing(framing, max_line=1 << 20)
+        self._first_line = bool(self._framer.welcome)  # len16: no welcome to skip
 
     async def open(self) -> None:
         if self.transport == "udp":
@@ -178,7 +182,7 @@ class _Prober:
             except OSError:
                 pass  # it will time out
         elif self._tcp is not None:
-            self._tcp.write(payload + b"\n")
+            self._tcp.write(self._framer.frame(payload))
 
     def _refused(self, now: float) -> None:
         seq = self.next_seq - 1

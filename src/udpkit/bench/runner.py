@@ -99,6 +99,7 @@ async def _run_core(
     else:
         generator = TcpGenerator(
             core, server, connections=config.connections, depth=config.depth, schedule=schedule,
+            framing=config.tcp_framing,
         )
     reporter = None
     if progress is not None:

@@ -1,9 +1,11 @@
-"""TCP load generator glue: N connections, requests pipelined, one per line.
+"""TCP load generator glue: N connections, requests pipelined, one per line (or per
+len16 message: each after its length in two bytes).
 
 Rule: framing is the sans-IO :mod:`udpkit.core.framing` and accounting the
 sans-IO :class:`~udpkit.core.load_stats.LoadCore`; this module only connects,
 writes and feeds received lines in.  A first line ``Welcome!`` (udpkit's TCP
-greeting) is skipped; every other line is a reply, matched by content.
+greeting, line framing only) is skipped; every other message is a reply,
+matched by content.
 
 Closed loop: each connection keeps ``depth`` requests in flight; a place is
 freed when the core matches a reply to one of its requests or times one out,
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 
 from udpkit.core.errors import RequestRefused
-from udpkit.core.framing import LineFraming
+from udpkit.core.framing import FramingName, make_framing
 from udpkit.core.handler import Address, format_address
 from udpkit.core.load_stats import ArrivalSchedule, LoadCore
 from udpkit.timer import DeadlineTimer
@@ -29,10 +31,11 @@ _MAX_LINE = 1 << 20
 class _Connection(asyncio.Protocol):
     def __init__(self, generator: TcpGenerator) -> None:
         self.generator = generator
-        self.framer = LineFraming(_MAX_LINE)
+        self.framer = make_framing(generator.framing, max_line=_MAX_LINE)
+        self.lines = generator.framing == "line"
         self.transport: asyncio.Transport | None = None
         self.in_flight = 0
-        self.first_line = True
+        self.first_line = bool(self.framer.welcome)  # len16: no welcome
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,7 +59,10 @@ class _Connection(asyncio.Protocol):
     def send(self, payloads: list[bytes]) -> None:
         if self.transport is None or not payloads:
             return
-        self.transport.write(b"\n".join(payloads) + b"\n")
+        if self.lines:
+            self.transport.write(b"\n".join(payloads) + b"\n")
+        else:
+            self.transport.write(b"".join(map(self.framer.frame, payloads)))
 
 
 class TcpGenerator:
@@ -70,8 +76,10 @@ class TcpGenerator:
         connections: int,
         depth: int,
         schedule: ArrivalSchedule | None,
+        framing: FramingName = "line",
     ) -> None:
         self.core = core
+        self.framing: FramingName = framing
         self.server = server
         self.connections = connections
         self.depth = depth

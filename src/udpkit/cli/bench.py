@@ -18,12 +18,16 @@ from udpkit.apps import DEFAULT_APP, default_payload, rule_names
 from udpkit.bench.config import BenchConfig
 from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path, read_query_file
+from udpkit.core.framing import framing_name
 from udpkit.core.slo import parse_slos
 
 
 @click.command(cls=UdpkitCommand)
 @click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Use TCP (one request per line) instead of UDP.")
+@click.option("--tcp-framing", type=click.Choice(["line", "len16"]), default="line",
+              show_default=True,
+              help="TCP framing of the server (len16: a 2-byte length before each message).")
 @click.option("--concurrency", default=64, show_default=True, type=int,
               help="Closed loop: requests in flight.")
 @click.option("-r", "--rate", type=float, default=None,
@@ -68,6 +72,7 @@ from udpkit.core.slo import parse_slos
 def bench(
     target: tuple[str, int],
     tcp: bool,
+    tcp_framing: str,
     concurrency: int,
     rate: float | None,
     poisson: bool,
@@ -99,7 +104,8 @@ def bench(
         template = default_payload(expect, "n{seq}")
     queries = read_query_file(query_file) if query_file is not None else None
     config = BenchConfig(
-        host=host, port=port, transport="tcp" if tcp else "udp", concurrency=concurrency,
+        host=host, port=port, transport="tcp" if tcp else "udp",
+        tcp_framing=framing_name(tcp_framing), concurrency=concurrency,
         rate=rate, poisson=poisson, duration=duration, requests=requests, warmup=warmup,
         timeout=timeout, template=template, size=size, expect=expect, queries=queries,
         connections=connections, depth=depth, procs=procs, batch=batch, gso=gso, seed=seed,

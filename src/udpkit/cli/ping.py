@@ -19,6 +19,7 @@ from udpkit.apps import DEFAULT_APP, default_payload, rule_names
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
 from udpkit.cli.errors import FAILED, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target
+from udpkit.core.framing import FRAMINGS, framing_name
 from udpkit.core.handler import format_address
 from udpkit.core.probe_stats import ProbeSummary
 
@@ -99,6 +100,9 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
 @click.command(cls=UdpkitCommand)
 @click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Probe over TCP (one probe per line).")
+@click.option("--tcp-framing", "framing", type=click.Choice(FRAMINGS), default="line",
+              show_default=True,
+              help="TCP framing of the server (len16: a 2-byte length before each probe).")
 @click.option("-c", "--count", type=click.IntRange(min=1), default=None,
               help="Stop after COUNT probes.")
 @click.option("-i", "--interval", default=1.0, show_default=True, type=float,
@@ -115,6 +119,7 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
 def ping(
     target: tuple[str, int],
     tcp: bool,
+    framing: str,
     count: int | None,
     interval: float,
     timeout: float,
@@ -169,7 +174,7 @@ def ping(
             return await ping_async(
                 host, port, transport="tcp" if tcp else "udp", count=count, interval=interval,
                 timeout=timeout, template=template, expect=expect, on_start=on_start,
-                on_event=on_event, stop=stop,
+                on_event=on_event, stop=stop, framing=framing_name(framing),
             )
         finally:
             loop.remove_signal_handler(signal.SIGINT)

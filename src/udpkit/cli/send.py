@@ -1,7 +1,8 @@
 """``udpkit send``: send names, print replies (calls :class:`udpkit.Client`).
 
 Rule: every name given on the command line is checked before anything is sent
-(a blank name, or ``exit`` over TCP, gets no reply: refused at once); names
+(a blank name, or ``exit`` over TCP with line or raw framing, gets no reply:
+refused at once); names
 read from stdin are checked as they come.  Errors take the one path of
 :mod:`udpkit.cli.errors`.
 """
@@ -19,24 +20,25 @@ from udpkit.cli.errors import FAILED, Failure, UdpkitCommand, request_failed
 from udpkit.cli.params import DEFAULT_TARGET, Port, Target
 from udpkit.client import Client
 from udpkit.core.errors import LocalProtocolError, RequestFailed
-from udpkit.core.framing import EXIT
+from udpkit.core.framing import FRAMINGS, framing_name, make_framing
 
 
-def _refusal(payload: bytes, tcp: bool, where: str) -> str | None:
-    """Why ``payload`` cannot be sent, or ``None``."""
+def _refusal(payload: bytes, exit_message: bytes | None, where: str) -> str | None:
+    """Why ``payload`` cannot be sent, or ``None`` (``exit_message``: what closes the
+    connection, over TCP with a framing that has one)."""
     if not payload.strip():
         return f"{where} is blank: an empty request gets no reply"
-    if tcp and payload == EXIT:
+    if payload == exit_message:
         return f"{where} is 'exit': over TCP it closes the connection and gets no reply"
     return None
 
 
-def _payloads(names: tuple[str, ...], tcp: bool) -> Iterator[bytes]:
+def _payloads(names: tuple[str, ...], exit_message: bytes | None) -> Iterator[bytes]:
     for name in names:
         if name == "-":
             for number, line in enumerate(sys.stdin.buffer, 1):
                 payload = line.rstrip(b"\r\n")
-                refusal = _refusal(payload, tcp, f"line {number} of stdin")
+                refusal = _refusal(payload, exit_message, f"line {number} of stdin")
                 if refusal:
                     raise Failure("send", refusal)
                 yield payload
@@ -63,8 +65,9 @@ def _text(data: bytes) -> str:
               help="Retransmissions (UDP) or reconnections (TCP) within the deadline.")
 @click.option("--expect", type=click.Choice(rule_names()), default=DEFAULT_APP,
               show_default=True, help="Which reply answers a request.")
-@click.option("--framing", type=click.Choice(["line", "raw"]), default="line", show_default=True,
-              help="TCP framing of the server.")
+@click.option("--tcp-framing", "--framing", "framing", type=click.Choice(FRAMINGS),
+              default="line", show_default=True,
+              help="TCP framing of the server (len16: a 2-byte length before each message).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per request.")
 def send(
     names: tuple[str, ...],
@@ -83,8 +86,12 @@ def send(
     Exit 0 when every request was answered, 1 when any was not, 2 on bad usage.
     """
     transport = "tcp" if tcp else "udp"
+    framing_used = framing_name(framing)
+    exit_message = make_framing(framing_used, max_line=1).exit if tcp else None
     for name in names:
-        refusal = _refusal(name.encode("utf-8", "surrogateescape"), tcp, f"name {name!r}")
+        refusal = _refusal(
+            name.encode("utf-8", "surrogateescape"), exit_message, f"name {name!r}"
+        )
         if name != "-" and refusal:
             raise Failure("send", refusal)
     out = sys.stdout.buffer
@@ -96,10 +103,10 @@ def send(
         timeout=timeout,
         retries=retries,
         matcher=expect,
-        framing="raw" if framing == "raw" else "line",
+        framing=framing_used,
     )
     with client:
-        for payload in _payloads(names, tcp):
+        for payload in _payloads(names, exit_message):
             try:
                 answer = client.exchange(payload)
             except LocalProtocolError as exc:

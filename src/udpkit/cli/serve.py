@@ -20,6 +20,7 @@ from udpkit.cli.errors import UdpkitCommand
 from udpkit.cli.params import LOG_FORMAT_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HostPort, Port
 from udpkit.core.addresses import is_ascii_decimal, parse_host_port
 from udpkit.core.errors import UsageError
+from udpkit.core.framing import FRAMINGS, framing_name
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
 from udpkit.server.logs import configure
@@ -103,9 +104,11 @@ def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
               help="Host and port at once (instead of --host and --port).")
 @click.option("--udp/--no-udp", default=True, show_default=True, help="Serve UDP.")
 @click.option("--tcp/--no-tcp", default=True, show_default=True, help="Serve TCP.")
-@click.option("--tcp-framing", type=click.Choice(["line", "raw"]), default="line",
+@click.option("--tcp-framing", type=click.Choice(FRAMINGS), default="line",
               show_default=True,
-              help="'line': one request per line; 'raw': the tutorial's lock-step chunks.")
+              help="'line': one request per line; 'raw': the tutorial's lock-step chunks; "
+                   "'len16': each message after its length in 2 bytes, network order "
+                   "(DNS over TCP's framing: no welcome, no exit).")
 @click.option("--max-request", default=_defaults.max_request, show_default=True,
               type=click.IntRange(1, 65507), help="Largest request in bytes.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
@@ -242,7 +245,7 @@ def serve(
         port=port,
         udp=udp,
         tcp=tcp,
-        tcp_framing="raw" if tcp_framing == "raw" else "line",
+        tcp_framing=framing_name(tcp_framing),
         max_request=max_request,
         access_log=access_log,
         graceful_timeout=graceful_timeout,

@@ -3,7 +3,9 @@
 Rule: the UDP path feeds the sans-IO core and arms one timer; ``_transmit``
 is the one place that sends.  The TCP path pipelines requests on one
 connection and matches replies in order; a broken connection is re-opened
-within the request's deadline.
+within the request's deadline.  Its framing (:mod:`udpkit.core.framing`) says
+whether a welcome comes first and what closes politely (len16: no welcome, no
+``exit``; the connection is just closed).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from udpkit.core.errors import (
     UsageError,
 )
 from udpkit.core.exchange import Answered, ClientStats, DatagramClientCore, Failed
-from udpkit.core.framing import EXIT, FramingName, make_framing
+from udpkit.core.framing import FramingName, make_framing
 from udpkit.core.handler import Address, TransportName, format_address
 from udpkit.core.matching import ReplyRule
 from udpkit.core.retry import RetryPolicy, RetrySchedule
@@ -255,11 +257,13 @@ class _TcpConnection(asyncio.Protocol):
         self.framer = make_framing(framing, max_line=_TCP_MAX_REPLY)
         self.raw = framing == "raw"
         self.transport: asyncio.Transport | None = None
-        self.welcomed = asyncio.get_running_loop().create_future()
+        self.welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting: deque[asyncio.Future[bytes]] = deque()
         self.lost: Exception | None = None
         self._on_lost = on_lost
-        self._welcome_seen = False
+        self._welcome_seen = not self.framer.welcome  # len16: none to wait for
+        if self._welcome_seen:
+            self.welcomed.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -287,7 +291,8 @@ class _TcpConnection(asyncio.Protocol):
         if self.lost is not None:
             return
         self.lost = exc or ConnectionResetError("connection closed by the server")
-        for waiter in (self.welcomed, *self.waiting):
+        waiters: list[asyncio.Future[None] | asyncio.Future[bytes]] = [self.welcomed, *self.waiting]
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(self.lost)
                 waiter.exception()  # retrieved: nobody may wait for it any more
@@ -315,6 +320,8 @@ class _TcpChannel:
         self._connection: _TcpConnection | None = None
         self._connecting: asyncio.Future[_TcpConnection] | None = None
         self._lock_step = asyncio.Lock()  # raw framing: one request at a time
+        self._rules = make_framing(framing, max_line=_TCP_MAX_REPLY)
+        """What requests this framing can carry (its exit message, its longest message)."""
         self._stats = dict.fromkeys(ClientStats.__slots__, 0)
 
     async def open(self) -> None:
@@ -324,8 +331,9 @@ class _TcpChannel:
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None and connection.transport is not None:
-            if connection.lost is None:
-                connection.transport.write(connection.framer.frame(EXIT))
+            exit_message = connection.framer.exit
+            if connection.lost is None and exit_message is not None:
+                connection.transport.write(connection.framer.frame(exit_message))
             connection.transport.close()
 
     def stats(self) -> ClientStats:
@@ -334,8 +342,13 @@ class _TcpChannel:
     async def exchange(self, payload: bytes) -> Answered:
         if self.framing == "line" and (b"\n" in payload or b"\r" in payload):
             raise LocalProtocolError("a TCP line request cannot contain a line break")
-        if payload == EXIT:
+        if payload == self._rules.exit:
             raise LocalProtocolError("'exit' closes the connection; it gets no reply")
+        limit = self._rules.max_reply
+        if limit is not None and len(payload) > limit:
+            raise LocalProtocolError(
+                f"a {self.framing} request holds at most {limit} bytes (got {len(payload)})"
+            )
         self._stats["requests"] += 1
         schedule = RetrySchedule(self.policy, now=self._loop.time(), rng=self._rng)
         if self.framing == "raw":

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from udpkit.core.admission import TOKENS_PER_GRANT, Admission
 from udpkit.core.counters import Counters
-from udpkit.core.framing import EXIT, Framing, LineFraming, error_message
+from udpkit.core.framing import Framing, StreamFraming, error_message
 
 ERR_EMPTY = error_message("empty request")
 ERR_TOO_LONG = error_message("request too long")
@@ -88,6 +88,9 @@ class Line(enum.Enum):
     """Call the handler."""
     EMPTY = "empty"
     """Answer :data:`ERR_EMPTY` (counted)."""
+    EMPTY_CLOSE = "empty_close"
+    """Answer :data:`ERR_EMPTY` (counted), then close: nothing after it counts
+    (a framing whose empty message is a broken peer, :attr:`Framing.empty_closes`)."""
     RATE_LIMITED = "rate_limited"
     """Answer :data:`ERR_RATE_LIMITED` (counted); log it as abuse; the lines after it
     wait (:meth:`TcpSession.hold_back`) until :attr:`TcpSession.refill_at`."""
@@ -130,6 +133,7 @@ class TcpSession:
 
     __slots__ = (
         "_admission",
+        "_exit",
         "_lines",
         "backlog",
         "backlog_start",
@@ -174,8 +178,10 @@ class TcpSession:
         self.backlog_start = 0
         """Where the unhandled part of :attr:`backlog` begins (turns move it, not copy)."""
         self._admission: Admission | None = None
-        self._lines = framing if isinstance(framing, LineFraming) else None
-        """Line framing: the one holder of the partial line (when not lent)."""
+        self._lines = framing if isinstance(framing, StreamFraming) else None
+        """A streamed framing (line, len16): the one holder of the partial message
+        (when not lent)."""
+        self._exit = framing.exit
 
     # -- admission --------------------------------------------------------------
 
@@ -193,7 +199,7 @@ class TcpSession:
     # -- the partial line -------------------------------------------------------
 
     def lend_partial(self) -> bytes:
-        """Hand the unfinished line to a C line splitter (line framing only); it comes
+        """Hand the unfinished line to a C line splitter (streamed framing only); it comes
         back with :meth:`lines_split` or :meth:`partial_returned`."""
         lines = self._lines
         assert lines is not None
@@ -228,7 +234,7 @@ class TcpSession:
 
     def take_turn(self, data: bytes) -> bytes:
         """The bytes to handle in this turn: the backlog, then ``data``, up to
-        ``turn_bytes`` (line framing; a raw chunk is one message, taken whole).  What is
+        ``turn_bytes`` (streamed framing; a raw chunk is one message, taken whole).  What is
         left is the backlog, for the next turn (:attr:`turn_due`)."""
         start = 0
         backlog = data
@@ -260,7 +266,7 @@ class TcpSession:
         lines = self._lines
         if lines is None:  # raw framing: one message a chunk, nothing after it
             return
-        held = b"".join(message + b"\n" for message in messages) + lines.partial
+        held = b"".join(map(lines.frame, messages)) + lines.partial  # as they came
         lines.partial = b""
         self.backlog, self.backlog_start = held + self.unhandled, 0
 
@@ -275,13 +281,13 @@ class TcpSession:
 
     def judge(self, message: bytes, now: float) -> Line:
         """A complete line: count it (``exit`` is not a request) and say what to do."""
-        if message == EXIT:
+        if message == self._exit:
             return Line.EXIT
         counters = self.counters
         counters.received += 1
         if not message:
             counters.dropped_empty += 1
-            return Line.EMPTY
+            return Line.EMPTY_CLOSE if self.framing.empty_closes else Line.EMPTY
         if self.rate_limited:
             admission = self._admission
             if admission is not None and admission.check(self.host, now) is not None:
@@ -292,8 +298,9 @@ class TcpSession:
         return Line.HANDLE
 
     def exit(self, taken: int, now: float) -> None:
-        """The client sent ``exit`` after ``taken`` requests: nothing after it counts;
-        the caller closes after the replies (:meth:`close_after_replies`)."""
+        """The client sent ``exit`` (or an empty message that closes) after ``taken``
+        requests: nothing after it counts; the caller closes after the replies
+        (:meth:`close_after_replies`)."""
         if self._lines is not None:
             self._lines.partial = b""
         self.lines_read(taken, 0, now)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from udpkit.apps import DEFAULT_APP
 from udpkit.core.errors import UsageError
-from udpkit.core.framing import FramingName
+from udpkit.core.framing import FRAMINGS, FramingName
 from udpkit.core.handler import Handler
 from udpkit.core.inflight import HANDLER_TIMEOUT, MAX_PENDING, MAX_PENDING_PER_SOURCE
 
@@ -39,7 +39,9 @@ class ServerConfig:
     """Serve TCP on the same port number."""
     tcp_framing: FramingName = "line"
     """``line``: newline-delimited messages; ``raw``: each received chunk is one
-    message (the tutorial's lock-step protocol)."""
+    message (the tutorial's lock-step protocol); ``len16``: each message after its
+    length in two bytes, network order (DNS over TCP's framing; no welcome, no
+    ``exit``, an empty message closes the connection)."""
     max_request: int = 1024
     """Largest request in bytes (a datagram, or a TCP line without its terminator)."""
     recv_buffer: int = 2048
@@ -140,8 +142,10 @@ class ServerConfig:
             raise UsageError("nothing to serve: both UDP and TCP are off")
         if not 1 <= self.max_request <= 65507:
             raise UsageError(f"max_request must be in 1..65507 (got {self.max_request})")
-        if self.tcp_framing not in ("line", "raw"):
-            raise UsageError(f"tcp_framing must be 'line' or 'raw' (got {self.tcp_framing!r})")
+        if self.tcp_framing not in FRAMINGS:
+            raise UsageError(
+                f"tcp_framing must be one of {', '.join(FRAMINGS)} (got {self.tcp_framing!r})"
+            )
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise UsageError(f"loop must be 'auto', 'asyncio' or 'uvloop' (got {self.loop!r})")
         if self.udp_send_queue < 0 or self.tcp_pipeline < 1 or self.tcp_backlog < 1:

@@ -14,10 +14,11 @@ over its rate pauses reading until the session's ``refill_at``.
 What all connections share (caps, the sweep, the C poller) is the
 :class:`ConnectionRegistry`'s (:mod:`udpkit.server.tcp_registry`).
 
-Line framing has a C fast path (:mod:`udpkit._native`): ``LineReader.feed``
-splits a chunk, calls the sync handler per line, writes the replies and
-returns one report; at a line it leaves to Python (an awaitable or other
-result, an exception, ``exit``, a line over the limit, a rate-limited line)
+Line and len16 framing have a C fast path (:mod:`udpkit._native`): ``LineReader.feed``
+splits a chunk, calls the sync handler per message, writes the replies and
+returns one report; at a message it leaves to Python (an awaitable or other
+result, an exception, ``exit``, one over the limit, a rate-limited one, an
+empty len16 message)
 :meth:`TcpConnection.after_stop` answers it as the pure path does.  With the
 C ``LinePoller`` the reading is done in C too (:mod:`udpkit.server.tcp_poller`).
 ``fast_path=False`` or ``UDPKIT_NO_FASTPATH=1`` turn it off.
@@ -31,7 +32,7 @@ from udpkit import _native
 from udpkit._native import LINES_DONE
 from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.errors import BadInput
-from udpkit.core.framing import EXIT, Framing, LineFraming
+from udpkit.core.framing import Framing, StreamFraming
 from udpkit.core.handler import Peer
 from udpkit.core.proxy_protocol import NEEDS_MORE, parse_untrusted
 from udpkit.core.tcp_session import (
@@ -61,6 +62,11 @@ __all__ = [
     "tcp_fast_path", "tcp_line_poller",
 ]
 
+_PYTHON_JUDGES = frozenset([_native.LINES_LIMITED, _native.LINES_EMPTY])
+"""C stopped at a message the pure path judges (rate limited, an empty one that closes):
+``rest`` starts with it."""
+
+
 class TcpConnection(asyncio.Protocol):
     """One client connection: feeds its session, answers in order."""
 
@@ -78,7 +84,7 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Peer | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self.replies = OrderedReplies(self)
-        self.ledger = WriteLedger(server_lines(framing))
+        self.ledger = WriteLedger(server_lines(framing), framing.prefix)
         """The replies the transport still holds (``replied`` means handed to the kernel)."""
         self.arrived = 0.0
         """When the bytes being handled were received (their replies' latency)."""
@@ -138,22 +144,25 @@ class TcpConnection(asyncio.Protocol):
             return
         session.admitted(peer.host, settings.admission)
         framing = session.framing
-        if settings.line_reader is not None and isinstance(framing, LineFraming):
+        if settings.line_reader is not None and isinstance(framing, StreamFraming):
             admission = settings.admission
             self.reader = settings.line_reader(
                 self.handler, peer, self.counters, transport.write,
                 None if settings.latency is None else settings.latency.observe,
                 # A limited source's lines take tokens in C, in grants.
                 admission.take if session.rate_limited and admission is not None else None,
-                max_line=framing.max_line, exit_line=EXIT, empty_reply=framing.frame(ERR_EMPTY),
+                max_line=framing.max_line, exit_line=framing.exit,
+                empty_reply=None if framing.empty_closes else framing.frame(ERR_EMPTY),
                 grant=TOKENS_PER_GRANT,
+                length_prefix=framing.prefix,
                 # A write the transport holds is kept in the ledger (looked at in C).
                 buffered=transport.get_write_buffer_size, kept=self.ledger.wrote,
             )
             if self.registry.poller is not None:
                 self.handoff = PollerHandoff(self, self.registry.poller, self.reader)
         transport.set_write_buffer_limits(high=settings.write_buffer)
-        transport.write(framing.welcome)
+        if framing.welcome:
+            transport.write(framing.welcome)
 
     def data_received(self, data: bytes) -> None:
         # Also the backlog's next turn (``data`` empty): see server/tcp_turns.py.
@@ -210,6 +219,11 @@ class TcpConnection(asyncio.Protocol):
                     return
                 self.requests.handle(message, verdict, now)
                 taken += 1
+                if verdict is Line.EMPTY_CLOSE:  # answered; nothing after it counts
+                    self.replies.flush_batch()
+                    session.exit(taken, now)
+                    self._close_after_replies()
+                    return
                 if verdict is Line.RATE_LIMITED:  # the rest waits for tokens
                     session.hold_back(messages[taken - first :])
                     self.turns.wait_for_tokens()
@@ -234,7 +248,7 @@ class TcpConnection(asyncio.Protocol):
                 session.lines_read(taken, 0, now)
                 self._too_long()
                 return
-            if status == _native.LINES_LIMITED:  # this chunk's rest as the pure path does
+            if status in _PYTHON_JUDGES:  # this chunk's rest as the pure path does
                 self._receive(rest, now, taken)
                 return
             if status == _native.LINES_ERROR:  # any exception, SystemExit included
@@ -251,15 +265,16 @@ class TcpConnection(asyncio.Protocol):
                 return
             session.partial_returned(b"")
 
-    def write_lines(self, wire: bytes) -> None:
+    def write_lines(self, wire: bytes, lead: int = 0) -> None:
         """Write lines C framed (replies and its own error lines: what the poller's
-        send() did not take)."""
+        send() did not take; ``lead``: its bytes ending a message sent in part, known
+        with a length prefix)."""
         transport = self.transport
         assert transport is not None
         transport.write(wire)
         held = transport.get_write_buffer_size()
         if held:
-            self.ledger.wrote(held, wire, None)
+            self.ledger.wrote(held, wire, None, lead)
 
     def _discard(self, transport: asyncio.Transport, *, lost: bool = False) -> None:
         """The transport is about to throw away what it holds (``lost``: it has, and

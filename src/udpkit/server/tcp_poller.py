@@ -86,7 +86,8 @@ class PollerHandoff:
         if transport is None or transport.is_closing():  # closed while a handler ran
             return
         if unsent:
-            connection.write_lines(unsent)  # may begin inside a line the poller sent
+            # May begin inside a line the poller sent (len16: C says where the next starts).
+            connection.write_lines(unsent, self.reader.unsent_lead)
         if kind == _native.HAND_FAILED:  # reported as unraisable by the poller
             session.abort()
             connection.abort()

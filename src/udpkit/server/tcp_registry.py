@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from udpkit import _native
 from udpkit.core.admission import Admission
 from udpkit.core.counters import Counters
+from udpkit.core.framing import STREAMED
 from udpkit.core.handler import Handler
 from udpkit.core.histogram import LatencyHistogram
 from udpkit.core.proxy_protocol import ProxyProtocolPolicy
@@ -39,7 +40,7 @@ def tcp_fast_path(
     refusal = _udp_glue.fast_path_refusal(handler, enabled=enabled, access_log=access_log)
     if refusal is not None:
         return None, refusal
-    if framing != "line":
+    if framing not in STREAMED:
         return None, f"{framing} framing"
     reader = _native.line_reader_type()
     if reader is None:

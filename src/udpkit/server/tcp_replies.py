@@ -22,6 +22,7 @@ from udpkit.server.dispatch import (
     check_reply,
     log_handler_error,
 )
+from udpkit.server.tcp_requests import frame_reply
 
 if TYPE_CHECKING:
     from udpkit.server.tcp import TcpConnection
@@ -132,10 +133,11 @@ class OrderedReplies:
             if isinstance(item, asyncio.Future):
                 try:
                     reply = check_reply(await item, peer)
+                    wire = None if reply is None else frame_reply(framing, reply, peer)
                 except HandlerTimeout as exc:
                     counters.handler_timeouts += 1
                     log_handler_error(peer, exc)
-                    wire: bytes | None = framing.frame(ERR_TIMEOUT)
+                    wire = framing.frame(ERR_TIMEOUT)
                     is_reply = False
                 except BaseException as exc:  # the handler's own CancelledError too
                     if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
@@ -145,9 +147,8 @@ class OrderedReplies:
                     wire = framing.frame(ERR_HANDLER)
                     is_reply = False
                 else:
-                    if reply is None:
+                    if wire is None:
                         counters.no_reply += 1
-                    wire = None if reply is None else framing.frame(reply)
                     is_reply = True
             else:
                 assert isinstance(item, tuple)
