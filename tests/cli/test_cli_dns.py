@@ -20,7 +20,7 @@ def zone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(zone_file: Path) -> Iterator[ServeProcess]:
-    with serve("dns", "--zone", str(zone_file), "--no-tcp") as running:
+    with serve("dns", "--zone", str(zone_file)) as running:
         yield running
 
 
@@ -31,14 +31,25 @@ def test_ping_probes_a_dns_server_with_the_question_given(server: ServeProcess) 
     assert b"3 probes sent, 3 received, 0.0% loss" in result.stdout
 
 
+def test_ping_over_tcp_frames_its_probes_with_dns_length_prefixes(
+        server: ServeProcess) -> None:
+    result = run_udpkit("ping", f":{server.port}", "--tcp", "--expect", "dns", "-c", "2",
+                        "-i", "0.05", "--payload", "big.example.com TXT")
+    assert result.returncode == 0, result.stderr
+    assert b"over tcp" in result.stdout
+    assert b"2 probes sent, 2 received, 0.0% loss" in result.stdout
+
+
+@pytest.mark.parametrize("transport", [[], ["--tcp", "--connections", "2"]],
+                         ids=["udp", "tcp"])
 def test_bench_replays_a_query_file_and_matches_every_answer(
-        server: ServeProcess, tmp_path: Path) -> None:
+        server: ServeProcess, tmp_path: Path, transport: list[str]) -> None:
     queries = tmp_path / "queries.txt"
     queries.write_text("; dnsperf's format\nwww.example.com A\nexample.com MX\n"
                        "nope.example.com AAAA\nbig.example.com TXT\nwww.example.org A\n")
     result = run_udpkit("bench", f":{server.port}", "--expect", "dns", "--query-file",
                         str(queries), "-n", "500", "--warmup", "0", "--concurrency", "8",
-                        "--json")
+                        "--json", *transport)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["sent"] == figures["received"] == 500
@@ -55,6 +66,8 @@ def test_bench_replays_a_query_file_and_matches_every_answer(
     (["bench", "--expect", "dns", "--query-file", "/nonexistent.txt"], b"No such file"),
     (["ping", "--expect", "dns", "--payload", "example.com BOGUS"],
      b"unknown DNS record type 'BOGUS'"),
+    (["bench", "--expect", "dns", "--tcp", "--tcp-framing", "line"],
+     b"--expect dns over TCP needs --tcp-framing len16"),
 ])
 def test_mistakes_are_one_line_and_exit_2(zone_file: Path, args: list[str],
                                           message: bytes) -> None:

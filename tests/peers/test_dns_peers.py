@@ -1,4 +1,4 @@
-"""``udpkit serve dns`` against DNS software nobody here wrote.
+"""``udpkit serve dns`` against DNS software nobody here wrote, over UDP and TCP.
 
 Clients: ``dig`` (BIND 9), ``kdig`` (Knot) and dnspython's ``dns.query``.  The
 references: NSD and Knot, started by the test in the foreground on loopback with
@@ -7,7 +7,9 @@ records added to the authority section of positive answers, which is what
 udpkit answers; no RRL).  For every question of
 :data:`tests.dns_zone.QUESTIONS` the answer and authority sections, the rcode and
 the flags must be the same record for record (the additional section is optional
-data and may differ).  One NSD, one Knot and one udpkit server serve the whole module.
+data and may differ); over TCP too (``+tcp``, ``dns.query.tcp``), and a
+truncated UDP answer must send dig and dnspython to TCP for the whole of it.
+One NSD, one Knot and one udpkit server serve the whole module.
 Each test skips when its program is missing; CI installs them all (.ci/run).
 """
 
@@ -157,7 +159,7 @@ def reference_port(request: pytest.FixtureRequest, zone_file: Path,
 
 @pytest.fixture(scope="module")
 def udpkit_port(zone_file: Path) -> Iterator[int]:
-    with serve("dns", "--zone", str(zone_file), "--no-tcp") as server:
+    with serve("dns", "--zone", str(zone_file)) as server:  # UDP, and TCP with len16
         yield server.port
         server.stop()
 
@@ -184,6 +186,39 @@ def test_dnspython_gets_the_answers_the_reference_gives(
     theirs = dns.query.udp(query, "127.0.0.1", port=reference_port, timeout=5)
     assert _essentials(ours) == _essentials(theirs)
     assert ours.question == query.question
+
+
+@pytest.mark.parametrize(("name", "rdtype"), QUESTIONS, ids=IDS)
+def test_dnspython_over_tcp_gets_the_answers_the_reference_gives(
+        reference_port: int, udpkit_port: int, name: str, rdtype: str) -> None:
+    query = dns.message.make_query(name, rdtype, use_edns=0)
+    query.flags &= ~dns.flags.RD
+    ours = dns.query.tcp(query, "127.0.0.1", port=udpkit_port, timeout=5)
+    theirs = dns.query.tcp(query, "127.0.0.1", port=reference_port, timeout=5)
+    assert _essentials(ours) == _essentials(theirs)
+    assert not ours.flags & dns.flags.TC
+
+
+def test_dnspython_falls_back_to_tcp_for_a_truncated_answer(udpkit_port: int) -> None:
+    query = dns.message.make_query("big.example.com.", "TXT")  # no EDNS: 512 bytes over UDP
+    answer, over_tcp = dns.query.udp_with_fallback(query, "127.0.0.1", port=udpkit_port,
+                                                   timeout=5)
+    assert over_tcp
+    assert len(answer.answer[0]) == 1
+    assert sum(len(text) for text in answer.answer[0][0].strings) == 960
+
+
+def test_many_queries_pipelined_on_one_tcp_connection_are_all_answered(
+        udpkit_port: int) -> None:
+    """RFC 7766 §6.2.1.1: a client may send queries without waiting for answers."""
+    queries = [dns.message.make_query(name, rdtype) for name, rdtype in QUESTIONS]
+    stream = b"".join(len(wire).to_bytes(2, "big") + wire
+                      for wire in (query.to_wire() for query in queries))
+    with socket.create_connection(("127.0.0.1", udpkit_port), timeout=5) as connection:
+        connection.sendall(stream)
+        answers = [dns.query.receive_tcp(connection, expiration=time.time() + 5)[0]
+                   for _ in queries]
+    assert sorted(answer.id for answer in answers) == sorted(query.id for query in queries)
 
 
 # -- dig and kdig ----------------------------------------------------------------------
@@ -248,6 +283,37 @@ def test_dig_bufsize_decides_truncation_as_with_the_reference(
     assert ours == _comparable(_dig_text(["dig"], reference_port, *args))
     flags = next(line for line in ours if ";; flags:" in line)
     assert (" tc" in flags) == (bufsize == 512)
+
+
+@needs_dig
+@pytest.mark.parametrize(("name", "rdtype"), QUESTIONS, ids=IDS)
+def test_dig_over_tcp_shows_the_same_answers_as_from_the_reference(
+        reference_port: int, udpkit_port: int, name: str, rdtype: str) -> None:
+    args = ("@127.0.0.1", name, rdtype, "+norec", "+tcp")
+    ours = _dig_text(["dig"], udpkit_port, *args)
+    assert _comparable(ours) == _comparable(_dig_text(["dig"], reference_port, *args))
+    assert "(TCP)" in ours
+
+
+@needs_kdig
+@pytest.mark.parametrize("rdtype", ["A", "MX", "NS"])
+def test_kdig_over_tcp_shows_the_same_answers_as_from_the_reference(
+        reference_port: int, udpkit_port: int, rdtype: str) -> None:
+    args = ("@127.0.0.1", "example.com", rdtype, "+norec", "+tcp")
+    ours = _dig_text(["kdig"], udpkit_port, *args)
+    assert _comparable(ours) == _comparable(_dig_text(["kdig"], reference_port, *args))
+    assert "(TCP)" in ours
+
+
+@needs_dig
+def test_a_truncated_answer_makes_dig_retry_over_tcp_and_get_it_whole(
+        reference_port: int, udpkit_port: int) -> None:
+    args = ("@127.0.0.1", "big.example.com", "TXT", "+norec", "+bufsize=512")
+    ours = _dig_text(["dig"], udpkit_port, *args)
+    assert ";; Truncated, retrying in TCP mode." in ours
+    assert "(TCP)" in ours
+    assert ours.count('"dddd') == 1
+    assert _comparable(ours) == _comparable(_dig_text(["dig"], reference_port, *args))
 
 
 @needs_dig

@@ -437,3 +437,12 @@ def test_queries_of_a_file_are_padded_to_one_length_and_still_answered(
         reply = responder(wire, UDP)
         assert reply is not None
         assert DnsReply().matches(wire, reply)
+
+
+def test_dns_clients_and_server_default_to_len16_over_tcp() -> None:
+    from udpkit.apps import BUILTIN_APPS, default_tcp_framing
+
+    assert BUILTIN_APPS["dns"].server_defaults["tcp_framing"] == "len16"
+    assert default_tcp_framing("dns") == "len16"
+    assert default_tcp_framing("greeting") == "line"
+    assert default_tcp_framing("^ok {seq}$") == "line"

@@ -85,6 +85,8 @@ __all__ = [
     "AppLoadError",
     "AppOption",
     "ReplyRuleLike",
+    "default_payload",
+    "default_tcp_framing",
     "echo",
     "greet",
     "greeting",
@@ -156,6 +158,14 @@ def default_payload(expect: str, fallback: str) -> str:
     """The ``--payload`` of ``ping``/``bench`` with ``--expect expect`` when none is given."""
     app = _app_of(expect)
     return app.default_payload if app is not None and app.default_payload else fallback
+
+
+def default_tcp_framing(expect: str) -> str:
+    """The TCP framing a client uses with ``--expect expect`` when none is given: the
+    app's server default (``dns``: ``len16``), else ``line``."""
+    app = _app_of(expect)
+    framing = app.server_defaults.get("tcp_framing") if app is not None else None
+    return framing if isinstance(framing, str) else "line"
 
 
 def request_source(expect: str, template: str, *, size: int = 0,

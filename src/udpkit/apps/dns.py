@@ -203,7 +203,8 @@ APP = App(
     ),
     configure=configure,
     # Answers are larger than queries by design; RRL is DNS's amplification defence.
-    server_defaults=MappingProxyType({"max_amplification": None}),
+    # Over TCP each message is preceded by its length in two bytes (RFC 1035 §4.2.2).
+    server_defaults=MappingProxyType({"max_amplification": None, "tcp_framing": "len16"}),
     requests=DnsQueries,
     default_payload=". NS",
 )

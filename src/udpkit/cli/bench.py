@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from udpkit.apps import DEFAULT_APP, default_payload, rule_names
+from udpkit.apps import DEFAULT_APP, default_payload, default_tcp_framing, rule_names
 from udpkit.bench.config import BenchConfig
 from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path, read_query_file
@@ -25,9 +25,9 @@ from udpkit.core.slo import parse_slos
 @click.command(cls=UdpkitCommand)
 @click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Use TCP (one request per line) instead of UDP.")
-@click.option("--tcp-framing", type=click.Choice(["line", "len16"]), default="line",
-              show_default=True,
-              help="TCP framing of the server (len16: a 2-byte length before each message).")
+@click.option("--tcp-framing", type=click.Choice(["line", "len16"]), default=None,
+              help="TCP framing of the server (len16: a 2-byte length before each message) "
+                   "[default: line; --expect dns: len16].")
 @click.option("--concurrency", default=64, show_default=True, type=int,
               help="Closed loop: requests in flight.")
 @click.option("-r", "--rate", type=float, default=None,
@@ -72,7 +72,7 @@ from udpkit.core.slo import parse_slos
 def bench(
     target: tuple[str, int],
     tcp: bool,
-    tcp_framing: str,
+    tcp_framing: str | None,
     concurrency: int,
     rate: float | None,
     poisson: bool,
@@ -102,6 +102,8 @@ def bench(
     host, port = target
     if template is None:
         template = default_payload(expect, "n{seq}")
+    if tcp_framing is None:
+        tcp_framing = default_tcp_framing(expect)
     queries = read_query_file(query_file) if query_file is not None else None
     config = BenchConfig(
         host=host, port=port, transport="tcp" if tcp else "udp",

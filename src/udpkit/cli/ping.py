@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from udpkit.apps import DEFAULT_APP, default_payload, rule_names
+from udpkit.apps import DEFAULT_APP, default_payload, default_tcp_framing, rule_names
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
 from udpkit.cli.errors import FAILED, UdpkitCommand
 from udpkit.cli.params import DEFAULT_TARGET, Target
@@ -100,9 +100,9 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
 @click.command(cls=UdpkitCommand)
 @click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Probe over TCP (one probe per line).")
-@click.option("--tcp-framing", "framing", type=click.Choice(FRAMINGS), default="line",
-              show_default=True,
-              help="TCP framing of the server (len16: a 2-byte length before each probe).")
+@click.option("--tcp-framing", "framing", type=click.Choice(FRAMINGS), default=None,
+              help="TCP framing of the server (len16: a 2-byte length before each probe) "
+                   "[default: line; --expect dns: len16].")
 @click.option("-c", "--count", type=click.IntRange(min=1), default=None,
               help="Stop after COUNT probes.")
 @click.option("-i", "--interval", default=1.0, show_default=True, type=float,
@@ -119,7 +119,7 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
 def ping(
     target: tuple[str, int],
     tcp: bool,
-    framing: str,
+    framing: str | None,
     count: int | None,
     interval: float,
     timeout: float,
@@ -132,6 +132,8 @@ def ping(
     host, port = target
     if template is None:
         template = default_payload(expect, "ping {seq}")
+    if framing is None:
+        framing = default_tcp_framing(expect)
     named = format_address(target)
     where = named
     stop: asyncio.Event | None = None
