@@ -25,11 +25,12 @@ PEERS = [Peer(("192.0.2.1", 53), "udp"), Peer(("2001:db8::1", 53), "udp"),
          Peer(("192.0.2.1", 53), "tcp")]
 
 
-def _responder(tmp: Path) -> DnsResponder:
+def _responders(tmp: Path) -> tuple[DnsResponder, DnsResponder]:
+    """One that remembers answers (no RRL), one that limits rates (and so never does)."""
     clock = iter(range(10**9))
-    return DnsResponder(load_zone(str(write_zone(tmp))),
-                        rrl=ResponseRateLimit(rate=50, slip=2),
-                        clock=lambda: next(clock) / 1000)
+    zone = load_zone(str(write_zone(tmp)))
+    return DnsResponder(zone), DnsResponder(zone, rrl=ResponseRateLimit(rate=50, slip=2),
+                                            clock=lambda: next(clock) / 1000)
 
 
 labels = st.lists(st.sampled_from([b"www", b"example", b"com", b"WwW", b"ExAmPlE", b"cOm",
@@ -63,7 +64,10 @@ def queries(draw: st.DrawFn) -> bytes:
     return bytes(mutable)
 
 
-def _check(responder: DnsResponder, data: bytes, peer: Peer) -> None:
+def _check(responders: tuple[DnsResponder, DnsResponder], data: bytes, peer: Peer) -> None:
+    remembering, responder = responders
+    first = remembering(data, peer)
+    assert remembering(data, peer) == first  # the second time from memory over UDP
     try:
         query = parse_query_untrusted(data)
     except BadQuery:
@@ -101,12 +105,12 @@ def test_reply_keys_of_any_bytes_never_raise(data: bytes) -> None:
     assert key is None or key[:2] == data[:2]
 
 
-_RESPONDERS: dict[str, DnsResponder] = {}
+_RESPONDERS: dict[str, tuple[DnsResponder, DnsResponder]] = {}
 
 
-def _cached(tmp_path: Path) -> DnsResponder:
-    """One responder for the session (hypothesis reuses the function's tmp_path)."""
-    responder = _RESPONDERS.get("zone")
-    if responder is None:
-        responder = _RESPONDERS["zone"] = _responder(tmp_path)
-    return responder
+def _cached(tmp_path: Path) -> tuple[DnsResponder, DnsResponder]:
+    """The responders of the session (hypothesis reuses the function's tmp_path)."""
+    responders = _RESPONDERS.get("zone")
+    if responders is None:
+        responders = _RESPONDERS["zone"] = _responders(tmp_path)
+    return responders

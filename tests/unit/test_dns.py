@@ -446,3 +446,36 @@ def test_dns_clients_and_server_default_to_len16_over_tcp() -> None:
     assert default_tcp_framing("dns") == "len16"
     assert default_tcp_framing("greeting") == "line"
     assert default_tcp_framing("^ok {seq}$") == "line"
+
+
+def test_a_repeated_query_is_answered_from_memory_as_it_would_be_anew(
+        zone: ZoneAnswers) -> None:
+    from tests.dns_zone import QUESTIONS
+    from udpkit.apps import dns as dns_app
+
+    remembering = DnsResponder(zone)
+    for name, rdtype in QUESTIONS:
+        for options in ({}, {"use_edns": 0, "payload": 512}, {"use_edns": 0, "want_dnssec": True}):
+            query = dns.message.make_query(name, rdtype, **options)  # type: ignore[arg-type]
+            first = remembering(query.to_wire(), UDP)
+            query.id ^= 0x5A5A
+            again = remembering(query.to_wire(), UDP)
+            fresh = DnsResponder(zone)(query.to_wire(), UDP)
+            assert first is not None
+            assert again == fresh
+            assert again is not None
+            assert again[2:] == first[2:]
+            assert again[:2] == query.to_wire()[:2]
+    assert 0 < len(remembering._recent) <= dns_app.RECENT_QUERIES
+
+
+def test_the_memory_of_answers_is_bounded(zone: ZoneAnswers,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from udpkit.apps import dns as dns_app
+
+    monkeypatch.setattr(dns_app, "RECENT_QUERIES", 8)
+    responder = DnsResponder(zone)
+    for index in range(50):
+        assert responder(encode_query(index, question_from_line(f"n{index}.example.com A")),
+                         UDP) is not None
+        assert len(responder._recent) <= 8
