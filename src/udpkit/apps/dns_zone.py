@@ -5,9 +5,11 @@ that knows the DNS answering rules (RFC 1034 §4.3.2: CNAME chased within the
 zone, referrals below a zone cut with glue, wildcards, NXDOMAIN and NODATA
 with the SOA in the authority section, its TTL capped by the SOA minimum as
 RFC 2308 §3 says; outside the zone REFUSED).  It is run once per name and
-type of the zone when the zone loads, and its answers kept by the lowered
-question; a question the table does not hold (a name not in the zone, a
-rare type) is answered by the same function when asked.  Answers are rendered
+each type the name has when the zone loads, and its answers kept by the
+lowered question; a question the table does not hold is sorted out by
+:meth:`ZoneAnswers.lookup`: REFUSED, NXDOMAIN and NODATA do not depend on the
+name and are kept whole, the rest (referrals, wildcards) is answered by the
+same function when asked.  Answers are rendered
 with dnspython with a lower-case question; :mod:`udpkit.core.dns_wire`
 patches in the id and the question as asked.  Compression pointers into the
 question stay valid because the asked name has the same length.
@@ -31,9 +33,10 @@ if TYPE_CHECKING:
     import dns.rrset
     import dns.zone
 
-ALWAYS_RENDERED = (1, 2, 5, 6, 15, 16, 28)
-"""Types rendered at load time for every name (A NS CNAME SOA MX TXT AAAA), besides
-the types each name has."""
+CHASED_TYPES = (1, 2, 6, 15, 16, 28)
+"""Types rendered at load time at a CNAME's owner (A NS SOA MX TXT AAAA: each a chase),
+besides the types each name has.  A type a name lacks is NODATA, which
+:meth:`ZoneAnswers.lookup` answers without rendering."""
 MAX_CHAIN = 8
 """CNAMEs followed within the zone, at most (a loop stops there)."""
 BUCKET_NXDOMAIN, BUCKET_REFUSED, BUCKET_NODATA = 1, 2, 3
@@ -115,9 +118,11 @@ class ZoneAnswers:
         self.table: dict[bytes, Answer] = {}
         for name in self.names:
             node = self.nodes.get(name)
-            types = set(ALWAYS_RENDERED)
+            types: set[int] = set()
             if node is not None:
                 types.update(int(rdataset.rdtype) for rdataset in node.rdatasets)
+                if dns.rdatatype.CNAME in types:
+                    types.update(CHASED_TYPES)
             for rdtype in types:
                 key = _key(name, rdtype)
                 self.table[key] = self.answer_for(name, rdtype)
