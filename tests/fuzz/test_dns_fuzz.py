@@ -45,7 +45,8 @@ def queries(draw: st.DrawFn) -> bytes:
                                    b"\x00\x01\x00\x00\x00\x00\x00\x01",
                                    draw(st.binary(min_size=8, max_size=8))]))
     name = b"".join(bytes((len(label),)) + label for label in draw(labels)) + b"\x00"
-    qtype = draw(st.sampled_from([1, 2, 5, 6, 15, 16, 28, 41, 252, 255, 65535]))
+    qtype = draw(st.one_of(st.sampled_from([1, 2, 5, 6, 15, 16, 28, 41, 252, 255, 65535]),
+                           st.integers(0, 65535)))
     qclass = draw(st.sampled_from([1, 3, 255]))
     opt = b""
     if counts[-1] == 1:

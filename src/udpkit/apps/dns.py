@@ -31,6 +31,7 @@ from udpkit.core.dns_rrl import ResponseRateLimit
 from udpkit.core.dns_wire import (
     CLASS_IN,
     REFUSED,
+    TYPES,
     BadQuery,
     encode_query,
     error_answer,
@@ -47,7 +48,7 @@ from udpkit.core.payloads import RequestSource
 
 TCP_LIMIT = 65535
 """The largest message the 2-byte length of DNS over TCP can carry."""
-ZONE_TRANSFERS = (251, 252)
+ZONE_TRANSFERS = (TYPES["IXFR"], TYPES["AXFR"])
 """IXFR and AXFR: not served (no secondaries here), REFUSED as by a server whose
 transfer access list is empty."""
 RECENT_QUERIES = 16384

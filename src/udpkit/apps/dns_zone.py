@@ -24,7 +24,7 @@ import io
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from udpkit.core.dns_wire import CLASS_IN, NOERROR, NXDOMAIN, REFUSED, Answer
+from udpkit.core.dns_wire import AA, CLASS_IN, NOERROR, NXDOMAIN, QR, REFUSED, TYPES, Answer
 from udpkit.core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import dns.rrset
     import dns.zone
 
-CHASED_TYPES = (1, 2, 6, 15, 16, 28)
+CHASED_TYPES = tuple(TYPES[name] for name in ("A", "NS", "SOA", "MX", "TXT", "AAAA"))
 """Types rendered at load time at a CNAME's owner (A NS SOA MX TXT AAAA: each a chase),
 besides the types each name has.  A type a name lacks is NODATA, which
 :meth:`ZoneAnswers.lookup` answers without rendering."""
@@ -42,7 +42,6 @@ MAX_CHAIN = 8
 BUCKET_NXDOMAIN, BUCKET_REFUSED, BUCKET_NODATA = 1, 2, 3
 """Response-rate-limit buckets shared by all answers of their kind (NSD's 'nxdomain'
 and 'error' classes, and NODATA for types no name has)."""
-_QR, _QR_AA = 0x80, 0x84
 
 
 def _dns() -> None:
@@ -110,11 +109,11 @@ class ZoneAnswers:
         self._negative_soa().to_wire(buffer)  # uncompressed: fits after any question
         negative = buffer.getvalue()
         counts = b"\x00\x00\x00\x01\x00\x00"
-        self._nxdomain: Answer = Answer(bytes((_QR_AA, NXDOMAIN)), counts + negative,
+        self._nxdomain: Answer = Answer(bytes((QR | AA, NXDOMAIN)), counts + negative,
                                         counts + negative, BUCKET_NXDOMAIN)
-        self._nodata: Answer = Answer(bytes((_QR_AA, NOERROR)), counts + negative,
+        self._nodata: Answer = Answer(bytes((QR | AA, NOERROR)), counts + negative,
                                       counts + negative, BUCKET_NODATA)
-        self._refused: Answer = Answer(bytes((_QR, REFUSED)), bytes(6), bytes(6), BUCKET_REFUSED)
+        self._refused: Answer = Answer(bytes((QR, REFUSED)), bytes(6), bytes(6), BUCKET_REFUSED)
         self.table: dict[bytes, Answer] = {}
         for name in self.names:
             node = self.nodes.get(name)

@@ -44,7 +44,9 @@ TYPES: dict[str, int] = {
 }
 """Record type mnemonics a query file may name (any other as ``TYPEnnn``, RFC 3597)."""
 
-_QR, _OPCODE, _AA, _TC, _RD = 0x80, 0x78, 0x04, 0x02, 0x01
+QR, AA = 0x80, 0x04
+"""Flags of the third header byte: a response; an authoritative answer."""
+_OPCODE, _TC, _RD = 0x78, 0x02, 0x01
 _CD = 0x10
 _DO = 0x80  # high byte of the OPT record's flags (RFC 3225)
 
@@ -92,7 +94,7 @@ _OPT_DO = opt_record(do=True)
 
 def _error(data: bytes, rcode: int, question: bytes = b"", opt: bytes = b"") -> bytes:
     """An answer carrying only ``rcode`` (and the question, and OPT, when known)."""
-    flags = bytes(((data[2] & (_OPCODE | _RD)) | _QR, (data[3] & _CD) | (rcode & 0x0F)))
+    flags = bytes(((data[2] & (_OPCODE | _RD)) | QR, (data[3] & _CD) | (rcode & 0x0F)))
     counts = (b"\x00\x01" if question else b"\x00\x00") + b"\x00\x00\x00\x00"
     counts += b"\x00\x01" if opt else b"\x00\x00"
     return data[:2] + flags + counts + question + opt
@@ -109,7 +111,7 @@ def parse_query_untrusted(data: bytes) -> Query:
     if size < HEADER:
         raise BadQuery("short", None)
     flags = data[2]
-    if flags & _QR:
+    if flags & QR:
         raise BadQuery("response", None)
     if flags & _OPCODE:
         raise BadQuery("notimp", _error(data, NOTIMP))
@@ -159,7 +161,7 @@ def parse_query_untrusted(data: bytes) -> Query:
 
 def error_answer(query: Query, rcode: int) -> bytes:
     """An answer to a parsed query carrying only ``rcode``, the question and any OPT."""
-    flags = bytes((_QR | (query.id_flags[2] & _RD), (query.id_flags[3] & _CD) | rcode))
+    flags = bytes((QR | (query.id_flags[2] & _RD), (query.id_flags[3] & _CD) | rcode))
     counts = b"\x00\x01\x00\x00\x00\x00" + (b"\x00\x01" if query.opt else b"\x00\x00")
     return query.id_flags[:2] + flags + counts + query.question + query.opt
 
@@ -276,7 +278,7 @@ def reply_key_untrusted(reply: bytes) -> bytes | None:
     a response answers the query with the same id and question, byte for byte
     (the case as asked: a 0x20 client checks it)."""
     size = len(reply)
-    if size < HEADER or not reply[2] & _QR or reply[4:6] != b"\x00\x01":
+    if size < HEADER or not reply[2] & QR or reply[4:6] != b"\x00\x01":
         return None
     at = HEADER
     while at < size:
