@@ -78,7 +78,7 @@ def zone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_zone(tmp_path_factory.mktemp("dns-zone"))
 
 
-def _nsd(zone_file: Path, run: Path, port: int) -> list[str]:
+def _nsd(zone_file: Path, run: Path, port: int, rrl: str = "rrl-ratelimit: 0") -> list[str]:
     config = run / "nsd.conf"
     config.write_text(f"""\
 server:
@@ -92,7 +92,7 @@ server:
   username: ""
   chroot: ""
   logfile: {run}/nsd.log
-  rrl-ratelimit: 0
+  {rrl}
   minimal-responses: yes
   refuse-any: no
 remote-control:
@@ -144,10 +144,17 @@ def reference_port(request: pytest.FixtureRequest, zone_file: Path,
         pytest.skip(f"{request.param} is not installed")
     port = _free_port()
     command = configure(zone_file, tmp_path_factory.mktemp(request.param), port)
+    with _running(command, port, request.param):
+        yield port
+
+
+@contextlib.contextmanager
+def _running(command: list[str], port: int, what: str) -> Iterator[None]:
+    """Run ``command`` until it answers on ``port``; SIGTERM to its PID at the end."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_answering(port, process, request.param)
-        yield port
+        _wait_answering(port, process, what)
+        yield
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -329,3 +336,47 @@ def test_dig_nxdomain_carries_the_soa(udpkit_port: int) -> None:
     output = _dig_text(["dig"], udpkit_port, "@127.0.0.1", "nope.example.com", "A", "+norec")
     assert "status: NXDOMAIN" in output
     assert re.search(r"AUTHORITY SECTION:\nexample\.com\.\s+300\s+IN\s+SOA", output)
+
+
+# -- response-rate limiting, beside NSD's ---------------------------------------------
+
+
+def _burst(port: int, count: int) -> tuple[int, int, int]:
+    """``count`` identical queries at once from one socket: (full answers, truncated
+    answers, no answer)."""
+    query = dns.message.make_query("example.com.", "A", use_edns=0).to_wire()
+    full = truncated = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1.0)
+        for _ in range(count):
+            sock.sendto(query, ("127.0.0.1", port))
+        with contextlib.suppress(TimeoutError):
+            while True:
+                answer = dns.message.from_wire(sock.recv(4096))
+                if answer.flags & dns.flags.TC:
+                    truncated += 1
+                elif answer.answer:
+                    full += 1
+    return full, truncated, count - full - truncated
+
+
+def test_rrl_limits_a_burst_as_nsds_rrl_does(zone_file: Path, tmp_path: Path) -> None:
+    """Both servers with 2 answers/s and slip 2: a burst of 40 identical queries from one
+    source gets a few full answers, some truncated ones (so a real client retries over
+    TCP) and no answer at all for the rest.  NSD slips at random, udpkit every second
+    one over the limit, so the shares are compared loosely."""
+    if not Path(NSD).exists():
+        pytest.skip("nsd is not installed")
+    port = _free_port()
+    command = _nsd(zone_file, tmp_path, port, rrl="rrl-ratelimit: 2\n  rrl-slip: 2")
+    with _running(command, port, "nsd"):
+        theirs = _burst(port, 40)
+    with serve("dns", "--zone", str(zone_file), "--no-tcp", "--rrl-rate", "2",
+               "--rrl-slip", "2") as server:
+        _wait_answering(server.port, server.process, "udpkit")
+        time.sleep(1.0)  # the probe above took a token: let the bucket fill again
+        ours = _burst(server.port, 40)
+    for full, truncated, dropped in (theirs, ours):
+        assert 1 <= full <= 5
+        assert truncated >= 5
+        assert dropped >= 1  # NSD truncates about 3 in 4 over the limit, at random
