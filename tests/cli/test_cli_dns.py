@@ -56,6 +56,24 @@ def test_bench_replays_a_query_file_and_matches_every_answer(
     assert figures["wrong"] == figures["lost"] == 0
 
 
+def test_the_apps_own_outcomes_are_logged_when_the_server_stops(zone_file: Path) -> None:
+    """Malformed queries and rate-limited answers end in udpkit's counters as replies or
+    no_reply; why is the app's to say, beside the summary."""
+    import socket
+
+    with serve("dns", "--zone", str(zone_file), "--no-tcp") as running:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"\x12\x34\x00\x00\x00\x02" + bytes(6), ("127.0.0.1", running.port))
+            assert sock.recv(512)[3] & 0x0F == 1  # FORMERR: two questions
+            sock.sendto(b"\x12\x34\x80" + bytes(9), ("127.0.0.1", running.port))  # a response
+            sock.sendto(b"\x12\x34\x00\x00\x00\x02" + bytes(6), ("127.0.0.1", running.port))
+            assert sock.recv(512)[:2] == b"\x12\x34"
+        code, log = running.stop()
+    assert code == 0
+    assert "Handler: formerr=2 response=1" in log
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["serve", "dns"], b"udpkit serve: udpkit serve dns needs --zone FILE"),
     (["serve", "greeting", "--zone", "x.zone"],

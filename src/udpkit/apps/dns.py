@@ -76,6 +76,10 @@ class DnsResponder:
         self._recent: dict[bytes, bytes] = {}
         """UDP answers by their query after its id (which decides the answer wholly)."""
 
+    def outcomes(self) -> dict[str, int]:
+        """``counts`` as the server logs it when it stops (``Handler: formerr=2 ...``)."""
+        return dict(self.counts)
+
     def __call__(self, request: bytes, peer: Peer) -> bytes | None:
         udp = peer.transport == "udp"
         if udp and self.rrl is None:

@@ -55,6 +55,9 @@ class Server(Service):
         self.config = config
         handler = (load_app(config.app, options=config.app_options, clock=time.monotonic)
                    if isinstance(config.app, str) else config.app)
+        self._outcomes = getattr(handler, "outcomes", None)
+        """A handler's own tally (``outcomes() -> {name: count}``, e.g. the dns app's
+        malformed queries and rate-limited answers), logged beside the summary."""
         self._threads: ThreadedHandler | None = None
         if config.handler_threads:
             if is_async_handler(handler):
@@ -270,6 +273,10 @@ class Server(Service):
 
     def stopped(self) -> None:
         server_log.info("%s", self.summary())
+        outcomes = self._outcomes() if callable(self._outcomes) else None
+        if outcomes:
+            server_log.info("Handler: %s", " ".join(
+                f"{name}={count}" for name, count in sorted(outcomes.items())))
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         if again:
