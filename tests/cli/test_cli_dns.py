@@ -80,6 +80,7 @@ def test_the_apps_own_outcomes_are_logged_when_the_server_stops(zone_file: Path)
      b"udpkit serve: --zone is an option of app 'dns', not of 'greeting'"),
     (["serve", "dns", "--zone", "/nonexistent.zone"], b"No such file or directory"),
     (["serve", "dns", "--zone", "ZONE", "--rrl-rate", "many"], b"--rrl-rate must be"),
+    (["serve", "dns", "--zone", "ZONE", "--rrl-slip", "3"], b"--rrl-slip needs --rrl-rate"),
     (["bench", "--query-file", "ZONE"], b"--query-file needs an app with a query format"),
     (["bench", "--expect", "dns", "--query-file", "/nonexistent.txt"], b"No such file"),
     (["ping", "--expect", "dns", "--payload", "example.com BOGUS"],

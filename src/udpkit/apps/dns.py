@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from udpkit.apps.app import App, AppOption, Clock
-from udpkit.apps.dns_zone import ZoneAnswers
+from udpkit.apps.dns_zone import ZoneAnswers, load_zone
 from udpkit.core.dns_rrl import ResponseRateLimit
 from udpkit.core.dns_wire import (
     CLASS_IN,
@@ -116,13 +116,13 @@ class DnsResponder:
 def configure(options: Mapping[str, str], clock: Clock | None) -> DnsResponder:
     """The handler of ``serve dns``: ``zone`` (a file, required), ``rrl-rate``
     (answers/s, or ``off``), ``rrl-slip``."""
-    from udpkit.apps.dns_zone import load_zone
-
     path = options.get("zone")
     if not path:
         raise UsageError("udpkit serve dns needs --zone FILE (a zone in RFC 1035 format)")
     rrl = None
     rate_text = options.get("rrl-rate", "off").strip().lower()
+    if rate_text in ("off", "0", "none") and "rrl-slip" in options:
+        raise UsageError("--rrl-slip needs --rrl-rate N (response-rate limiting is off)")
     if rate_text not in ("off", "0", "none"):
         try:
             rate = float(rate_text)
