@@ -45,7 +45,7 @@ bench: $(STAMP)
 # DNS: NSD, Knot and `udpkit serve dns` (fast and pure path) under dnsperf and udpkit bench,
 # server on core 0, load on core 1 (needs nsd, knot, dnsperf: see .ci/run).
 bench-dns: $(STAMP)
-	$(BIN)/python benchmarks/bench_dns.py --duration 10
+	$(BIN)/python benchmarks/bench_dns.py --duration 10 --rounds 3
 
 # Before and after a change, side by side in one run: this tree against BASELINE (a git
 # revision, default HEAD, i.e. the uncommitted changes).  `make bench-compare BASELINE=main~3`

@@ -18,9 +18,11 @@ Beside each closed-loop run, the server's CPU use (its processes' user+system
 time over the run, from /proc): near 100% means the server saturated, not the
 generator.  Servers: NSD (``server-count: 1``, RRL off), Knot (one UDP
 worker), udpkit on its C fast path and on the pure asyncio path
-(``--no-fast-path``).  Ratios are against NSD measured in the same run.
+(``--no-fast-path``).  The servers alternate within each of ``--rounds``
+rounds; the table shows each figure's median.  Ratios are against NSD
+measured in the same run.
 
-    python benchmarks/bench_dns.py --duration 5
+    python benchmarks/bench_dns.py --duration 5 --rounds 3
 
 Needs ``nsd``, ``knot``, ``dnsperf`` (Debian) and ``taskset``; a server whose
 program is missing is left out.
@@ -37,6 +39,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -278,7 +281,7 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"dnsperf and udpkit bench on core {LOAD_CORE}, {args.outstanding} queries "
         f"outstanding, {args.duration:g} s each; servers on core {SERVER_CORE}; "
-        f"open-loop latency at {args.rate:g} queries/s.",
+        f"open-loop latency at {args.rate:g} queries/s; medians of {args.rounds} rounds.",
         "",
         "| server | dnsperf q/s | dnsperf avg | server CPU | udpkit bench q/s "
         "| bench / dnsperf | server CPU | p50 at rate | p99 at rate |",
@@ -306,35 +309,51 @@ def main() -> None:
                         help="queries/s of the open-loop latency run")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="comma-separated, of: " + ", ".join(SERVERS))
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; the servers alternate in each, the table shows medians")
     parser.add_argument("--output", type=Path, default=None, help="write JSON here")
     args = parser.parse_args()
     for tool in ("taskset", "dnsperf"):
         if shutil.which(tool) is None:
             sys.exit(f"bench_dns: {tool} is not installed (apt-get install dnsperf util-linux)")
-    rows = []
+    names = [name.strip() for name in args.servers.split(",")]
+    for name in names:
+        if name not in SERVERS:
+            sys.exit(f"bench_dns: unknown server {name!r}")
+    runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-dns-") as tmp:
         directory = Path(tmp)
         zone = write_zone(directory, args.names)
         queries = write_queries(directory, args.names)
-        for name in args.servers.split(","):
-            name = name.strip()
-            if name not in SERVERS:
-                sys.exit(f"bench_dns: unknown server {name!r}")
-            program, build = SERVERS[name]
-            if shutil.which(program) is None and not Path(program).exists() and not Path(
-                    f"/usr/sbin/{program}").exists():
-                print(f"{name}: {program} is not installed, left out", file=sys.stderr)
-                continue
-            run = directory / re.sub(r"\W+", "-", name)
-            run.mkdir()
-            port = free_port()
-            row = bench_server(name, build(zone, run, port), port, queries, args)
-            if row is not None:
-                rows.append(row)
-                print(f"{name}: {json.dumps(row)}", file=sys.stderr)
+        for round_number in range(args.rounds):
+            for name in names:  # the servers alternate within each round
+                program, build = SERVERS[name]
+                if shutil.which(program) is None and not Path(program).exists() and not Path(
+                        f"/usr/sbin/{program}").exists():
+                    if round_number == 0:
+                        print(f"{name}: {program} is not installed, left out", file=sys.stderr)
+                    continue
+                run = directory / f"{re.sub(r'[^A-Za-z0-9]+', '-', name)}-{round_number}"
+                run.mkdir()
+                port = free_port()
+                row = bench_server(name, build(zone, run, port), port, queries, args)
+                if row is not None:
+                    runs.setdefault(name, []).append(row)
+                    print(f"round {round_number + 1}: {json.dumps(row)}", file=sys.stderr)
+    rows = [median_row(name, runs[name]) for name in names if name in runs]
     print(table(rows, args))
     if args.output is not None:
-        args.output.write_text(json.dumps(rows, indent=2) + "\n")
+        args.output.write_text(json.dumps({"medians": rows, "runs": runs}, indent=2) + "\n")
+
+
+def median_row(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure of a server: its median over the rounds."""
+    merged: dict[str, Any] = {"server": name}
+    for part in ("dnsperf", "udpkit_bench", "fixed_rate"):
+        keys = rows[0][part].keys()
+        merged[part] = {key: statistics.median(row[part][key] for row in rows)
+                        for key in keys if isinstance(rows[0][part][key], (int, float))}
+    return merged
 
 
 if __name__ == "__main__":
