@@ -68,3 +68,16 @@ async def test_rrl_sends_the_rate_truncates_every_second_extra_and_drops_the_res
     assert stats.replied == len(messages)
     assert stats.no_reply == 40 - len(messages)  # the dropped ones, each counted
     assert over_tcp.answer  # TCP is not limited: a truncated client gets its answer there
+
+
+async def test_the_client_matches_dns_answers(tmp_path: Path) -> None:
+    from udpkit import AsyncClient
+    from udpkit.core.dns_wire import encode_query, question_from_line
+
+    query = encode_query(77, question_from_line("example.com MX"))
+    async with Server(_config(write_zone(tmp_path))) as server, AsyncClient(
+            "127.0.0.1", server.port, matcher="dns") as client:
+        reply = await client.request(query)
+    answer = dns.message.from_wire(reply)
+    assert answer.id == 77
+    assert "10 mail.example.com." in answer.answer[0].to_text()

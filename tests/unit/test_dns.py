@@ -479,3 +479,23 @@ def test_the_memory_of_answers_is_bounded(zone: ZoneAnswers,
         assert responder(encode_query(index, question_from_line(f"n{index}.example.com A")),
                          UDP) is not None
         assert len(responder._recent) <= 8
+
+
+def test_the_clients_pending_table_finds_dns_replies_by_id_and_question(
+        responder: DnsResponder) -> None:
+    from udpkit.core.matching import PendingTable
+
+    table: PendingTable[str] = PendingTable(DnsReply())
+    first = encode_query(1, question_from_line("www.example.com A"))
+    second = encode_query(2, question_from_line("example.com MX"))
+    table.add("first", first)
+    table.add("second", second)
+    reply_second, reply_first = responder(second, UDP), responder(first, UDP)
+    assert reply_first is not None
+    assert reply_second is not None
+    assert table.match(reply_second) == "second"
+    assert table.classify_unmatched(reply_second) == "duplicate"
+    table.abandon("first")
+    assert table.match(reply_first) is None
+    assert table.classify_unmatched(reply_first) == "late"
+    assert table.classify_unmatched(b"junk") == "unexpected"
