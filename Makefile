@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-compare bench-latency venv lint typecheck clean
+.PHONY: demo test bench bench-dns bench-compare bench-latency venv lint typecheck clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ bench: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_suite.py --rounds 5
+	$(MAKE) bench-dns
+
+# DNS: NSD, Knot and `udpkit serve dns` (fast and pure path) under dnsperf and udpkit bench,
+# server on core 0, load on core 1 (needs nsd, knot, dnsperf: see .ci/run).
+bench-dns: $(STAMP)
+	$(BIN)/python benchmarks/bench_dns.py --duration 10 --rounds 3
 
 # Latency under load (open-loop Poisson at 10/50/80/95% of each server's capacity, UDP
 # and TCP) and how close `udpkit bench` comes to the C generator (issue 15).  Rewrites

@@ -16,6 +16,8 @@ Markdown itself, on the line before the block:
   makes it a file of that name that the document's other examples use; one
   that defines ``test_`` functions is run by pytest.
 * ```` ```pycon ````: a Python session, run by :mod:`doctest`.
+* ```` ```dns-zone ```` whose first line is ``; NAME.zone``: a zone file of that
+  name that the document's other examples use (written, not run).
 * Any block after ``<!-- not executed: REASON -->`` is not run, and the test
   report says so with the reason.  A block in a language that is not shell or
   Python (``nginx``, ``ini``, ``yaml``, ``text``) is not run either, reported
@@ -62,14 +64,20 @@ class Block:
         """Why the block is not run, or None when it is (or must be)."""
         if self.directive is not None and self.directive.startswith(NOT_EXECUTED):
             return self.directive
+        if self.file_name is not None:
+            return None
         if self.language and self.language not in EXECUTED + OTHER_NAMES:
             return f"{NOT_EXECUTED} a ```{self.language} block"
         return None
 
     @property
     def file_name(self) -> str | None:
-        """``NAME.py`` for a Python block that is a file the other examples use."""
+        """``NAME.py`` for a Python block that is a file the other examples use, and
+        ``NAME.zone`` for such a zone file."""
         first = self.text.splitlines()[0] if self.text else ""
+        if self.language == "dns-zone":
+            match = re.fullmatch(r";\s*([\w.-]+\.zone)\s*", first)
+            return match.group(1) if match else None
         match = re.fullmatch(r"#\s*([\w.-]+\.py)\s*", first)
         return match.group(1) if self.language == "python" and match else None
 

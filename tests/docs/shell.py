@@ -9,7 +9,7 @@ anything else on the machine:
   gets a free port of its own; 9999 otherwise means the shared greeting server
   the tests start; each other port a free one.  Commands are rewritten
   (``HOST:PORT``, ``--port PORT``, ``HOST PORT``), ``UDPKIT_SERVE_PORT`` and
-  ``UDPKIT_SEND_PORT`` point the defaults at the right one, and in the output
+  ``UDPKIT_SEND_PORT`` point the defaults at the right one (``dig -p PORT`` too), and in the output
   the chosen ports are mapped back before comparing.
 * Time.  ``udpkit serve``, ``udpkit proxy`` and ``... &`` run in the background
   until ``^C`` or the end of the block, then get SIGINT and must exit 0; the
@@ -42,10 +42,10 @@ from tests.docs.markdown import NUMBERS_VARY, Block, Command, commands, matches
 BIN = Path(sys.executable).parent
 DEFAULT_PORT = 9999
 #: Programs the examples use that a machine may lack.
-OPTIONAL_TOOLS = ("nc", "curl", "socat", "tcpdump")
+OPTIONAL_TOOLS = ("nc", "curl", "socat", "tcpdump", "dig")
 _PORT_IN_COMMAND = re.compile(
     r"(?:(?<=[\w\]]:)|(?<=--port )|(?<=--port=)|(?<=--replay-port )|(?<=127\.0\.0\.1 )"
-    r"|(?<=localhost ))(\d{2,5})\b"
+    r"|(?<=localhost )|(?<= -p ))(\d{2,5})\b"
 )
 _LISTENING_FLAGS = re.compile(r"--(?:listen|control|metrics)[ =]\S*:(\d+)")
 _PORT_FLAG = re.compile(r"--port[ =](\d+)")

@@ -89,6 +89,10 @@ def test_example(block: Block, shared_port: int, workdirs: dict[Path, Path],
     reason = block.reason_not_executed
     if reason is not None:
         pytest.skip(f"{block.name}: {reason}")
+    if block.language not in EXECUTED and block.file_name is not None:  # a data file
+        workdir = workdir_for(block, workdirs, tmp_path_factory)
+        assert (workdir / block.file_name).read_text() == block.text
+        return
     assert block.language in EXECUTED, (
         f"{block.name}: a ```{block.language or '(no language)'} block would not run: write it "
         f"as one of {EXECUTED}, or give its language, or say why not on the line before: "

@@ -39,6 +39,22 @@ def test_blocks_carry_their_line_language_and_directive(tmp_path: Path) -> None:
     assert python.text == "print(1)\n"
 
 
+def test_a_zone_file_block_is_a_file_for_the_other_examples(tmp_path: Path) -> None:
+    document = tmp_path / "doc.md"
+    document.write_text("```dns-zone\n; example.zone\n@ IN A 192.0.2.1\n```\n\n"
+                        "```dns-zone\n@ IN A 192.0.2.1\n```\n")
+    named, anonymous = blocks(document)
+    assert (named.file_name, named.reason_not_executed) == ("example.zone", None)
+    assert anonymous.file_name is None
+    assert anonymous.reason_not_executed == "not executed: a ```dns-zone block"
+
+
+def test_dig_port_is_rewritten_like_the_others() -> None:
+    ports = Ports(20000, ["udpkit serve dns --zone z --port 5353 &"])
+    assert ports.rewrite("dig @127.0.0.1 -p 5353 example.com") == (
+        f"dig @127.0.0.1 -p {ports.real(5353)} example.com")
+
+
 def test_a_block_in_another_language_is_reported_as_not_executed(tmp_path: Path) -> None:
     document = tmp_path / "doc.md"
     document.write_text("```yaml\nkind: Service\n```\n```\nplain\n```\n```bash\nls\n```\n")

@@ -11,6 +11,7 @@ by hand, or a core that needs the layers built on it.
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,10 +75,24 @@ def test_core_imports_only_the_standard_library_and_core(module: Path) -> None:
     assert violations(module.read_text(), package_of(module), ("udpkit.core",)) == []
 
 
+OPTIONAL_EXTRAS = {"dns_zone.py": ("dns",)}
+"""An app's module that may use the app's optional extra (dnspython for ``dns``),
+imported inside the functions that need it, so that importing udpkit does not."""
+
+
 @pytest.mark.parametrize("module", sorted(APPS.rglob("*.py")), ids=lambda path: path.name)
 def test_apps_import_only_the_standard_library_core_and_apps(module: Path) -> None:
-    allowed = ("udpkit.core", "udpkit.apps")
+    allowed = ("udpkit.core", "udpkit.apps", *OPTIONAL_EXTRAS.get(module.name, ()))
     assert violations(module.read_text(), package_of(module), allowed) == []
+
+
+def test_importing_udpkit_and_its_apps_does_not_import_an_optional_extra() -> None:
+    """dnspython serves ``udpkit serve dns`` only: the library path must not need it."""
+    code = ("import sys, udpkit, udpkit.apps, udpkit.apps.dns, udpkit.cli\n"
+            "print(sorted(m for m in sys.modules if m == 'dns' or m.startswith('dns.')))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, timeout=30).stdout.strip()
+    assert found == "[]"
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from udpkit.apps import DEFAULT_APP, reply_rule
+from udpkit.apps import DEFAULT_APP, reply_rule, request_source
 from udpkit.core.errors import UsageError
 from udpkit.core.framing import FramingName
 from udpkit.core.handler import TransportName
 from udpkit.core.matching import ReplyRule
-from udpkit.core.payloads import DEFAULT_TEMPLATE, PayloadTemplate
+from udpkit.core.payloads import DEFAULT_TEMPLATE, RequestSource
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +52,9 @@ class BenchConfig:
     expect: str = DEFAULT_APP
     """Which reply answers a request: a built-in app's name (:data:`udpkit.apps.REPLY_RULES`)
     or a regex with ``{seq}``."""
+    queries: tuple[str, ...] | None = None
+    """Lines of a query file in the app's own format (``--expect dns``: dnsperf's
+    ``name TYPE``), sent in turn instead of the payload template."""
     connections: int = 1
     """TCP: connections to open."""
     depth: int | None = None
@@ -96,12 +99,13 @@ class BenchConfig:
             raise UsageError(f"--batch must be between 1 and 1024 (got {self.batch})")
         if self.interval is not None and not self.interval > 0:
             raise UsageError(f"interval must be > 0 (got {self.interval:g})")
-        template = PayloadTemplate(self.template, size=self.size)
-        rule = reply_rule(self.expect)
+        template, rule = self.payloads()
         rule.check(template)
         if self.tcp_framing not in ("line", "len16"):
             raise UsageError(f"--tcp-framing must be 'line' or 'len16' (got {self.tcp_framing!r};"
                              " bench pipelines requests, which raw framing cannot)")
+        if self.transport == "tcp" and rule.keyed and self.tcp_framing != "len16":
+            raise UsageError(f"--expect {self.expect} over TCP needs --tcp-framing len16")
         line = self.transport == "tcp" and self.tcp_framing == "line"
         if line and (b"\n" in template.render(0) or b"\r" in template.render(0)):
             raise UsageError("a TCP payload cannot contain a line break (one request per line)")
@@ -120,8 +124,9 @@ class BenchConfig:
     def open_loop(self) -> bool:
         return self.rate is not None
 
-    def payloads(self) -> tuple[PayloadTemplate, ReplyRule]:
-        return PayloadTemplate(self.template, size=self.size), reply_rule(self.expect)
+    def payloads(self) -> tuple[RequestSource, ReplyRule]:
+        return (request_source(self.expect, self.template, size=self.size, lines=self.queries),
+                reply_rule(self.expect))
 
     def share(self, index: int, parts: int) -> BenchConfig:
         """This process's part of the load when ``parts`` processes share it."""

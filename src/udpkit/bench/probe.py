@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from udpkit.apps import DEFAULT_APP, reply_rule
+from udpkit.apps import DEFAULT_APP, reply_rule, request_source
 from udpkit.bench.udp_generator import open_udp_socket
 from udpkit.client.aio import resolve_address
 from udpkit.core.errors import RequestRefused, UsageError
 from udpkit.core.framing import FramingName, make_framing
 from udpkit.core.handler import Address, TransportName, format_address
 from udpkit.core.matching import ReplyRule
-from udpkit.core.payloads import PayloadTemplate
+from udpkit.core.payloads import RequestSource
 from udpkit.core.probe_stats import ProbeStats, ProbeSummary
 
 EventKind = Literal["reply", "duplicate", "late", "timeout", "refused", "wrong"]
@@ -74,9 +74,11 @@ async def ping_async(
         raise UsageError(f"--interval must be > 0 (got {interval:g})")
     if not timeout > 0:
         raise UsageError(f"--timeout must be > 0 (got {timeout:g})")
-    payloads = PayloadTemplate(template)
+    payloads = request_source(expect, template)
     rule = reply_rule(expect)
     rule.check(payloads)
+    if transport == "tcp" and rule.keyed and framing != "len16":
+        raise UsageError(f"--expect {expect} over TCP needs --tcp-framing len16")
     if transport == "tcp" and framing == "line" and b"\n" in payloads.render(0):
         raise UsageError("a TCP payload cannot contain a line break (one request per line)")
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
@@ -96,7 +98,7 @@ class _Prober:
         self,
         server: Address,
         transport: TransportName,
-        template: PayloadTemplate,
+        template: RequestSource,
         rule: ReplyRule,
         timeout: float,
         on_event: Callable[[PingEvent], None] | None,

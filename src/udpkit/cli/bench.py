@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from udpkit.apps import DEFAULT_APP, rule_names
+from udpkit.apps import DEFAULT_APP, default_payload, default_tcp_framing, rule_names
 from udpkit.bench.config import BenchConfig
 from udpkit.cli.bench_merge import merge
 from udpkit.cli.errors import (
@@ -27,7 +27,7 @@ from udpkit.cli.errors import (
     Failure,
     UdpkitCommand,
 )
-from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path
+from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path, read_query_file
 from udpkit.core.errors import UsageError
 from udpkit.core.framing import framing_name
 from udpkit.core.pacing import LAG_FLAG_FRACTION
@@ -37,9 +37,9 @@ from udpkit.core.slo import parse_slos
 @click.command(cls=UdpkitCommand)
 @click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Use TCP (one request per line) instead of UDP.")
-@click.option("--tcp-framing", type=click.Choice(["line", "len16"]), default="line",
-              show_default=True,
-              help="TCP framing of the server (len16: a 2-byte length before each message).")
+@click.option("--tcp-framing", type=click.Choice(["line", "len16"]), default=None,
+              help="TCP framing of the server (len16: a 2-byte length before each message) "
+                   "[default: line; --expect dns: len16].")
 @click.option("--concurrency", default=64, show_default=True, type=int,
               help="Closed loop: requests in flight.")
 @click.option("-r", "--rate", type=float, default=None,
@@ -52,8 +52,12 @@ from udpkit.core.slo import parse_slos
               help="Seconds of load before measuring.")
 @click.option("--timeout", default=1.0, show_default=True, type=float,
               help="Per-request timeout in seconds: unanswered by then is lost.")
-@click.option("--payload", "template", default="n{seq}", show_default=True,
-              help="Payload template; {seq} is the request's number.")
+@click.option("--payload", "template", default=None,
+              help="Payload template; {seq} is the request's number [default: n{seq}; "
+                   "--expect dns: the query '. NS'].")
+@click.option("--query-file", type=click.Path(dir_okay=False), default=None,
+              help="--expect dns: queries to send in turn, one 'name TYPE' per line "
+                   "(dnsperf's format).")
 @click.option("--size", default=0, show_default=True, type=int,
               help="Pad payloads with 'x' to this many bytes.")
 @click.option("--expect", default=DEFAULT_APP, show_default=True,
@@ -98,7 +102,7 @@ from udpkit.core.slo import parse_slos
 def bench(
     target: tuple[str, int],
     tcp: bool,
-    tcp_framing: str,
+    tcp_framing: str | None,
     concurrency: int,
     rate: float | None,
     poisson: bool,
@@ -106,7 +110,8 @@ def bench(
     requests: int | None,
     warmup: float,
     timeout: float,
-    template: str,
+    template: str | None,
+    query_file: str | None,
     size: int,
     expect: str,
     connections: int,
@@ -143,11 +148,16 @@ def bench(
     from udpkit.bench.runner import run_config
 
     host, port = target
+    if template is None:
+        template = default_payload(expect, "n{seq}")
+    if tcp_framing is None:
+        tcp_framing = default_tcp_framing(expect)
+    queries = read_query_file(query_file) if query_file is not None else None
     config = BenchConfig(
         host=host, port=port, transport="tcp" if tcp else "udp",
         tcp_framing=framing_name(tcp_framing), concurrency=concurrency,
         rate=rate, poisson=poisson, duration=duration, requests=requests, warmup=warmup,
-        timeout=timeout, template=template, size=size, expect=expect,
+        timeout=timeout, template=template, size=size, expect=expect, queries=queries,
         connections=connections, depth=depth, procs=procs, batch=batch, gso=gso, seed=seed,
         interval=interval,
     ).check()

@@ -108,3 +108,23 @@ def check_output_path(path: str, flag: str) -> None:
         os.path.exists(target) and not os.access(target, os.W_OK)
     ):
         raise UsageError(f"{flag} {path}: not writable")
+
+
+MAX_QUERY_LINES = 10_000_000
+"""Lines of a ``--query-file`` read at most (dnsperf's files run to millions)."""
+
+
+def read_query_file(path: str) -> tuple[str, ...]:
+    """The lines of a ``--query-file``, or :class:`UsageError` (one line)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = []
+            for line in file:
+                lines.append(line)
+                if len(lines) > MAX_QUERY_LINES:
+                    raise UsageError(f"--query-file {path}: more than {MAX_QUERY_LINES} lines")
+    except OSError as exc:
+        raise UsageError(f"--query-file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--query-file {path}: not UTF-8 text ({exc.reason})") from None
+    return tuple(lines)

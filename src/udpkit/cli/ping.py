@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from udpkit.apps import DEFAULT_APP, rule_names
+from udpkit.apps import DEFAULT_APP, default_payload, default_tcp_framing, rule_names
 from udpkit.bench.probe import PingEvent, PingStart, ping_async
 from udpkit.bench.stream import PING_START, SUMMARY, event_record
 from udpkit.cli.errors import FAILED, UdpkitCommand
@@ -102,17 +102,18 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
 @click.command(cls=UdpkitCommand)
 @click.argument("target", type=Target(), default=DEFAULT_TARGET, required=False)
 @click.option("--tcp", is_flag=True, help="Probe over TCP (one probe per line).")
-@click.option("--tcp-framing", "framing", type=click.Choice(FRAMINGS), default="line",
-              show_default=True,
-              help="TCP framing of the server (len16: a 2-byte length before each probe).")
+@click.option("--tcp-framing", "framing", type=click.Choice(FRAMINGS), default=None,
+              help="TCP framing of the server (len16: a 2-byte length before each probe) "
+                   "[default: line; --expect dns: len16].")
 @click.option("-c", "--count", type=click.IntRange(min=1), default=None,
               help="Stop after COUNT probes.")
 @click.option("-i", "--interval", default=1.0, show_default=True, type=float,
               help="Seconds between probes.")
 @click.option("--timeout", default=1.0, show_default=True, type=float,
               help="Seconds to wait for each reply.")
-@click.option("--payload", "template", default="ping {seq}", show_default=True,
-              help="Payload template; {seq} is the probe's number.")
+@click.option("--payload", "template", default=None,
+              help="Payload template; {seq} is the probe's number [default: 'ping {seq}'; "
+                   "--expect dns: the query '. NS', or 'name TYPE'].")
 @click.option("--expect", default=DEFAULT_APP, show_default=True,
               help=f"Reply rule: {', '.join(rule_names(numbering=True))}, or a regex with {{seq}}.")
 @click.option("--json", "as_json", is_flag=True,
@@ -123,11 +124,11 @@ def _summary_record(summary: ProbeSummary, where: str) -> dict[str, Any]:
 def ping(
     target: tuple[str, int],
     tcp: bool,
-    framing: str,
+    framing: str | None,
     count: int | None,
     interval: float,
     timeout: float,
-    template: str,
+    template: str | None,
     expect: str,
     as_json: bool,
     as_stream: bool,
@@ -137,6 +138,10 @@ def ping(
     if as_json and as_stream:
         raise UsageError("--json and --json-stream: choose one")
     host, port = target
+    if template is None:
+        template = default_payload(expect, "ping {seq}")
+    if framing is None:
+        framing = default_tcp_framing(expect)
     named = format_address(target)
     where = named
     stop: asyncio.Event | None = None

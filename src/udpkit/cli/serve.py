@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from udpkit.apps import BUILTIN, DEFAULT_APP
+from udpkit.apps import APP_OPTIONS, BUILTIN, BUILTIN_APPS, DEFAULT_APP
 from udpkit.cli.errors import UdpkitCommand
 from udpkit.cli.params import LOG_FORMAT_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HostPort, Port
 from udpkit.core.addresses import is_ascii_decimal, parse_host_port
@@ -49,6 +51,29 @@ def _optional_float(value: str, name: str) -> float | None:
     if not number > 0:
         raise UsageError(f"{name} must be > 0 or 'off' (got {value!r})")
     return number
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _app_options(command: F) -> F:
+    """One flag per built-in app's own option (``--zone`` of ``dns``), from the registry."""
+    for name, (_, option) in reversed(list(APP_OPTIONS.items())):
+        command = click.option(f"--{name}", default=None, metavar=option.metavar,
+                               help=option.help)(command)
+    return command
+
+
+def _app_defaults(app: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the app's own server defaults for flags left at their default."""
+    builtin = BUILTIN_APPS.get(app)
+    if builtin is None:
+        return settings
+    context = click.get_current_context()
+    for name, value in builtin.server_defaults.items():
+        if context.get_parameter_source(name) == click.core.ParameterSource.DEFAULT:
+            settings[name] = value
+    return settings
 
 
 _RANK = {click.core.ParameterSource.COMMANDLINE: 2, click.core.ParameterSource.ENVIRONMENT: 1}
@@ -166,6 +191,7 @@ def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
               help=LOG_LEVEL_HELP)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help=LOG_FORMAT_HELP)
+@_app_options
 def serve(
     app: str,
     host: str,
@@ -205,13 +231,16 @@ def serve(
     app_dir: str,
     log_level: str,
     log_format: str,
+    **app_options: str | None,
 ) -> None:
     if bind is not None:
         host, port = _address(bind, host, port)
     configure(getattr(logging, log_level.upper()), fmt=log_format)
     sys.path.insert(0, os.path.abspath(app_dir))
-    config = ServerConfig(
+    settings = _app_defaults(app, dict(
         app=app,
+        app_options={name.replace("_", "-"): value for name, value in app_options.items()
+                     if value is not None},
         host=host,
         port=port,
         udp=udp,
@@ -243,7 +272,8 @@ def serve(
         fast_path=fast_path,
         proxy_protocol=proxy_protocol,
         proxy_trusted=proxy_trusted,
-    )
+    ))
+    config = ServerConfig(**settings)
     processes = _workers(workers)
     if processes is not None:
         code = serve_workers(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from udpkit.core.errors import UsageError
 from udpkit.core.matching import ReplyRule
 from udpkit.core.pacing import LagAccount
-from udpkit.core.payloads import PayloadTemplate
+from udpkit.core.payloads import RequestSource
 
 _IN_FLIGHT, _ANSWERED, _LOST = 0, 1, 2
 
@@ -163,7 +163,7 @@ class LoadCore:
     def __init__(
         self,
         *,
-        template: PayloadTemplate,
+        template: RequestSource,
         rule: ReplyRule,
         timeout: float,
         start: float,
@@ -338,9 +338,10 @@ class LoadCore:
         reordered = 0
         exact = self._exact
         seq_of = self.rule.seq_of_untrusted if not exact else None
+        key_of = self.rule.reply_key_untrusted if self.rule.keyed else None
         for reply in replies:
             if exact:
-                entry = pending.pop(reply, None)
+                entry = pending.pop(reply if key_of is None else key_of(reply), None)
             else:
                 assert seq_of is not None
                 entry = pending.pop(seq_of(reply), None)

@@ -14,6 +14,10 @@ One abstraction says what "answers" means, :class:`ReplyRule`, in three kinds:
 * :class:`Predicate`: the caller's test, scanned over the requests in
   flight, oldest first.
 
+An exact rule may look a reply up by a key rather than by all its bytes
+(:meth:`ReplyRule.reply_key_untrusted`: DNS, whose reply is known only by
+the id and question it repeats).
+
 Which app replies how is not known here: the app registry
 (:mod:`udpkit.apps`) passes each app's reply function in.  Everything here is
 pure: no sockets, no clock.
@@ -27,7 +31,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 from udpkit.core.errors import UsageError
-from udpkit.core.payloads import PayloadTemplate
+from udpkit.core.payloads import RequestSource
 
 Token = TypeVar("Token", bound=Hashable)
 
@@ -53,18 +57,26 @@ class ReplyRule:
     name: str = ""
     """How ``--expect`` names the rule, or ``""``."""
 
+    keyed: bool = False
+    """Exact rules only: a reply is looked up by :meth:`reply_key_untrusted`, and
+    :meth:`expected` gives the key of the reply, not the reply."""
+
     def expected(self, request: bytes) -> bytes:
-        """The one reply that answers ``request`` (exact rules only)."""
+        """The one reply that answers ``request`` (exact rules only), or its key."""
         raise NotImplementedError
 
+    def reply_key_untrusted(self, reply: bytes) -> bytes | None:
+        """What an exact rule looks ``reply`` up by: the reply itself unless ``keyed``."""
+        return reply
+
     def matches(self, request: bytes, reply: bytes) -> bool:
-        return self.expected(request) == reply
+        return self.expected(request) == self.reply_key_untrusted(reply)
 
     def seq_of_untrusted(self, reply: bytes) -> int | None:
         """The number a reply claims to answer, or ``None`` (numbered rules only)."""
         raise NotImplementedError
 
-    def find_seq_untrusted(self, reply: bytes, template: PayloadTemplate, sent: int) -> int | None:
+    def find_seq_untrusted(self, reply: bytes, template: RequestSource, sent: int) -> int | None:
         """The number ``< sent`` whose request ``reply`` answers, or ``None``.
 
         The slow path of a load test, for replies that matched nothing in
@@ -80,7 +92,7 @@ class ReplyRule:
                 return seq
         return None
 
-    def check(self, template: PayloadTemplate) -> None:
+    def check(self, template: RequestSource) -> None:
         """Refuse a load test whose replies this rule cannot tell apart.
 
         A numbered rule always can; an exact rule can when the reply to each
@@ -222,7 +234,8 @@ class PendingTable(Generic[Token]):
         """The oldest request ``reply`` answers, removed from the table; or ``None``."""
         token: Token | None = None
         if self.rule.exact:
-            waiting = self._by_reply.get(reply)
+            key = self.rule.reply_key_untrusted(reply) if self.rule.keyed else reply
+            waiting = self._by_reply.get(key) if key is not None else None
             if waiting:
                 token = waiting[0]
         else:
@@ -232,7 +245,9 @@ class PendingTable(Generic[Token]):
                     break
         if token is not None:
             self.remove(token)
-            self._remember(self._answered, reply)
+            self._remember(self._answered,
+                           self.rule.reply_key_untrusted(reply) or b"" if self.rule.keyed
+                           else reply)
         return token
 
     def abandon(self, token: Token) -> None:
@@ -246,6 +261,8 @@ class PendingTable(Generic[Token]):
 
     def classify_unmatched(self, reply: bytes) -> str:
         """Why a reply matched nothing: ``duplicate``, ``late`` or ``unexpected``."""
+        if self.rule.keyed:
+            reply = self.rule.reply_key_untrusted(reply) or b""
         if reply in self._answered:
             return "duplicate"
         if reply in self._abandoned:

@@ -10,6 +10,7 @@ Everything here is pure: no sockets, no clock.
 from __future__ import annotations
 
 import string
+from typing import Protocol
 
 from udpkit.core.errors import UsageError
 
@@ -20,6 +21,21 @@ DEFAULT_TEMPLATE = "n{seq}"
 """The C reference load generator's payload: ``n<seq>``."""
 
 _PAD = b"x"
+
+
+class RequestSource(Protocol):
+    """What a load test and ``ping`` send: request ``seq`` as bytes.
+
+    :class:`PayloadTemplate` for most apps; an app with its own request
+    format (DNS queries) brings its own (:attr:`udpkit.apps.App.requests`).
+    """
+
+    template: str
+    """What the requests are made of, as the user gave it (for messages)."""
+
+    def render(self, seq: int) -> bytes: ...
+
+    def render_range(self, start: int, count: int) -> list[bytes]: ...
 
 
 class PayloadTemplate:

@@ -6,7 +6,8 @@ fields one to one, so a library user can do all a command-line user can.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from udpkit.apps import DEFAULT_APP
@@ -24,7 +25,10 @@ class ServerConfig:
 
     app: str | Handler = DEFAULT_APP
     """The handler: a built-in app's name (:data:`udpkit.apps.BUILTIN`: ``greeting``,
-    ``echo``), an import string ``module:attr``, or the callable itself."""
+    ``echo``, ``dns``), an import string ``module:attr``, or the callable itself."""
+    app_options: Mapping[str, str] = field(default_factory=dict)
+    """A built-in app's own options by name, as text (``{"zone": "example.zone"}`` for
+    ``dns``; :data:`udpkit.apps.APP_OPTIONS`)."""
     host: str = "127.0.0.1"
     """Address or host name to bind; ``::`` binds IPv6 and IPv4 (dual stack)."""
     port: int = DEFAULT_PORT

@@ -10,6 +10,7 @@ one-line summary of the counters; a second signal skips the waiting.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from udpkit.apps import load_app
@@ -52,7 +53,11 @@ class Server(Service):
     def __init__(self, config: ServerConfig) -> None:
         super().__init__()
         self.config = config
-        handler = load_app(config.app) if isinstance(config.app, str) else config.app
+        handler = (load_app(config.app, options=config.app_options, clock=time.monotonic)
+                   if isinstance(config.app, str) else config.app)
+        self._outcomes = getattr(handler, "outcomes", None)
+        """A handler's own tally (``outcomes() -> {name: count}``, e.g. the dns app's
+        malformed queries and rate-limited answers), logged beside the summary."""
         self._threads: ThreadedHandler | None = None
         if config.handler_threads:
             if is_async_handler(handler):
@@ -268,6 +273,10 @@ class Server(Service):
 
     def stopped(self) -> None:
         server_log.info("%s", self.summary())
+        outcomes = self._outcomes() if callable(self._outcomes) else None
+        if outcomes:
+            server_log.info("Handler: %s", " ".join(
+                f"{name}={count}" for name, count in sorted(outcomes.items())))
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         if again:

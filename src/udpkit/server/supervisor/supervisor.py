@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -195,7 +196,7 @@ class Supervisor(Service):
         check_platform()
         # Fail here, once, on what every worker would fail on.
         if isinstance(config.app, str):
-            load_app(config.app)
+            load_app(config.app, options=config.app_options, clock=time.monotonic)
         make_admission(config)
         make_proxy_policy(config)
         placeholder, self._lock = reserve_port(config, lock_dir=self.lock_dir)

@@ -1,0 +1,83 @@
+"""Tier (c): ``serve dns`` in-process on loopback: UDP and len16 TCP on one port, and
+response-rate limiting as a flood from one source sees it, counted exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.query
+import pytest
+
+from tests.dns_zone import write_zone
+from udpkit.server import Server, ServerConfig
+
+
+def _config(zone: Path, **options: str) -> ServerConfig:
+    return ServerConfig(app="dns", app_options={"zone": str(zone), **options}, port=0,
+                        tcp_framing="len16", max_amplification=None)
+
+
+async def test_udp_and_tcp_on_one_port_give_the_same_answer(tmp_path: Path) -> None:
+    async with Server(_config(write_zone(tmp_path))) as server:
+        query = dns.message.make_query("www.example.com.", "A")
+        over_udp = await asyncio.to_thread(dns.query.udp, query, "127.0.0.1", 5, server.port)
+        over_tcp = await asyncio.to_thread(dns.query.tcp, query, "127.0.0.1", 5, server.port)
+        stats = server.stats()
+    assert over_udp.answer == over_tcp.answer
+    assert len(over_udp.answer) == 2
+    assert (stats["udp"].replied, stats["tcp"].replied) == (1, 1)
+
+
+def _flood(port: int, count: int) -> list[bytes]:
+    """``count`` identical queries at once from one socket; the answers that come."""
+    query = dns.message.make_query("example.com.", "A", use_edns=0).to_wire()
+    answers = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1.0)
+        for _ in range(count):
+            sock.sendto(query, ("127.0.0.1", port))
+        try:
+            while True:
+                answers.append(sock.recv(4096))
+        except TimeoutError:
+            pass
+    return answers
+
+
+@pytest.mark.timeout(30)
+async def test_rrl_sends_the_rate_truncates_every_second_extra_and_drops_the_rest(
+        tmp_path: Path) -> None:
+    config = _config(write_zone(tmp_path), **{"rrl-rate": "2", "rrl-slip": "2"})
+    async with Server(config) as server:
+        answers = await asyncio.to_thread(_flood, server.port, 40)
+        query = dns.message.make_query("example.com.", "A")
+        over_tcp = await asyncio.to_thread(dns.query.tcp, query, "127.0.0.1", 5, server.port)
+        stats = server.stats()["udp"]
+    messages = [dns.message.from_wire(answer) for answer in answers]
+    full = [message for message in messages if message.answer]
+    slipped = [message for message in messages if message.flags & dns.flags.TC]
+    assert 2 <= len(full) <= 6  # the burst, and the rate over the few seconds of the run
+    assert len(full) + len(slipped) == len(messages)
+    assert abs(len(slipped) - (40 - len(full)) / 2) <= 1  # every second answer over the limit
+    assert all(message.answer == [] for message in slipped)
+    assert stats.received == 40
+    assert stats.replied == len(messages)
+    assert stats.no_reply == 40 - len(messages)  # the dropped ones, each counted
+    assert over_tcp.answer  # TCP is not limited: a truncated client gets its answer there
+
+
+async def test_the_client_matches_dns_answers(tmp_path: Path) -> None:
+    from udpkit import AsyncClient
+    from udpkit.core.dns_wire import encode_query, question_from_line
+
+    query = encode_query(77, question_from_line("example.com MX"))
+    async with Server(_config(write_zone(tmp_path))) as server, AsyncClient(
+            "127.0.0.1", server.port, matcher="dns") as client:
+        reply = await client.request(query)
+    answer = dns.message.from_wire(reply)
+    assert answer.id == 77
+    assert "10 mail.example.com." in answer.answer[0].to_text()
