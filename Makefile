@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-compare venv lint typecheck clean
+.PHONY: demo test bench bench-compare bench-latency venv lint typecheck clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ bench-compare: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_compare.py --baseline $(or $(BASELINE),HEAD) --rounds 5
+
+# Latency at 1 in flight, 10 rounds side by side: the C reference, udpkit and udpkit
+# --busy-poll 50us, by the C generator and by sockperf (apt-get install sockperf), with
+# throughput at 64 in flight and the server's CPU under load and idle.  Prints the table;
+# LATENCY_ARGS="--doc --curve" also writes it into docs/benchmarks.md, with the curve.
+bench-latency: $(STAMP)
+	$(MAKE) -C benchmarks/c
+	$(BIN)/python benchmarks/bench_latency.py --rounds 10 $(LATENCY_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -375,9 +375,9 @@ handle_batch(FastPath *self, int got, double now, PyObject *now_obj)
 /* Read and handle up to max_per_read datagrams.  ``have_first``: the first recvmmsg was
  * made while spinning (asked for ``first_want``, returned ``first``, errno ``first_errno``). */
 static PyObject *
-serve_socket(FastPath *self, int have_first, int first, int first_want, int first_errno)
+serve_socket(FastPath *self, double now, int have_first, int first, int first_want,
+             int first_errno)
 {
-    double now = monotonic_now();
     PyObject *now_obj = PyFloat_FromDouble(now);
     if (now_obj == NULL) return NULL;
     int total = 0;
@@ -417,7 +417,7 @@ serve_socket(FastPath *self, int have_first, int first, int first_want, int firs
 static PyObject *
 FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
 {
-    return serve_socket(self, 0, 0, 0, 0);
+    return serve_socket(self, monotonic_now(), 0, 0, 0, 0);
 }
 
 /* Poll the socket without blocking, and without the GIL, until a datagram (or an
@@ -431,20 +431,22 @@ FastPath_spin(FastPath *self, PyObject *arg)
     int want = self->max_per_read < VLEN ? self->max_per_read : VLEN;
     int got, err = 0;
     prepare_receive(self, want);  /* an EAGAIN leaves the headers as they are */
+    double now;
     Py_BEGIN_ALLOW_THREADS
     double until = monotonic_now() + seconds;
     for (;;) {
         got = recvmmsg(self->fd, self->rmsgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        now = monotonic_now();  /* the arrival time of what came, as read() takes it */
         if (got >= 0) break;
         err = errno;
         if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) break;
-        if (monotonic_now() >= until) break;
+        if (now >= until) break;
     }
     Py_END_ALLOW_THREADS
     if (got < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) {
         return PyLong_FromLong(0);
     }
-    return serve_socket(self, 1, got, want, err);
+    return serve_socket(self, now, 1, got, want, err);
 }
 
 /* -- type ------------------------------------------------------------------ */
