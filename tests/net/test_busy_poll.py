@@ -158,3 +158,16 @@ def test_a_duration_out_of_range_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="busy-poll"):
         ServerConfig(busy_poll=1.0)
+
+
+async def test_off_by_default_nothing_spins(udp_path: str) -> None:
+    """The default path is the plain one: the loop calls the read itself, no spin."""
+    from udpkit.core.busy_poll import BusyPollStats
+
+    async with Server(ServerConfig(host=HOST, port=0, tcp=False)) as server:
+        endpoint = server.udp_endpoints[0]
+        replies: list[bytes] = []
+        await asyncio.to_thread(ping_pong, server.port, 20, replies, threading.Event())
+    assert len(replies) == 20
+    assert not endpoint.busy_poll.enabled
+    assert endpoint.busy_poll.stats == BusyPollStats()
