@@ -15,6 +15,13 @@ handlers or the access log.  The C side calls back into this class for
 everything that is not a byte-level check (awaitables, handler errors, logs,
 the send queue: :class:`udpkit._native.UdpEndpointCallbacks`), so both paths
 share that code.
+
+With ``busy_poll`` (``serve --busy-poll``), :mod:`udpkit.core.busy_poll` decides
+and this module carries it out: after a wake-up that found work the socket leaves
+the loop's interest set and is polled (``FastPath.spin`` with the GIL released, or
+:meth:`UdpEndpoint.spin_pure`), the loop gets a turn between slices
+(``call_soon``), and the socket goes back to the loop when the decision is to
+sleep.  Off, the loop calls the read itself, as it always did.
 """
 
 from __future__ import annotations
