@@ -35,11 +35,13 @@ test: $(STAMP)
 
 # Side by side, in one run, with repeats: the C reference, the usual Python
 # servers and udpkit over UDP and TCP, plus udpkit's RSS with 10,000 idle TCP
-# connections.  Rewrites its section of docs/benchmarks.md and docs/benchmarks.png.
+# connections; then latency at 1 in flight (bench-latency, below).  Rewrites their
+# sections of docs/benchmarks.md and docs/benchmarks.png.
 bench: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_suite.py --rounds 5
+	$(BIN)/python benchmarks/bench_latency.py --rounds 10 --doc
 
 # Before and after a change, side by side in one run: this tree against BASELINE (a git
 # revision, default HEAD, i.e. the uncommitted changes).  `make bench-compare BASELINE=main~3`
