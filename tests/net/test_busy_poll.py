@@ -23,7 +23,7 @@ from udpkit.server.udp import UdpEndpoint
 
 HOST = "127.0.0.1"
 STREAM = 400  # datagrams of the ping-pong stream
-DURATION = 0.002  # long enough that a thread's ping-pong keeps the spin going
+DURATION = 0.005  # long enough that a thread's ping-pong keeps the spin going
 
 pytestmark = pytest.mark.usefixtures("udp_path")
 
