@@ -1,6 +1,6 @@
 """Tier (c): ``busy_poll`` on real sockets, on the C fast path and the pure path.
 
-A UDP client in a thread keeps a steady ping-pong stream going, so the server
+A UDP client in another process keeps a steady ping-pong stream going, so the server
 spins; meanwhile TCP lines and a timer of the same event loop must be served
 (the loop keeps its turn between spin slices), every datagram is answered and
 counted, and once the stream stops the socket goes back to sleeping in the
@@ -10,8 +10,7 @@ loop (no more polls while idle) and still answers a new request.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -50,19 +49,42 @@ async def served() -> AsyncIterator[tuple[Server, Recorder]]:
         yield server, recorder
 
 
-def ping_pong(port: int, count: int, replies: list[bytes], stop: threading.Event) -> None:
-    """One request in flight at a time, ``count`` times (or until ``stop``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(2.0)
-        sock.connect((HOST, port))
-        for index in range(count):
-            if stop.is_set():
-                return
-            try:
-                sock.send(b"n%d" % index)
-                replies.append(sock.recv(100))
-            except OSError:  # timed out, or refused once the server has closed
-                return
+# The client is another process, as real clients are: a thread would need the GIL that
+# the pure path's spin holds, and would slow the stream it is meant to keep steady.
+PING_PONG = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(2.0)
+sock.connect(("127.0.0.1", port))
+answered = 0
+for index in range(count):
+    try:
+        sock.send(b"n%d" % index)
+        if sock.recv(100) != b"Hello, n%d!" % index:
+            break
+    except OSError:  # timed out, or refused once the server has closed
+        break
+    answered += 1
+print(answered)
+"""
+
+
+async def start_ping_pong(port: int, count: int) -> asyncio.subprocess.Process:
+    """One request in flight at a time, ``count`` times; prints how many were answered."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PING_PONG, str(port), str(count), stdout=asyncio.subprocess.PIPE
+    )
+
+
+async def answered(process: asyncio.subprocess.Process) -> int:
+    async with asyncio.timeout(30):
+        out, _ = await process.communicate()
+    return int(out)
+
+
+async def ping_pong(port: int, count: int) -> int:
+    return await answered(await start_ping_pong(port, count))
 
 
 async def test_tcp_and_timers_keep_their_turn_while_udp_spins(
@@ -70,22 +92,19 @@ async def test_tcp_and_timers_keep_their_turn_while_udp_spins(
 ) -> None:
     server, recorder = served
     endpoint = server.udp_endpoints[0]
-    replies: list[bytes] = []
-    stop = threading.Event()
-    stream = threading.Thread(target=ping_pong, args=(server.port, STREAM, replies, stop))
+    stream = await start_ping_pong(server.port, STREAM)
     timer_while_spinning = 0
 
     def tick() -> None:
         nonlocal timer_while_spinning
         timer_while_spinning += endpoint.busy_poll.spinning
 
-    stream.start()
     try:
         reader, writer = await asyncio.open_connection(HOST, server.port)
         assert await reader.readline() == b"Welcome!\n"
         lines = 0
         async with asyncio.timeout(10):
-            while stream.is_alive() and lines < 200:
+            while stream.returncode is None and lines < 200:
                 asyncio.get_running_loop().call_later(0.0005, tick)
                 writer.write(b"line%d\n" % lines)
                 assert await reader.readline() == b"Hello, line%d!\n" % lines
@@ -94,12 +113,11 @@ async def test_tcp_and_timers_keep_their_turn_while_udp_spins(
         writer.close()
         await writer.wait_closed()
     finally:
-        stop.set()
-        await asyncio.to_thread(stream.join, 10)
+        replies = await answered(stream)
     assert lines > 0
-    assert replies == [b"Hello, n%d!" % i for i in range(len(replies))]
-    snapshot = await wait_for_counters(server, "udp", len(replies))
-    assert snapshot.replied == len(replies)
+    assert replies == STREAM
+    snapshot = await wait_for_counters(server, "udp", replies)
+    assert snapshot.replied == replies
     stats = endpoint.busy_poll.stats
     assert stats.spins >= 1
     assert stats.found_spinning > 0  # the stream was taken spinning, without wake-ups
@@ -113,9 +131,7 @@ async def test_an_idle_server_goes_back_to_sleep(
 ) -> None:
     server, _ = served
     endpoint = server.udp_endpoints[0]
-    replies: list[bytes] = []
-    await asyncio.to_thread(ping_pong, server.port, 50, replies, threading.Event())
-    assert len(replies) == 50
+    assert await ping_pong(server.port, 50) == 50
     async with asyncio.timeout(5):
         while endpoint.busy_poll.spinning:
             await asyncio.sleep(0.001)
@@ -125,9 +141,7 @@ async def test_an_idle_server_goes_back_to_sleep(
     assert endpoint.busy_poll.stats.polls == polls
     assert sleeps >= 1
     # Back in the loop's interest set: a new request wakes the server again.
-    more: list[bytes] = []
-    await asyncio.to_thread(ping_pong, server.port, 1, more, threading.Event())
-    assert more == [b"Hello, n0!"]
+    assert await ping_pong(server.port, 1) == 1
     assert endpoint.busy_poll.stats.spins >= 2
 
 
@@ -136,21 +150,17 @@ async def test_a_stop_while_spinning_answers_what_came_and_closes(udp_path: str)
     answered or accounted for, and nothing is left polling."""
     recorder = Recorder()
     config = ServerConfig(app=recorder, host=HOST, port=0, tcp=False, busy_poll=DURATION)
-    replies: list[bytes] = []
-    stop = threading.Event()
     async with Server(config) as server:
         endpoint = server.udp_endpoints[0]
-        stream = threading.Thread(target=ping_pong, args=(server.port, 10**6, replies, stop))
-        stream.start()
-        async with asyncio.timeout(5):
-            while len(replies) < 50:
+        stream = await start_ping_pong(server.port, 10**6)
+        async with asyncio.timeout(10):
+            while server.stats()["udp"].replied < 50:
                 await asyncio.sleep(0.001)
-    stop.set()
-    await asyncio.to_thread(stream.join, 10)
+    replies = await answered(stream)  # it stops when the closed server refuses
     assert not endpoint.busy_poll.spinning
     snapshot = server.stats()["udp"]
     assert snapshot.accounted == snapshot.received
-    assert snapshot.replied >= len(replies)
+    assert snapshot.replied >= replies >= 50
 
 
 def test_a_duration_out_of_range_is_a_usage_error() -> None:
@@ -166,8 +176,6 @@ async def test_off_by_default_nothing_spins(udp_path: str) -> None:
 
     async with Server(ServerConfig(host=HOST, port=0, tcp=False)) as server:
         endpoint = server.udp_endpoints[0]
-        replies: list[bytes] = []
-        await asyncio.to_thread(ping_pong, server.port, 20, replies, threading.Event())
-    assert len(replies) == 20
+        assert await ping_pong(server.port, 20) == 20
     assert not endpoint.busy_poll.enabled
     assert endpoint.busy_poll.stats == BusyPollStats()
