@@ -179,3 +179,13 @@ async def test_off_by_default_nothing_spins(udp_path: str) -> None:
         assert await ping_pong(server.port, 20) == 20
     assert not endpoint.busy_poll.enabled
     assert endpoint.busy_poll.stats == BusyPollStats()
+
+
+def test_busy_polling_and_handler_threads_are_refused_together() -> None:
+    """The pure path's spin holds the GIL between polls; handler threads would wait for
+    it a switch interval (5 ms) at a time."""
+    from udpkit.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="do not mix"):
+        ServerConfig(busy_poll=50e-6, handler_threads=2)
+

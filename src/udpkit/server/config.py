@@ -84,7 +84,7 @@ class ServerConfig:
     wake-up that found work, and after each datagram since, before going back to sleep
     in the event loop (:mod:`udpkit.core.busy_poll`); 0: off.  Cuts the wake-up from
     each request's latency at the price of a busy core while requests keep coming;
-    an idle server still sleeps.  At most 10 ms."""
+    an idle server still sleeps.  At most 10 ms; not with ``handler_threads``."""
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     """Event loop for :func:`~udpkit.server.serve`: ``auto`` takes uvloop when it is
     installed (``pip install udpkit[fast]``), else asyncio's own."""
@@ -158,6 +158,11 @@ class ServerConfig:
             check_busy_poll(self.busy_poll)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if self.busy_poll and self.handler_threads:
+            raise UsageError(
+                "--busy-poll and --handler-threads do not mix: handler threads take the "
+                "pure path, whose spin holds the GIL those threads need (choose one)"
+            )
         if self.handler_timeout < 0:
             raise UsageError(f"handler_timeout must be >= 0 (got {self.handler_timeout})")
         if self.max_pending < 1 or self.max_pending_per_source < 1:
