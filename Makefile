@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-dns bench-compare bench-latency venv lint typecheck clean
+.PHONY: demo test bench bench-dns bench-compare bench-latency bench-load venv lint typecheck clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,12 +35,15 @@ test: $(STAMP)
 
 # Side by side, in one run, with repeats: the C reference, the usual Python
 # servers and udpkit over UDP and TCP, plus udpkit's RSS with 10,000 idle TCP
-# connections.  Rewrites its section of docs/benchmarks.md and docs/benchmarks.png.
+# connections; then latency at 1 in flight (bench-latency, below).  Rewrites their
+# sections of docs/benchmarks.md and docs/benchmarks.png.
 bench: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_suite.py --rounds 5
 	$(MAKE) bench-dns
+	$(MAKE) bench-load
+	$(BIN)/python benchmarks/bench_latency.py --rounds 10 --doc
 
 # DNS: NSD, Knot and `udpkit serve dns` (fast and pure path) under dnsperf and udpkit bench,
 # server on core 0, load on core 1 (needs nsd, knot, dnsperf: see .ci/run).
@@ -50,7 +53,7 @@ bench-dns: $(STAMP)
 # Latency under load (open-loop Poisson at 10/50/80/95% of each server's capacity, UDP
 # and TCP) and how close `udpkit bench` comes to the C generator (issue 15).  Rewrites
 # its section of docs/benchmarks.md and docs/latency_load.png.
-bench-latency: $(STAMP)
+bench-load: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_pacing.py --seconds 2
@@ -62,6 +65,14 @@ bench-compare: $(STAMP)
 	$(MAKE) -C benchmarks/c
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_compare.py --baseline $(or $(BASELINE),HEAD) --rounds 5
+
+# Latency at 1 in flight, 10 rounds side by side: the C reference, udpkit and udpkit
+# --busy-poll 50us, by the C generator and by sockperf (apt-get install sockperf), with
+# throughput at 64 in flight and the server's CPU under load and idle.  Prints the table;
+# LATENCY_ARGS="--doc --curve" also writes it into docs/benchmarks.md, with the curve.
+bench-latency: $(STAMP)
+	$(MAKE) -C benchmarks/c
+	$(BIN)/python benchmarks/bench_latency.py --rounds 10 $(LATENCY_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

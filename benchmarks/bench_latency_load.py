@@ -1,4 +1,4 @@
-"""`make bench-latency`: latency under load, and how close `udpkit bench` comes to a C generator.
+"""`make bench-load`: latency under load, and how close `udpkit bench` comes to a C generator.
 
 Rule: a measurement, never a test.  Servers run alone on core 0, every load
 generator on core 1 (``taskset``, as in bench_suite.py, whose server list and
@@ -48,7 +48,7 @@ from bench_suite import (
 
 DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "latency_load.png"
-START, END = "<!-- make bench-latency: start -->", "<!-- make bench-latency: end -->"
+START, END = "<!-- make bench-load: start -->", "<!-- make bench-load: end -->"
 LOADS = (0.10, 0.50, 0.80, 0.95)
 
 C_SERVER = Peer("C reference (recvmmsg/sendmmsg)",
@@ -233,7 +233,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds
     print("part 1: the generator against the C server", flush=True)
-    lines = ["## Latency under load (`make bench-latency`)", "",
+    lines = ["## Latency under load (`make bench-load`)", "",
              f"`benchmarks/bench_latency_load.py`, {seconds:g} s per cell; servers on core 0, "
              "generators on core 1.  Latency of open-loop runs counts from each request's "
              "intended send time to the reply's kernel arrival time; the send lag is the "

@@ -328,23 +328,72 @@ python_error:
     return;
 }
 
-static PyObject *
-FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
+static void
+prepare_receive(FastPath *self, int want)
 {
-    double now = monotonic_now();
+    for (int i = 0; i < want; i++) {
+        struct msghdr *h = &self->rmsgs[i].msg_hdr;
+        h->msg_namelen = sizeof(struct sockaddr_in6);
+        h->msg_controllen = self->ancillary ? CONTROL_SPACE : 0;
+        h->msg_flags = 0;
+    }
+}
+
+/* Handle the datagrams of rmsgs[0:got], then send their replies. */
+static void
+handle_batch(FastPath *self, int got, double now, PyObject *now_obj)
+{
+    for (int i = 0; i < got; i++) {
+        struct msghdr *h = &self->rmsgs[i].msg_hdr;
+        Py_ssize_t size = (Py_ssize_t)self->rmsgs[i].msg_len;
+        self->delta[C_RECEIVED] += 1;
+        if (self->ancillary && h->msg_controllen > 0) count_kernel_drops(self, h);
+        if (h->msg_flags & MSG_TRUNC) {
+            self->delta[C_TRUNCATED] += 1;
+            continue;
+        }
+        if (size == 0) {
+            self->delta[C_EMPTY] += 1;
+            continue;
+        }
+        if (size > self->max_request) {
+            self->delta[C_OVERSIZE] += 1;
+            continue;
+        }
+        PeerSlot *slot = lookup_peer(self, &self->rnames[i], h->msg_namelen);
+        if (slot == NULL) {
+            /* Cannot happen for an IP socket; keep the counts exact anyway. */
+            PyErr_Clear();
+            self->delta[C_SEND_ERRORS] += 1;
+            continue;
+        }
+        handle_datagram(self, slot, (const char *)h->msg_iov->iov_base, size, now_obj, i);
+    }
+    if (self->nsend) flush_sends(self, now);
+}
+
+/* Read and handle up to max_per_read datagrams.  ``have_first``: the first recvmmsg was
+ * made while spinning (asked for ``first_want``, returned ``first``, errno ``first_errno``). */
+static PyObject *
+serve_socket(FastPath *self, double now, int have_first, int first, int first_want,
+             int first_errno)
+{
     PyObject *now_obj = PyFloat_FromDouble(now);
     if (now_obj == NULL) return NULL;
     int total = 0;
 
     while (total < self->max_per_read) {
-        for (int i = 0; i < VLEN; i++) {
-            struct msghdr *h = &self->rmsgs[i].msg_hdr;
-            h->msg_namelen = sizeof(struct sockaddr_in6);
-            h->msg_controllen = self->ancillary ? CONTROL_SPACE : 0;
-            h->msg_flags = 0;
-        }
         int want = self->max_per_read - total < VLEN ? self->max_per_read - total : VLEN;
-        int got = recvmmsg(self->fd, self->rmsgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        int got;
+        if (have_first) {
+            got = first;
+            want = first_want;
+            errno = first_errno;
+            have_first = 0;
+        } else {
+            prepare_receive(self, want);
+            got = recvmmsg(self->fd, self->rmsgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        }
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
             /* e.g. an error queued on the socket: report, keep serving (counts as one). */
@@ -356,39 +405,48 @@ FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
             total += 1;
             continue;
         }
-        for (int i = 0; i < got; i++) {
-            struct msghdr *h = &self->rmsgs[i].msg_hdr;
-            Py_ssize_t size = (Py_ssize_t)self->rmsgs[i].msg_len;
-            self->delta[C_RECEIVED] += 1;
-            if (self->ancillary && h->msg_controllen > 0) count_kernel_drops(self, h);
-            if (h->msg_flags & MSG_TRUNC) {
-                self->delta[C_TRUNCATED] += 1;
-                continue;
-            }
-            if (size == 0) {
-                self->delta[C_EMPTY] += 1;
-                continue;
-            }
-            if (size > self->max_request) {
-                self->delta[C_OVERSIZE] += 1;
-                continue;
-            }
-            PeerSlot *slot = lookup_peer(self, &self->rnames[i], h->msg_namelen);
-            if (slot == NULL) {
-                /* Cannot happen for an IP socket; keep the counts exact anyway. */
-                PyErr_Clear();
-                self->delta[C_SEND_ERRORS] += 1;
-                continue;
-            }
-            handle_datagram(self, slot, (const char *)h->msg_iov->iov_base, size, now_obj, i);
-        }
-        if (self->nsend) flush_sends(self, now);
+        handle_batch(self, got, now, now_obj);
         total += got;
         if (got < want) break;  /* the queue is (nearly) empty: back to the loop */
     }
     Py_DECREF(now_obj);
     if (flush_counters(self->counters, self->delta) < 0) return NULL;
     return PyLong_FromLong(total);
+}
+
+static PyObject *
+FastPath_read(FastPath *self, PyObject *Py_UNUSED(ignored))
+{
+    return serve_socket(self, monotonic_now(), 0, 0, 0, 0);
+}
+
+/* Poll the socket without blocking, and without the GIL, until a datagram (or an
+ * error) comes or ``seconds`` have passed; then handle what came as read() does.
+ * The caller (udpkit.core.busy_poll) bounds ``seconds`` so the loop keeps its turn. */
+static PyObject *
+FastPath_spin(FastPath *self, PyObject *arg)
+{
+    double seconds = PyFloat_AsDouble(arg);
+    if (seconds == -1.0 && PyErr_Occurred()) return NULL;
+    int want = self->max_per_read < VLEN ? self->max_per_read : VLEN;
+    int got, err = 0;
+    prepare_receive(self, want);  /* an EAGAIN leaves the headers as they are */
+    double now;
+    Py_BEGIN_ALLOW_THREADS
+    double until = monotonic_now() + seconds;
+    for (;;) {
+        got = recvmmsg(self->fd, self->rmsgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        now = monotonic_now();  /* the arrival time of what came, as read() takes it */
+        if (got >= 0) break;
+        err = errno;
+        if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) break;
+        if (now >= until) break;
+    }
+    Py_END_ALLOW_THREADS
+    if (got < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) {
+        return PyLong_FromLong(0);
+    }
+    return serve_socket(self, now, 1, got, want, err);
 }
 
 /* -- type ------------------------------------------------------------------ */
@@ -528,6 +586,10 @@ static PyMethodDef FastPath_methods[] = {
     {"read", (PyCFunction)FastPath_read, METH_NOARGS,
      "read() -> int\n\nHandle up to max_per_read datagrams now waiting on the socket; "
      "return how many were read (max_per_read means there may be more)."},
+    {"spin", (PyCFunction)FastPath_spin, METH_O,
+     "spin(seconds) -> int\n\nPoll the socket without blocking (the GIL released) until "
+     "a datagram comes or seconds have passed, then handle up to max_per_read as read() "
+     "does; return how many were read (0: none came)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -134,6 +134,11 @@ class FastPath(Protocol):
         """Handle up to ``max_per_read`` waiting datagrams; return how many were read."""
         ...
 
+    def spin(self, seconds: float, /) -> int:
+        """Poll without blocking (the GIL released) until a datagram comes or ``seconds``
+        pass, then handle as :meth:`read` does; return how many were read (0: none)."""
+        ...
+
 
 class FastPathType(Protocol):
     def __call__(

@@ -97,6 +97,8 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
      "port must be a number"),
     (["serve", "--port", "0", "--metrics", "127.0.0.1:abc"], 2, "port must be a number"),
     (["bench", "--concurrency", "abc"], 2, "'abc' is not a whole number"),
+    (["serve", "--port", "0", "--busy-poll", "50"], 2, "is not a duration"),
+    (["serve", "--port", "0", "--busy-poll", "1s"], 2, "busy-poll duration must be"),
     # unresolvable host
     (["serve", "--host", UNRESOLVABLE, "--port", "0"], 2, "cannot resolve host"),
     (["send", "--host", UNRESOLVABLE, "x"], 2, "cannot resolve host"),

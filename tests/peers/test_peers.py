@@ -6,6 +6,7 @@ socat.  Tests skip with a reason when a tool is missing; CI installs them.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -112,3 +113,34 @@ def test_udpkit_client_against_a_socat_echo_service() -> None:
         echo.wait(5)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"one\ntwo\n"
+
+
+needs_sockperf = pytest.mark.skipif(shutil.which("sockperf") is None,
+                                    reason="sockperf is not installed")
+REFLECTOR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@needs_sockperf
+@pytest.mark.parametrize("busy_poll", ["off", "50us"])
+def test_sockperf_ping_pong_against_udpkit(busy_poll: str) -> None:
+    """sockperf's own client (Mellanox) ping-pongs with a udpkit server, busy-polling or
+    not, through benchmarks/sockperf_reflector.py (what bench_latency.py measures):
+    every message answered, none dropped, the server's summary agrees."""
+    with serve("--no-tcp", "--busy-poll", busy_poll, "--app-dir", str(REFLECTOR),
+               "sockperf_reflector:handler") as server:
+        if busy_poll != "off":
+            server.wait_for_line(r"UDP busy polling: 50 us")
+        result = run(["sockperf", "ping-pong", "-i", "127.0.0.1", "-p", str(server.port),
+                      "-t", "1"])
+        code, log = server.stop()
+    out = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, out
+    assert "# dropped messages = 0" in out
+    total = re.search(r"Total (\d+) observations", out)
+    assert total is not None, out
+    observations = int(total.group(1))
+    assert observations > 0
+    assert code == 0
+    summary = re.search(r"UDP received=(\d+) replied=(\d+)", log)
+    assert summary is not None
+    assert int(summary.group(2)) >= observations

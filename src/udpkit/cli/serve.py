@@ -21,6 +21,7 @@ from udpkit.cli.params import LOG_FORMAT_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HostP
 from udpkit.core.addresses import is_ascii_decimal, parse_host_port
 from udpkit.core.errors import UsageError
 from udpkit.core.framing import FRAMINGS, framing_name
+from udpkit.core.impairment import parse_duration
 from udpkit.server import ServerConfig
 from udpkit.server import serve as run_server
 from udpkit.server.logs import configure
@@ -74,6 +75,13 @@ def _app_defaults(app: str, settings: dict[str, Any]) -> dict[str, Any]:
         if context.get_parameter_source(name) == click.core.ParameterSource.DEFAULT:
             settings[name] = value
     return settings
+
+
+def _busy_poll(value: str) -> float:
+    """``off``/``0``, or a duration with its unit (``50us``, ``0.2ms``)."""
+    if value.strip().lower() in ("off", "0"):
+        return 0.0
+    return parse_duration(value)
 
 
 _RANK = {click.core.ParameterSource.COMMANDLINE: 2, click.core.ParameterSource.ENVIRONMENT: 1}
@@ -181,6 +189,10 @@ def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
 @click.option("--loop", type=click.Choice(["auto", "asyncio", "uvloop"]),
               default="auto", show_default=True,
               help="Event loop; 'auto' takes uvloop when installed (udpkit[fast]).")
+@click.option("--busy-poll", default="off", show_default=True, metavar="DURATION|off",
+              help="After a UDP wake-up that found work, keep polling the socket for this "
+                   "long (e.g. 50us) past the last datagram before sleeping again: lower "
+                   "latency for a core spent while requests keep coming (0 when idle).")
 @click.option("--fast-path/--no-fast-path", default=True, show_default=True,
               help="Serve UDP, and TCP lines, with the C extension when it is built "
                    "(sync handlers).")
@@ -224,6 +236,7 @@ def serve(
     metrics: str | None,
     loop: str,
     fast_path: bool,
+    busy_poll: str,
     workers: str | None,
     worker_timeout: float,
     proxy_protocol: bool,
@@ -270,6 +283,7 @@ def serve(
         metrics=parse_host_port(metrics) if metrics else None,
         loop="uvloop" if loop == "uvloop" else "asyncio" if loop == "asyncio" else "auto",
         fast_path=fast_path,
+        busy_poll=_busy_poll(busy_poll),
         proxy_protocol=proxy_protocol,
         proxy_trusted=proxy_trusted,
     ))

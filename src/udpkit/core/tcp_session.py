@@ -59,8 +59,11 @@ MAX_RATE_PAUSE = 1.0
 again (a source limited to less than a grant a second gets one line a second)."""
 
 
-class Paused(enum.Flag):
-    """Why reading from the transport is paused (any one is enough)."""
+class Paused(enum.IntFlag):
+    """Why reading from the transport is paused (any one is enough).
+
+    An ``IntFlag``, not a ``Flag``: every received chunk asks whether reading is
+    paused, and an ``int``'s truth is C while a ``Flag``'s is a Python call."""
 
     POLLER = enum.auto()
     """The C poller reads the socket instead of the transport."""

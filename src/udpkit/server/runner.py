@@ -185,6 +185,7 @@ class Server(Service):
                 max_amplification=config.max_amplification,
                 latency=self.latency,
                 fast_path=config.fast_path,
+                busy_poll=config.busy_poll,
             )
             if not self._udp:
                 self._announce_udp_path(endpoint)
@@ -218,6 +219,9 @@ class Server(Service):
             server_log.info(
                 "UDP fast path unavailable (%s): pure Python", endpoint.fast_path_refusal
             )
+        if endpoint.busy_poll.enabled:
+            server_log.info("UDP busy polling: %g us after the last datagram (--busy-poll)",
+                            endpoint.busy_poll.duration * 1e6)
 
     @property
     def udp_fast_path(self) -> bool:

@@ -15,6 +15,13 @@ handlers or the access log.  The C side calls back into this class for
 everything that is not a byte-level check (awaitables, handler errors, logs,
 the send queue: :class:`udpkit._native.UdpEndpointCallbacks`), so both paths
 share that code.
+
+With ``busy_poll`` (``serve --busy-poll``), :mod:`udpkit.core.busy_poll` decides
+and this module carries it out: after a wake-up that found work the socket leaves
+the loop's interest set and is polled (``FastPath.spin`` with the GIL released, or
+:meth:`UdpEndpoint.spin_pure`), the loop gets a turn between slices
+(``call_soon``), and the socket goes back to the loop when the decision is to
+sleep.  Off, the loop calls the read itself, as it always did.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from udpkit.core.admission import (
     TOKENS_PER_GRANT,
     Admission,
 )
+from udpkit.core.busy_poll import Action, BusyPoll
 from udpkit.core.counters import Counters
 from udpkit.core.handler import Address, Handler, Peer, Reply, TransportName
 from udpkit.core.histogram import LatencyHistogram
@@ -102,6 +110,7 @@ class UdpEndpoint:
         max_amplification: float | None = None,
         latency: LatencyHistogram | None = None,
         fast_path: bool = True,
+        busy_poll: float = 0.0,
     ) -> None:
         self.sock = sock
         self.handler = handler
@@ -159,6 +168,12 @@ class UdpEndpoint:
                 amplification=AMPLIFICATION,
             )
             self._read = self._fast.read
+        self.busy_poll = BusyPoll(busy_poll)
+        """The spin / yield / sleep decisions of ``--busy-poll`` (off: duration 0)."""
+        self._spin: Callable[[float], int] = (
+            self._fast.spin if self._fast is not None else self.spin_pure
+        )
+        self._resume_handle: asyncio.Handle | None = None
 
     @property
     def fast(self) -> bool:
@@ -166,15 +181,65 @@ class UdpEndpoint:
         return self.fast_path_refusal is None
 
     def start(self) -> None:
-        self._loop.add_reader(self.sock.fileno(), self._read)
+        self._sleep()
         self._reading = True
+
+    def _sleep(self) -> None:
+        """Wait in the event loop: without busy polling, the loop calls the read itself."""
+        on_readable = self._on_readable if self.busy_poll.enabled else self._read
+        self._loop.add_reader(self.sock.fileno(), on_readable)
 
     def stop_reading(self) -> None:
         """Stop taking new datagrams; the ones already queued in the kernel are handled."""
         if self._reading:
+            self._stop_polling()
             self._loop.remove_reader(self.sock.fileno())
             self._reading = False
             self.drain_kernel_queue()
+
+    def _stop_polling(self) -> None:
+        self.busy_poll.stop()
+        if self._resume_handle is not None:
+            self._resume_handle.cancel()
+            self._resume_handle = None
+
+    # -- busy polling (udpkit.core.busy_poll decides; this carries it out) -----
+
+    def _on_readable(self) -> None:
+        found = self._read()
+        if found and self.busy_poll.woke(time.monotonic(), found) is Action.SPIN:
+            self._loop.remove_reader(self.sock.fileno())
+            self._spin_slice()
+
+    def _spin_slice(self) -> None:
+        """Poll until the decision is to yield to the loop or to sleep in it."""
+        busy, spin, clock = self.busy_poll, self._spin, time.monotonic
+        now = clock()
+        action = Action.SPIN
+        while action is Action.SPIN:
+            found = spin(busy.spin_time(now))
+            now = clock()
+            action = busy.polled(now, found)
+        if action is Action.YIELD:
+            self._resume_handle = self._loop.call_soon(self._resume)
+        elif self._reading:
+            self._sleep()
+
+    def _resume(self) -> None:
+        self._resume_handle = None
+        if self.busy_poll.resumed(time.monotonic()) is Action.SPIN:
+            self._spin_slice()
+        elif self._reading:
+            self._sleep()
+
+    def spin_pure(self, seconds: float) -> int:
+        """The pure path's spin: read without blocking until a datagram comes (then
+        handle up to ``DATAGRAMS_PER_WAKEUP``) or ``seconds`` have passed; 0: none came."""
+        until = time.monotonic() + seconds
+        while True:
+            found = self.read_batch()
+            if found or time.monotonic() >= until:
+                return found
 
     def drain_kernel_queue(self, max_batches: int = 64) -> None:
         """Handle what the kernel already holds (bounded, should a flood go on)."""
@@ -206,6 +271,7 @@ class UdpEndpoint:
 
     def close(self) -> None:
         self.account_kernel_drops()
+        self._stop_polling()
         if self._reading:
             self._loop.remove_reader(self.sock.fileno())
             self._reading = False
