@@ -11,6 +11,7 @@ that is not Toxiproxy's, so the ``--loss`` proxy's own routes can follow.
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from collections.abc import Callable, Iterable
 
@@ -28,6 +29,7 @@ from udpkit.core.toxiproxy import (
 )
 from udpkit.proxy.collection import ProxyCollection
 from udpkit.proxy.named import DirectionCounters, NamedProxy
+from udpkit.proxy.stats import GlueStats
 
 VERSION = f"udpkit {udpkit.__version__}"
 
@@ -155,11 +157,8 @@ def metrics_text(proxies: ProxyCollection,
         families.append((f"udpkit_proxy_{field}_total", "counter", help_text + ".",
                          [({"proxy": p.spec.name, "direction": s}, getattr(c, field))
                           for p, s, c in rows]))
-    glue = [(p, p.counters.snapshot()) for p in proxies]
-    for field in ("tcp_opened", "tcp_closed", "tcp_rejected", "tcp_upstream_failures",
-                  "sessions_opened", "sessions_expired", "sessions_evicted",
-                  "send_errors_up", "send_errors_down", "upstream_refused",
-                  "delay_queue_full"):
+    glue = [(p, p.glue_stats()) for p in proxies]
+    for field in (spec.name for spec in dataclasses.fields(GlueStats)):
         families.append((f"udpkit_proxy_{field}_total", "counter",
                          f"{field.replace('_', ' ').capitalize()}.",
                          [({"proxy": p.spec.name}, getattr(g, field)) for p, g in glue]))
