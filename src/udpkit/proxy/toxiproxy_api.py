@@ -27,7 +27,7 @@ from udpkit.core.toxiproxy import (
     proxy_from_json,
     proxy_json,
 )
-from udpkit.proxy.collection import ProxyCollection
+from udpkit.proxy.collection import PopulateFailed, ProxyCollection
 from udpkit.proxy.named import DirectionCounters, NamedProxy
 from udpkit.proxy.stats import GlueStats
 
@@ -79,8 +79,17 @@ async def _route(method: str, parts: list[str], body: bytes,
                         content_type="text/plain; version=0.0.4; charset=utf-8")
     if parts == ["populate"]:
         _allowed(method, ("POST",))
-        specs = proxies_from_json(load_json_untrusted(body), allow_toxics=False)
-        created = await proxies.populate(specs)
+        # Toxiproxy's Populate answers an error with its status, and the proxies made
+        # before it ("proxies": null when none, as Go writes an empty slice).
+        try:
+            specs = proxies_from_json(load_json_untrusted(body), allow_toxics=False)
+            created = await proxies.populate(specs)
+        except ToxicError as exc:
+            return json_response(exc.status, {**error_json(exc), "proxies": None})
+        except PopulateFailed as failed:
+            return json_response(failed.error.status, {
+                **error_json(failed.error),
+                "proxies": [_proxy(p) for p in failed.done] or None})
         return json_response(201, {"proxies": [_proxy(p) for p in created]})
     if head != "proxies" or len(parts) > 4:
         return None
