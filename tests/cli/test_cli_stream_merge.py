@@ -187,6 +187,21 @@ def test_bench_merge_adds_up_the_send_lag_of_open_loop_runs(
     assert isinstance(merged["generator_flagged"], bool)
     table = run_udpkit("bench", "merge", *paths)
     assert b"send lag p50 / p99 / p99.9 / max" in table.stdout
+    # every key of a real result has a declared fate, and a merge of the one run gives
+    # each back (the config's duration becomes the measured span: derived)
+    from udpkit.bench.merge import FIELDS, LEFT_OUT
+
+    assert set(runs[0]) == set(FIELDS)
+    alone = run_udpkit("bench", "merge", paths[0], "--json")
+    again = json.loads(alone.stdout)
+    assert again.pop("merged_from") == paths[:1]
+    for key, fate in FIELDS.items():
+        if fate == LEFT_OUT:
+            continue
+        if key == "config":
+            assert again[key]["duration_s"] == pytest.approx(runs[0]["duration_s"])
+            again[key]["duration_s"] = runs[0][key]["duration_s"]
+        assert again[key] == runs[0][key], key
 
 
 def test_bench_merge_slo_failure_exits_3(two_runs: list[str]) -> None:
