@@ -352,6 +352,7 @@ def test_merging_one_result_gives_back_every_field_but_the_time_series() -> None
 
 @pytest.mark.parametrize(("lag", "needle"), [
     ({"count": 1, "histogram": {"x": 1}}, "is not whole microseconds"),
+    ({"count": 1, "histogram": {"\u00b2": 1}}, "is not whole microseconds"),  # isdigit()
     ({"count": 1, "histogram": {"5": -1}}, "is not a whole number >= 0"),
     ({"count": 2, "histogram": {"5": 1}}, "'count' 2 is not the histogram's 1"),
     ({"count": 1}, "no 'histogram'"),
@@ -363,3 +364,29 @@ def test_a_malformed_lag_histogram_is_one_line(lag: object, needle: str) -> None
     with pytest.raises(MergeError, match=r"^x\.json: send_lag_us") as caught:
         result_from_document(doc, source="x.json")
     assert needle in str(caught.value)
+
+
+OPEN_VALID = json.loads(json.dumps(open_run(A, LAG_A, {1: 810}).as_dict()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(["send_lag_us", "receive_lag_us", "paced_by"]),
+       inner=st.sampled_from(["", "histogram", "count", "p99"]),
+       value=JSON_VALUES | st.dictionaries(st.text(max_size=4), JSON_VALUES, max_size=3))
+def test_any_lag_value_reads_or_is_one_merge_error(key: str, inner: str,
+                                                   value: object) -> None:
+    """The lag histograms of a result file are untrusted too."""
+    doc = json.loads(json.dumps(OPEN_VALID))
+    if inner and isinstance(doc[key], dict):
+        doc[key][inner] = value
+    else:
+        doc[key] = value
+    outcome: BenchResult | MergeError
+    try:
+        outcome = result_from_document(doc, source="x.json")
+    except MergeError as exc:
+        outcome = exc
+    if isinstance(outcome, MergeError):
+        assert str(outcome).startswith("x.json")
+    else:
+        assert outcome.received == OPEN_VALID["received"]

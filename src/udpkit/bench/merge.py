@@ -226,7 +226,7 @@ def _lag_counts(reader: _Reader, key: str, source: str) -> dict[int, int]:
     table = lag.get("histogram", dict)
     counts: dict[int, int] = {}
     for micros, count in table.items():
-        if not micros.isdigit() or len(micros) > 12:
+        if not (micros.isascii() and micros.isdigit()) or len(micros) > 12:
             raise MergeError(f"{source}: {key}: histogram value {micros[:20]!r} is not "
                              "whole microseconds")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
