@@ -14,7 +14,9 @@ is the replies of all over that span); it has no time series, as the runs'
 intervals do not line up.  Open loop: the send-lag and arrival-to-read
 histograms (exact, microsecond -> count) are added too, their percentiles and
 the generator's flag (:func:`udpkit.core.pacing.generator_error`) recomputed
-from the merged figures by :class:`BenchResult`, as for a single run.
+from the merged figures by :class:`BenchResult`, as for a single run.  A run
+whose host gave no kernel timestamps has no arrival-to-read histogram: the
+merged one holds the other runs' (its ``count`` says how many replies).
 
 Every field of a result is either read and added up, or derived again from
 what was added up, or deliberately left out (:data:`FIELDS` says which; a
