@@ -160,3 +160,30 @@ def test_ctrl_c_stops_sending_and_still_reports(server: ServeProcess, tmp_path: 
     late = b"udpkit bench: warning: the replay fell behind"
     err = b"".join(line for line in err.splitlines(keepends=True) if not line.startswith(late))
     assert_one_line_error(err, "interrupted after")
+
+
+def test_replay_json_stream_writes_its_intervals_then_the_summary(
+        server: ServeProcess, tmp_path: Path) -> None:
+    """``--json-stream`` with ``--replay`` was refused; now the replay's intervals come as
+    JSON Lines as they close (the line schema of bench/stream.py), then its document."""
+    path = tmp_path / "spread.pcap"  # 8 requests 50 ms apart: several intervals
+    path.write_bytes(pcap_file(LINKTYPE_ETHERNET, conversation(
+        names=tuple(b"n%d" % i for i in range(8)), gap=0.05)))
+    done = run_udpkit("bench", f"127.0.0.1:{server.port}", "--replay", str(path),
+                      "--replay-port", "9999", "--json-stream", "--interval", "0.1")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    *intervals, summary = lines
+    assert summary["type"] == "summary"
+    assert summary["mode"] == "replay"
+    assert len(intervals) >= 3
+    assert {line["type"] for line in intervals} == {"interval"}
+    assert [line["index"] for line in intervals] == list(range(len(intervals)))
+    assert {line["width_s"] for line in intervals} == {0.1}
+    for name in ("sent", "received", "lost"):
+        assert sum(line[name] for line in intervals) == summary[name], name
+    assert summary["sent"] == 8
+    both = run_udpkit("bench", f"127.0.0.1:{server.port}", "--replay", str(path),
+                      "--json-stream", "--json")
+    assert both.returncode == 2
+    assert_one_line_error(both.stderr, "--json and --json-stream: choose one")

@@ -161,6 +161,49 @@ def test_bench_merge_adds_up_two_runs(two_runs: list[str]) -> None:
     assert b"latency p99" in table.stdout
 
 
+def test_bench_merge_adds_up_the_send_lag_of_open_loop_runs(
+        server: ServeProcess, tmp_path: pathlib.Path) -> None:
+    """Regression: merge dropped the send-lag and arrival-to-read histograms of real
+    open-loop results; now their counts add up and the flag is the merged run's."""
+    args = ["bench", f"127.0.0.1:{server.port}", "-d", "2", "--warmup", "0.1",
+            "--rate", "300", "--json"]
+    paths = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    processes = []
+    for path in paths:
+        with open(path, "wb") as out:
+            processes.append(subprocess.Popen([*UDPKIT, *args], stdout=out, env=_env()))
+    for process in processes:
+        assert process.wait(timeout=30) == 0
+    runs = [json.loads(pathlib.Path(path).read_text()) for path in paths]
+    done = run_udpkit("bench", "merge", *paths, "--json")
+    assert done.returncode == 0, done.stderr.decode()
+    merged = json.loads(done.stdout)
+    assert merged["send_lag_us"]["count"] == sum(run["send_lag_us"]["count"] for run in runs)
+    assert merged["send_lag_us"]["max"] == max(run["send_lag_us"]["max"] for run in runs)
+    assert merged["paced_by"] == runs[0]["paced_by"] == runs[1]["paced_by"]
+    if runs[0]["receive_lag_us"]:  # where the kernel timestamps arrivals
+        assert merged["receive_lag_us"]["count"] == sum(
+            run["receive_lag_us"]["count"] for run in runs)
+    assert isinstance(merged["generator_flagged"], bool)
+    table = run_udpkit("bench", "merge", *paths)
+    assert b"send lag p50 / p99 / p99.9 / max" in table.stdout
+    # every key of a real result has a declared fate, and a merge of the one run gives
+    # each back (the config's duration becomes the measured span: derived)
+    from udpkit.bench.merge import FIELDS, LEFT_OUT
+
+    assert set(runs[0]) == set(FIELDS)
+    alone = run_udpkit("bench", "merge", paths[0], "--json")
+    again = json.loads(alone.stdout)
+    assert again.pop("merged_from") == paths[:1]
+    for key, fate in FIELDS.items():
+        if fate == LEFT_OUT:
+            continue
+        if key == "config":
+            assert again[key]["duration_s"] == pytest.approx(runs[0]["duration_s"])
+            again[key]["duration_s"] = runs[0][key]["duration_s"]
+        assert again[key] == runs[0][key], key
+
+
 def test_bench_merge_slo_failure_exits_3(two_runs: list[str]) -> None:
     done = run_udpkit("bench", "merge", *two_runs, "--slo", "p50<0.001ms")
     assert done.returncode == 3

@@ -204,3 +204,34 @@ async def test_a_proxy_that_cannot_listen_again_says_it_is_disabled() -> None:
         assert named.spec.enabled is False
         await proxy.collection.update("x", {"enabled": True})  # free again
         assert named.spec.enabled is True
+
+
+async def test_a_named_proxy_counts_the_kernel_s_drops_in_summary_and_metrics() -> None:
+    """Regression: datagrams the kernel dropped on a named proxy's full listening socket
+    were counted nowhere; now each is read or counted (summary and /metrics)."""
+    from udpkit.proxy.toxiproxy_api import metrics_text
+
+    burst = 30_000
+    async with greeting() as server, toxiproxy() as proxy:
+        named = await create(proxy, name="flooded", protocol="udp",
+                             upstream=f"127.0.0.1:{server.port}")
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        try:
+            for _ in range(burst):  # the loop does not run meanwhile: nothing is read
+                with contextlib.suppress(BlockingIOError):
+                    client.sendto(b"x" * 1_000, ("127.0.0.1", port_of(named)))
+            async with asyncio.timeout(20):
+                while True:
+                    summary = named.summary()
+                    glue = summary["proxy"]
+                    seen = summary["upstream_stream"]["datagrams_received"]  # type: ignore[index]
+                    if seen + glue["kernel_drops_up"] == burst:  # type: ignore[index]
+                        break
+                    await asyncio.sleep(0.02)
+        finally:
+            client.close()
+        drops = glue["kernel_drops_up"]  # type: ignore[index]
+        assert drops > 0
+        text = metrics_text(proxy.collection)
+    assert f'udpkit_proxy_kernel_drops_up_total{{proxy="flooded"}} {drops}' in text

@@ -8,8 +8,10 @@ speed requirement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import pathlib
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -427,3 +429,77 @@ async def test_acceptance_udpkit_bench_through_the_proxy() -> None:
     assert slow.lost == 0
     assert 47_000 <= slow.percentiles_us["p50"] <= 250_000
     assert slow.percentiles_us["p90"] - slow.percentiles_us["p50"] >= 4_000  # jitter shows
+
+
+# ------------------------------------------------------------------ kernel drops
+
+
+async def _settle(proxy: Proxy, sent_up: int, sent_down: int) -> None:
+    """Until every datagram sent to the proxy is read or counted as a kernel drop."""
+    async with asyncio.timeout(20):
+        while True:
+            stats = proxy.stats()
+            if (stats.up.received + stats.glue.kernel_drops_up == sent_up
+                    and stats.down.received + stats.glue.kernel_drops_down == sent_down):
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_datagrams_the_kernel_drops_on_the_proxy_s_sockets_are_counted() -> None:
+    """Regression: a burst faster than the proxy reads overflowed its sockets' receive
+    buffers and the kernel's drops went uncounted (the proxy saw 270 of 1,000).  Every
+    datagram sent to the proxy, either way, is now read or counted as a kernel drop."""
+    burst, size = 30_000, 1_000  # 30 MB at once: more than any receive buffer holds
+    service = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    service.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    service.setblocking(False)
+    try:
+        async with proxied("127.0.0.1", service.getsockname()[1]) as proxy:
+            target = ("127.0.0.1", proxy.port)
+            client.sendto(b"open a session", target)
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        _, upstream_socket = service.recvfrom(100)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(0.01)
+            # the event loop does not run during these loops: the proxy reads nothing
+            payload = b"x" * size
+            for _ in range(burst):
+                service.sendto(payload, upstream_socket)  # replies to the one session
+            for _ in range(burst):
+                with contextlib.suppress(BlockingIOError):
+                    client.sendto(payload, target)
+            await _settle(proxy, burst + 1, burst)
+            stats = proxy.stats()
+            assert stats.glue.kernel_drops_up > 0
+            assert stats.glue.kernel_drops_down > 0
+            shown = stats.as_json()["proxy"]
+            assert isinstance(shown, dict)
+            assert shown["kernel_drops_up"] == stats.glue.kernel_drops_up
+    finally:
+        service.close()
+        client.close()
+
+
+def _rmem_max() -> int:
+    return int(pathlib.Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+async def test_the_proxy_s_sockets_ask_for_a_large_receive_buffer(server: Server,
+                                                                  loopback: str) -> None:
+    from udpkit.proxy.udp import SOCKET_BUFFER
+
+    granted = 2 * min(SOCKET_BUFFER, _rmem_max())  # Linux doubles what it grants
+    async with proxied(loopback, server.port) as proxy:
+        async with AsyncClient(loopback, proxy.port) as udp:
+            assert await udp.request(b"Tom") == b"Hello, Tom!"
+        relay = proxy._udp
+        assert relay is not None
+        sockets = [*relay.listeners, *(s.upstream for s in relay.sessions.values())]
+        assert len(sockets) == 2
+        for sock in sockets:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == granted

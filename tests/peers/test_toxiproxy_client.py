@@ -17,6 +17,7 @@ import socketserver
 import statistics
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -245,6 +246,52 @@ def test_populate_creates_and_keeps_or_replaces(client: UdpToxiproxy, echo: int)
     made = client.populate([{"name": "c", "upstream": f"127.0.0.1:{echo}",
                              "listen": "127.0.0.1:0"}])
     assert [p.name for p in made] == ["c"]
+
+
+def post_populate(server: BackgroundProxy, body: object) -> tuple[int, Any]:
+    """Raw HTTP (the client raises on a 4xx before its body can be read)."""
+    request = urllib.request.Request(f"{server.control_url}/populate", method="POST",
+                                     data=json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_populate_that_fails_part_way_says_so_and_lists_what_it_made(
+        client: UdpToxiproxy, server: BackgroundProxy, echo: int) -> None:
+    """Regression: a populate stopped by a proxy that cannot listen answered with the
+    error alone.  Toxiproxy (``api.go`` ``Populate``, ``PopulateJson``) stops at that
+    proxy, keeps those made before it, and answers the error's status with
+    ``{"error", "status", "proxies"}``: the ones made, ``null`` when none."""
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = f"127.0.0.1:{busy.getsockname()[1]}"
+    upstream = f"127.0.0.1:{echo}"
+    try:
+        body = [{"name": "one", "upstream": upstream, "listen": "127.0.0.1:0"},
+                {"name": "two", "upstream": upstream, "listen": taken},
+                {"name": "three", "upstream": upstream, "listen": "127.0.0.1:0"}]
+        status, answer = post_populate(server, body)
+        assert status == answer["status"] == 500
+        assert "Address already in use" in answer["error"]
+        assert [p["name"] for p in answer["proxies"]] == ["one"]
+        assert sorted(APIConsumer.get("/proxies").json()) == ["one"]
+        assert tcp_round_trip(address(client.get_proxy("one"))) >= 0
+        # the first fails: nothing made, "proxies": null (Go's empty slice)
+        assert post_populate(server, body[1:2])[1]["proxies"] is None
+        # a body refused before anything starts: the same shape, Toxiproxy's 400
+        status, bad = post_populate(server, [{"name": "x"}])
+        assert (status, bad["status"], bad["proxies"]) == (400, 400, None)
+        assert "upstream" in bad["error"]
+        # a replacement that cannot start leaves the old proxy there, stopped
+        status, moved = post_populate(server, [{**body[0], "listen": taken}])
+        assert (status, moved["proxies"]) == (500, None)
+        assert client.get_proxy("one").enabled is False
+    finally:
+        busy.close()
 
 
 # --------------------------------------------------------------------------- TCP toxics

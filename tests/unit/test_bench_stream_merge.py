@@ -268,3 +268,125 @@ def test_any_value_anywhere_reads_or_is_one_merge_error(key: str, inner: str,
         assert str(outcome).startswith("x.json")
     else:
         assert outcome.received == VALID["received"]
+
+
+# ------------------------------------------------------------ open loop: the lags
+
+OPEN = BenchConfig(host="127.0.0.1", port=9000, duration=2.0, warmup=0.0, rate=1000.0,
+                   interval=0.5).check()
+
+
+def open_run(latency: dict[int, int], send_lag: dict[int, int], read_lag: dict[int, int],
+             *, start: float = 1_000.0, paced_by: str = "c") -> BenchResult:
+    received = sum(latency.values())
+    summary = LoadSummary(
+        sent=received + 3, received=received, lost=3, duration=2.0, latency_us=latency,
+        started_at=start, send_lag_us=send_lag, receive_lag_us=read_lag,
+        paced_by=paced_by, late_sends=1, max_send_lag=0.0031,
+        intervals=(IntervalStats(0.0, received + 3, received, 3, latency),))
+    return BenchResult.build(OPEN, summary)
+
+
+LAG_A = {2: 700, 5: 100, 3_100: 1}
+LAG_B = {1: 300, 40: 98, 3_000: 9}
+
+
+def test_merge_adds_the_send_and_read_lag_histograms_and_flags_from_the_sum() -> None:
+    """Regression: merge dropped ``send_lag_us``, ``receive_lag_us``, ``paced_by`` and
+    ``generator_flagged`` (the merged run said nothing of the generator's error)."""
+    a = open_run(A, LAG_A, {1: 810})
+    b = open_run(B, LAG_B, {}, start=1_000.5, paced_by="python")
+    merged = merge_results([a, b])
+    union = {value: LAG_A.get(value, 0) + LAG_B.get(value, 0) for value in {*LAG_A, *LAG_B}}
+    whole = open_run({**A, **B}, union, {1: 810})  # one run that saw every send
+    assert merged.summary.send_lag_us == union
+    assert merged.send_lag_us == whole.send_lag_us
+    assert merged.send_lag_us["max"] == 3_100
+    assert merged.receive_lag_us == {"p50": 1, "p90": 1, "p99": 1, "p99.9": 1, "max": 1}
+    assert merged.summary.paced_by == "c+python"
+    document = json.loads(json.dumps(merged.as_dict()))
+    assert document["send_lag_us"]["count"] == sum(union.values())
+    assert document["receive_lag_us"]["count"] == 810
+    # the flag comes from the merged figures by the single run's rule: B alone is
+    # flagged (lag p99 3,000 us > half its p50 of 2,000 us), A alone is not, nor the sum
+    # (lag p99 40 us, latency p50 100 us)
+    assert b.generator_flagged
+    assert not a.generator_flagged
+    assert merged.generator_flagged == whole.generator_flagged is False
+    flagged = merge_results([open_run(B, LAG_B, {}), open_run(B, LAG_B, {}, start=1_000.1)])
+    assert flagged.generator_flagged
+    # and it all survives the JSON, as merge reads it back
+    again = result_from_document(document)
+    assert again.summary.send_lag_us == union
+    assert again.summary.receive_lag_us == {1: 810}
+    assert again.summary.paced_by == "c+python"
+
+
+def test_merging_one_result_gives_back_every_field_but_the_time_series() -> None:
+    """Walks every key (nested too) of a full open-loop ``--json`` result: a merge of
+    that one run reads each field and writes it back unchanged (read and added up, or
+    derived again), except the fields merge deliberately leaves out; and every key has
+    a declared fate in :data:`udpkit.bench.merge.FIELDS` (a new field must get one)."""
+    from udpkit.bench.merge import FIELDS, LEFT_OUT
+
+    original = json.loads(json.dumps(open_run(A, LAG_A, {1: 810}).as_dict()))
+    assert set(original) == set(FIELDS), "give each new result field a fate in FIELDS"
+    merged = json.loads(json.dumps(
+        merge_results([result_from_document(original)]).as_dict()))
+
+    def walk(a: object, b: object, path: str) -> None:
+        if path.split(".")[0] in FIELDS and FIELDS[path.split(".")[0]] == LEFT_OUT:
+            return
+        if isinstance(a, dict):
+            assert isinstance(b, dict), path
+            assert set(a) == set(b), path
+            for key in a:
+                walk(a[key], b[key], f"{path}.{key}" if path else key)
+        else:
+            assert a == b, f"{path}: {a!r} became {b!r}"
+
+    walk(original, merged, "")
+    assert original["intervals"]
+    assert merged["intervals"] == []
+
+
+@pytest.mark.parametrize(("lag", "needle"), [
+    ({"count": 1, "histogram": {"x": 1}}, "is not whole microseconds"),
+    ({"count": 1, "histogram": {"\u00b2": 1}}, "is not whole microseconds"),  # isdigit()
+    ({"count": 1, "histogram": {"5": -1}}, "is not a whole number >= 0"),
+    ({"count": 2, "histogram": {"5": 1}}, "'count' 2 is not the histogram's 1"),
+    ({"count": 1}, "no 'histogram'"),
+    ([1], "not a JSON object"),
+])
+def test_a_malformed_lag_histogram_is_one_line(lag: object, needle: str) -> None:
+    doc = json.loads(json.dumps(open_run(A, LAG_A, {}).as_dict()))
+    doc["send_lag_us"] = lag
+    with pytest.raises(MergeError, match=r"^x\.json: send_lag_us") as caught:
+        result_from_document(doc, source="x.json")
+    assert needle in str(caught.value)
+
+
+OPEN_VALID = json.loads(json.dumps(open_run(A, LAG_A, {1: 810}).as_dict()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(["send_lag_us", "receive_lag_us", "paced_by"]),
+       inner=st.sampled_from(["", "histogram", "count", "p99"]),
+       value=JSON_VALUES | st.dictionaries(st.text(max_size=4), JSON_VALUES, max_size=3))
+def test_any_lag_value_reads_or_is_one_merge_error(key: str, inner: str,
+                                                   value: object) -> None:
+    """The lag histograms of a result file are untrusted too."""
+    doc = json.loads(json.dumps(OPEN_VALID))
+    if inner and isinstance(doc[key], dict):
+        doc[key][inner] = value
+    else:
+        doc[key] = value
+    outcome: BenchResult | MergeError
+    try:
+        outcome = result_from_document(doc, source="x.json")
+    except MergeError as exc:
+        outcome = exc
+    if isinstance(outcome, MergeError):
+        assert str(outcome).startswith("x.json")
+    else:
+        assert outcome.received == OPEN_VALID["received"]

@@ -15,6 +15,7 @@ from udpkit.bench.replay import parse_speed, replay_rule, select_requests
 from udpkit.capture import CaptureError, parse_capture_untrusted
 from udpkit.capture.reader import LINKTYPE_ETHERNET
 from udpkit.core.errors import UsageError
+from udpkit.core.load_stats import IntervalStats
 from udpkit.core.matching import ANY
 from udpkit.core.replay import ReplayCore, ReplayItem, ReplayPlan
 
@@ -196,3 +197,28 @@ def test_every_request_ends_received_or_lost(offsets: list[float], flows: int,
     assert summary.in_flight == 0
     assert summary.sent <= len(items)
     assert sum(summary.latency_us.values()) == summary.received
+
+
+def test_intervals_stream_as_they_close_and_are_the_summary_s() -> None:
+    """``bench --replay --json-stream``: what is handed out as intervals close is the
+    summary's time series (empty intervals included), and the counts add up."""
+    core = ReplayCore(plan((0.0, 0, b"a"), (0.1, 0, b"b"), (0.75, 0, b"c")), rule=ANY,
+                      timeout=0.3, start=0.0, speed=1.0, interval=0.25)
+    streamed: list[IntervalStats] = []
+    core.due(0.0)
+    core.receive(0, [b"A"], 0.05)
+    core.due(0.1)  # 'b' gets no reply: lost at 0.4
+    assert core.intervals_closed(0.2, 0) == []  # the first interval is still open
+    streamed += core.intervals_closed(0.26, len(streamed))
+    assert [(i.start, i.sent, i.received, i.lost) for i in streamed] == [(0.0, 2, 1, 0)]
+    core.expire(0.4)
+    core.due(0.8)
+    streamed += core.intervals_closed(0.8, len(streamed))
+    assert [(i.sent, i.lost) for i in streamed] == [(2, 0), (0, 1), (0, 0)]  # 0.5-0.75: empty
+    core.receive(0, [b"C"], 0.9)
+    summary = core.summary(0.9)
+    assert list(summary.intervals[:len(streamed)]) == streamed
+    streamed += summary.intervals[len(streamed):]
+    assert sum(i.sent for i in streamed) == summary.sent == 3
+    assert sum(i.received for i in streamed) == summary.received == 2
+    assert sum(i.lost for i in streamed) == summary.lost == 1

@@ -11,7 +11,16 @@ is untrusted input: anything malformed is one line naming the file.
 
 The merged run lasts from the first start to the last end (so its throughput
 is the replies of all over that span); it has no time series, as the runs'
-intervals do not line up.
+intervals do not line up.  Open loop: the send-lag and arrival-to-read
+histograms (exact, microsecond -> count) are added too, their percentiles and
+the generator's flag (:func:`udpkit.core.pacing.generator_error`) recomputed
+from the merged figures by :class:`BenchResult`, as for a single run.  A run
+whose host gave no kernel timestamps has no arrival-to-read histogram: the
+merged one holds the other runs' (its ``count`` says how many replies).
+
+Every field of a result is either read and added up, or derived again from
+what was added up, or deliberately left out (:data:`FIELDS` says which; a
+unit test holds it to :meth:`BenchResult.as_dict`).
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ from udpkit.bench.result import (
 )
 from udpkit.core.errors import UsageError
 from udpkit.core.load_stats import LoadSummary
+from udpkit.core.pacing import merge_counts
+
+PACED_BY_JOIN = "+"
+"""Runs paced by different senders merge into ``paced_by`` ``"c+python"``."""
 
 
 class MergeError(UsageError):
@@ -40,6 +53,25 @@ class MergeError(UsageError):
 
 
 _COUNTS = ("sent", "received", "lost", "duplicates", "late", "wrong", "reordered")
+
+READ = "read and added up"
+DERIVED = "derived again from the merged figures"
+LEFT_OUT = "left out of a merged run"
+
+FIELDS: Mapping[str, str] = {
+    "schema": READ, "started_at": READ, "target": READ, "mode": READ, "config": READ,
+    "sent": READ, "received": READ, "lost": READ, "duplicates": READ, "late": READ,
+    "wrong": READ, "reordered": READ, "duration_s": READ, "late_sends": READ,
+    "max_send_lag_s": READ, "paced_by": READ, "send_lag_us": READ, "receive_lag_us": READ,
+    "interrupted": READ, "interval_s": READ, "histogram": READ, "hdr_histogram": READ,
+    "latency_us": READ,  # its exact max; the percentiles come from the merged histogram
+    "udpkit_version": DERIVED,  # the merged result is this udpkit's
+    "loss": DERIVED, "throughput_rps": DERIVED, "send_rate_rps": DERIVED,
+    "latency_mean_us": DERIVED, "latency_from": DERIVED, "fell_behind": DERIVED,
+    "generator_flagged": DERIVED, "generator_flag_fraction": DERIVED,
+    "intervals": LEFT_OUT,  # the runs' intervals do not line up: no time series
+}
+"""What ``bench merge`` does with each top-level field of a ``--json`` result."""
 
 
 def load_result(path: str) -> BenchResult:
@@ -110,6 +142,9 @@ def result_from_document(document: object, *, source: str = "result") -> BenchRe
         max_send_lag=reader.number("max_send_lag_s"),
         interrupted=reader.get("interrupted", bool),
         started_at=started_at,
+        send_lag_us=_lag_counts(reader, "send_lag_us", source),
+        receive_lag_us=_lag_counts(reader, "receive_lag_us", source),
+        paced_by=_paced_by(reader),
     )
     latency = _Reader(reader.get("latency_us", dict), f"{source}: latency_us")
     exact_max = latency.integer("max")
@@ -160,6 +195,9 @@ def merge_results(results: Sequence[BenchResult],
         max_send_lag=max(s.max_send_lag for s in summaries),
         interrupted=any(s.interrupted for s in summaries),
         started_at=start,
+        send_lag_us=merge_counts([s.send_lag_us for s in summaries]),
+        receive_lag_us=merge_counts([s.receive_lag_us for s in summaries]),
+        paced_by=PACED_BY_JOIN.join(sorted({s.paced_by for s in summaries} - {""})),
     )
     configs = [result.config for result in results]
     rate = sum(c.rate for c in configs if c.rate is not None) if first.config.rate else None
@@ -177,6 +215,40 @@ def merge_results(results: Sequence[BenchResult],
     exact_max = max(result.percentiles_us.get("max", 0) for result in results)
     return BenchResult.from_histogram(config, summary, histogram, exact_max,
                                       processes=sum(result.processes for result in results))
+
+
+def _lag_counts(reader: _Reader, key: str, source: str) -> dict[int, int]:
+    """A lag histogram (``send_lag_us``/``receive_lag_us``: ``null`` or percentiles,
+    ``count`` and ``histogram``), as microseconds -> count; its percentiles are derived
+    again from the histogram, so only the histogram and its count are read."""
+    value = reader.optional(key)
+    if value is None:
+        return {}
+    lag = _Reader(value, f"{source}: {key}")
+    table = lag.get("histogram", dict)
+    counts: dict[int, int] = {}
+    for micros, count in table.items():
+        if not (micros.isascii() and micros.isdigit()) or len(micros) > 12:
+            raise MergeError(f"{source}: {key}: histogram value {micros[:20]!r} is not "
+                             "whole microseconds")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise MergeError(f"{source}: {key}: histogram count of {micros} is not a "
+                             "whole number >= 0")
+        counts[int(micros)] = counts.get(int(micros), 0) + count
+    total = lag.integer("count")
+    if total != sum(counts.values()):
+        raise MergeError(f"{source}: {key}: 'count' {total} is not the histogram's "
+                         f"{sum(counts.values())}")
+    return {micros: count for micros, count in counts.items() if count}
+
+
+def _paced_by(reader: _Reader) -> str:
+    value = reader.optional("paced_by")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 40:
+        raise MergeError(f"{reader.source}: 'paced_by' is not a short string")
+    return value
 
 
 def merge_files(paths: Sequence[str]) -> BenchResult:
@@ -252,6 +324,14 @@ class _Reader:
             raise MergeError(f"{source}: not a JSON object")
         self._value: Mapping[str, Any] = value
         self._source = source
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def optional(self, key: str) -> Any:
+        """The value of ``key``; ``None`` if absent (a file of an older udpkit)."""
+        return self._value.get(key)
 
     def get(self, key: str, kind: type | tuple[type, ...], missing: str = "") -> Any:
         if key not in self._value:

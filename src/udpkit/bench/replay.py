@@ -31,6 +31,7 @@ from udpkit.capture.reader import Capture, CaptureError, read_capture_untrusted
 from udpkit.client.aio import resolve_address
 from udpkit.core.errors import RequestRefused, UsageError
 from udpkit.core.handler import Address, format_address
+from udpkit.core.load_stats import IntervalStats
 from udpkit.core.matching import ANY, ReplyRule
 from udpkit.core.replay import ReplayCore, ReplayPlan
 from udpkit.timer import DeadlineTimer
@@ -215,14 +216,30 @@ def run_replay(config: ReplayConfig, *, handle_signals: bool = False) -> ReplayR
 
 async def replay_async(config: ReplayConfig, plan: ReplayPlan, source: ReplaySource, *,
                        handle_signals: bool = False,
-                       on_start: Callable[[], None] | None = None) -> ReplayResult:
-    """Replay ``plan``; ``on_start`` is called once Ctrl-C is handled (a header line)."""
+                       on_start: Callable[[], None] | None = None,
+                       on_interval: Callable[[IntervalStats], None] | None = None,
+                       ) -> ReplayResult:
+    """Replay ``plan``; ``on_start`` is called once Ctrl-C is handled (a header line),
+    ``on_interval`` with each interval of the time series as it closes, then the rest
+    at the end (``--json-stream``): together exactly the result's intervals."""
     server = await resolve_address(config.host, config.port, socket.SOCK_DGRAM)
     loop = asyncio.get_running_loop()
     core = ReplayCore(plan, rule=replay_rule(config.expect), timeout=config.timeout,
                       start=loop.time(), speed=config.speed, concurrency=config.concurrency,
                       interval=config.interval)
     generator = _ReplayGenerator(core, server)
+    streamed = 0
+
+    async def stream(callback: Callable[[IntervalStats], None]) -> None:
+        nonlocal streamed
+        while True:  # wake just after each interval's end, hand over what closed
+            boundary = core.start + (streamed + 1) * config.interval
+            await asyncio.sleep(max(0.0, boundary - loop.time()) + 0.001)
+            for item in core.intervals_closed(loop.time(), streamed):
+                streamed += 1
+                callback(item)
+
+    streamer = loop.create_task(stream(on_interval)) if on_interval is not None else None
     stopped = 0
     main_task = asyncio.current_task()
 
@@ -248,7 +265,12 @@ async def replay_async(config: ReplayConfig, plan: ReplayPlan, source: ReplaySou
     finally:
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
+        if streamer is not None:
+            streamer.cancel()
     summary = core.summary(loop.time())
+    if on_interval is not None:
+        for item in summary.intervals[streamed:]:
+            on_interval(item)
     if stopped:
         summary = replace(summary, interrupted=True)
     bench_config = BenchConfig(

@@ -105,8 +105,11 @@ def result_table(result: BenchResult) -> Table:
         rows.append(("latency measured from", "intended send time"))
         rows.append(("send rate reached", f"{result.send_rate:,.0f}/s of {config.rate:,.0f}/s"))
         rows.append(("late sends (> 2 ms)", f"{result.summary.late_sends:,}"))
-        paced = {"c": "C sender thread", "python": "event loop timers"}.get(
-            result.summary.paced_by, "")
+        from udpkit.bench.merge import PACED_BY_JOIN
+
+        senders = {"c": "C sender thread", "python": "event loop timers"}
+        paced = " + ".join(senders.get(part, part)
+                           for part in result.summary.paced_by.split(PACED_BY_JOIN) if part)
         if paced:
             rows.append(("sends paced by", paced))
         lag = result.send_lag_us

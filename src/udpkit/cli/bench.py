@@ -141,7 +141,8 @@ def bench(
 
         replay_command(click.get_current_context(), path=replay_path, speed=speed,
                        replay_port=replay_port, target=target, expect=expect, timeout=timeout,
-                       concurrency=concurrency, requests=requests, slos=slos, as_json=as_json)
+                       concurrency=concurrency, requests=requests, slos=slos, as_json=as_json,
+                       as_stream=as_stream, interval=interval)
         return
     if speed != "1" or replay_port is not None:
         raise UsageError("--speed and --replay-port need --replay FILE")

@@ -49,6 +49,11 @@ def merge(results: tuple[str, ...], slos: tuple[str, ...], as_json: bool) -> Non
         click.echo(f"merged {len(results)} runs: {', '.join(results)}")
         for outcome in outcomes:
             click.echo(outcome.line())
+    from udpkit.bench.report import behind_warning, generator_warning
+
+    for warning in (behind_warning(result), generator_warning(result)):
+        if warning:
+            click.echo(f"udpkit {NAME}: {warning}", err=True)
     if result.received == 0:
         raise Failure(NAME, f"no replies: {result.lost} of {result.sent} requests lost",
                       exit_code=FAILED)

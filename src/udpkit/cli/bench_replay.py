@@ -5,12 +5,14 @@ Rule: the same exits and outputs as any bench run (:mod:`udpkit.cli.bench`):
 :class:`~udpkit.capture.CaptureError`), 3 when a ``--slo`` fails, 130 when
 interrupted.  Flags that shape generated load (``--rate``, ``--tcp``,
 ``--payload``...) mean nothing for a replay and are refused; the file is read
-and checked before any socket opens.
+and checked before any socket opens.  ``--json-stream`` writes the replay's
+intervals as they close, then its ``--json`` document (:mod:`udpkit.bench.stream`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -18,13 +20,14 @@ from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure
 
 NOT_FOR_REPLAY = ("tcp", "rate", "poisson", "duration", "warmup", "template", "size",
                   "connections", "depth", "procs", "batch", "gso", "seed", "plot_path",
-                  "as_stream", "interval", "tcp_framing", "strict")
+                  "tcp_framing", "strict")
 """``bench`` parameters a replay refuses when given."""
 
 
 def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: int | None,
                    target: tuple[str, int], expect: str, timeout: float, concurrency: int,
-                   requests: int | None, slos: tuple[str, ...], as_json: bool) -> None:
+                   requests: int | None, slos: tuple[str, ...], as_json: bool,
+                   as_stream: bool = False, interval: float | None = None) -> None:
     """Run a replay for ``udpkit bench --replay`` and report it."""
     from click.core import ParameterSource
 
@@ -41,10 +44,16 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
                              "payloads and the pace)")
     if ctx.get_parameter_source("expect") == ParameterSource.DEFAULT:
         expect = ORDER
+    if as_json and as_stream:
+        raise UsageError("--json and --json-stream: choose one (the stream ends with the "
+                         "--json document)")
+    if interval is not None and not (interval > 0 and math.isfinite(interval)):
+        raise UsageError(f"--interval must be a positive number of seconds (got {interval})")
     host, port = target
     config = ReplayConfig(path=path, host=host, port=port, replay_port=replay_port,
                           speed=parse_speed(speed), expect=expect, timeout=timeout,
-                          concurrency=concurrency, requests=requests).check()
+                          concurrency=concurrency, requests=requests,
+                          **({"interval": interval} if interval is not None else {})).check()
     thresholds = parse_slos(slos)
     plan, source = load(config)
 
@@ -54,8 +63,20 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
 
     from udpkit.bench.report import result_table
 
+    writer = None
+    on_interval = None
+    if as_stream:
+        import signal
+        import sys
+
+        from udpkit.bench.stream import IntervalStream, JsonLinesWriter
+
+        # A reader that went away (``| head``) stops the replay as Ctrl-C would.
+        writer = JsonLinesWriter(sys.stdout, on_closed=lambda: signal.raise_signal(signal.SIGINT))
+        on_interval = IntervalStream(writer, width=config.interval)
+
     def header() -> None:
-        if as_json:
+        if as_json or as_stream:
             return
         if config.speed is None:
             pace = f"as fast as --concurrency {config.concurrency} allows"
@@ -68,15 +89,24 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
 
     # The header says the replay is under way, so it comes once Ctrl-C is handled.
     replayed = asyncio.run(replay_async(config, plan, source, handle_signals=True,
-                                        on_start=header))
+                                        on_start=header, on_interval=on_interval))
+    if writer is not None and writer.closed:
+        raise BrokenPipeError  # the one path: quiet, exit 141
     result = replayed.result
     interrupted = result.summary.interrupted
     outcomes = result.check(thresholds)
-    if as_json:
+    if as_json or writer is not None:
         document = replayed.as_dict()
         if outcomes:
             document["slo"] = [outcome.as_dict() for outcome in outcomes]
-        click.echo(json.dumps(document))
+        if writer is not None:
+            from udpkit.bench.stream import summary_record
+
+            writer.write(summary_record(document))
+            if writer.closed:
+                raise BrokenPipeError
+        else:
+            click.echo(json.dumps(document))
     else:
         table = result_table(result)
         table.title = "udpkit bench --replay" + (" INTERRUPTED: partial figures"

@@ -259,16 +259,29 @@ class ReplayCore:
 
     # -- output ----------------------------------------------------------------
 
+    def _interval(self, bucket: int) -> IntervalStats:
+        sent, received, lost = self._counts.get(bucket, [0, 0, 0])
+        return IntervalStats(bucket * self.interval, sent, received, lost,
+                             dict(self._latency.get(bucket, {})))
+
+    def intervals_closed(self, now: float, since: int = 0) -> list[IntervalStats]:
+        """The intervals that ended by ``now``, from number ``since`` on (a live
+        ``--json-stream``).  Every event is counted at the time it happens, which only
+        moves on, so a closed interval never changes; :meth:`summary` returns the same
+        ones (empty ones too), then those still open."""
+        return [self._interval(bucket) for bucket in range(since, self._closed(now))]
+
+    def _closed(self, now: float) -> int:
+        return max(0, int((now - self.start) / self.interval))
+
     def summary(self, now: float) -> LoadSummary:
         """A frozen account of the replay so far (every request is measured)."""
-        intervals = []
         latency: dict[int, int] = {}
-        for bucket in sorted(set(self._counts) | set(self._latency)):
-            sent, received, lost = self._counts.get(bucket, [0, 0, 0])
-            values = dict(self._latency.get(bucket, {}))
-            for value, count in values.items():
+        last = max([*self._counts, *self._latency, self._closed(now) - 1], default=-1)
+        intervals = [self._interval(bucket) for bucket in range(last + 1)]
+        for item in intervals:
+            for value, count in item.latency_us.items():
                 latency[value] = latency.get(value, 0) + count
-            intervals.append(IntervalStats(bucket * self.interval, sent, received, lost, values))
         end = self._last_event if self.finished() else now
         if self._stopped_at is not None:
             end = max(self._stopped_at, self._last_event)

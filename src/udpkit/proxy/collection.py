@@ -5,7 +5,8 @@ delete, populate, reset, toxics) goes through one :class:`asyncio.Lock`, so
 two API calls never interleave half-done; each keeps Toxiproxy's semantics
 (``toxiproxy/proxy_collection.go``, ``toxic_collection.go``): create refuses a
 name in use (409); populate replaces a proxy only when its listen or upstream
-differs; update restarts the proxy when its address changes; reset enables
+differs, and stops at the first proxy that cannot start, keeping those before
+it; update restarts the proxy when its address changes; reset enables
 every proxy and removes every toxic.  Counters of a proxy survive its changes
 and go with its deletion.
 """
@@ -40,6 +41,16 @@ from udpkit.proxy.delay_line import DelayLine
 from udpkit.proxy.named import NamedProxy
 
 
+class PopulateFailed(Exception):
+    """``POST /populate`` stopped at ``error``; ``done`` were created (or kept) before,
+    and stay: Toxiproxy answers with the error and lists them."""
+
+    def __init__(self, error: ToxicError, done: list[NamedProxy]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.done = done
+
+
 class ProxyCollection:
     """Named proxies by name, in creation order."""
 
@@ -69,28 +80,40 @@ class ProxyCollection:
                 raise ToxicError(PROXY_EXISTS, 409)
             return await self._add(spec)
 
-    async def _add(self, spec: ProxySpec) -> NamedProxy:
-        if len(self.proxies) >= MAX_PROXIES:
+    async def _add(self, spec: ProxySpec, *, replacing: NamedProxy | None = None) -> NamedProxy:
+        if len(self.proxies) - (replacing is not None) >= MAX_PROXIES:
             raise ToxicError(f"more than {MAX_PROXIES} proxies", 400)
         proxy = NamedProxy(spec, seed=self.seed, settings=self.settings,
                            delay_line=self.delay_line, tap=self.tap)
         await _start(proxy)
+        if replacing is not None:
+            del self.proxies[spec.name]
         self.proxies[spec.name] = proxy
         return proxy
 
     async def populate(self, specs: list[ProxySpec]) -> list[NamedProxy]:
-        """Create each, or replace a same-named one whose listen or upstream differs."""
+        """Create each, or replace a same-named one whose listen or upstream differs.
+
+        As Toxiproxy (``PopulateJson``): in order, stopping at the first that cannot
+        start; those done before stay (no rollback), and :class:`PopulateFailed` says
+        which.  A proxy being replaced is stopped first: if its replacement cannot
+        start it stays, stopped (``enabled: false``)."""
         out: list[NamedProxy] = []
         async with self.lock:
             for spec in specs:
                 existing = self.proxies.get(spec.name)
-                if existing is not None:
+                try:
+                    if existing is None:
+                        out.append(await self._add(spec))
+                        continue
                     if not _differs(existing, spec):
                         out.append(existing)
                         continue
                     await existing.stop()
-                    del self.proxies[spec.name]
-                out.append(await self._add(spec))
+                    existing.spec = replace(existing.spec, enabled=False)
+                    out.append(await self._add(spec, replacing=existing))
+                except ToxicError as exc:
+                    raise PopulateFailed(exc, out) from None
         return out
 
     async def update(self, name: str, body: object) -> NamedProxy:

@@ -33,7 +33,7 @@ from udpkit.core.toxics import (
 from udpkit.core.toxiproxy import ProxySpec
 from udpkit.proxy.config import ProxyConfig
 from udpkit.proxy.delay_line import DelayLine
-from udpkit.proxy.stats import GlueCounters
+from udpkit.proxy.stats import GlueCounters, GlueStats
 from udpkit.proxy.tcp import TcpRelay, reset
 from udpkit.proxy.udp import UdpRelay, proxy_log
 from udpkit.server.binding import bind
@@ -287,8 +287,14 @@ class NamedProxy:
                 setattr(total, name, getattr(total, name) + getattr(counters, name))
         return total
 
+    def glue_stats(self) -> GlueStats:
+        """The glue's counters now (the kernel's drops on the UDP sockets read first)."""
+        if self._udp is not None:
+            self._udp.account_kernel_drops()
+        return self.counters.snapshot()
+
     def summary(self) -> dict[str, object]:
-        glue = self.counters.snapshot()
+        glue = self.glue_stats()
         return {
             "listen": self.listen,
             "upstream": self.spec.upstream,

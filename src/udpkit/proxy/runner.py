@@ -91,6 +91,8 @@ class Proxy(Service):
         self.down.settings = settings.down
 
     def stats(self) -> ProxyStats:
+        if self._udp is not None:
+            self._udp.account_kernel_drops()
         return ProxyStats(
             up=self.up.stats(),
             down=self.down.stats(),

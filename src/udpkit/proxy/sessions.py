@@ -69,6 +69,10 @@ class SessionTable(Generic[Key, Value]):
         _, last = next(iter(self._sessions.values()))
         return last + self.idle_timeout
 
+    def values(self) -> list[Value]:
+        """Every session, least recently active first."""
+        return [value for value, _ in self._sessions.values()]
+
     def pop_all(self) -> list[Value]:
         values = [value for value, _ in self._sessions.values()]
         self._sessions.clear()

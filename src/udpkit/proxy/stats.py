@@ -20,6 +20,8 @@ class GlueCounters:
 
     __slots__ = (
         "delay_queue_full",
+        "kernel_drops_down",
+        "kernel_drops_up",
         "send_errors_down",
         "send_errors_up",
         "sessions_evicted",
@@ -44,6 +46,8 @@ class GlueCounters:
         self.tcp_rejected = 0
         self.tcp_upstream_failures = 0
         self.delay_queue_full = 0
+        self.kernel_drops_up = 0
+        self.kernel_drops_down = 0
 
     def snapshot(self) -> GlueStats:
         return GlueStats(**{name: getattr(self, name) for name in self.__slots__})
@@ -77,6 +81,11 @@ class GlueStats:
     delay_queue_full: int = 0
     """Datagrams dropped because the delay queue already held its limit of bytes
     (``DELAY_QUEUE_BYTES``: long delays at a high rate)."""
+    kernel_drops_up: int = 0
+    """Datagrams from clients the kernel dropped on the proxy's listening socket, its
+    receive buffer full (the proxy never saw them)."""
+    kernel_drops_down: int = 0
+    """Replies the kernel dropped on the proxy's upstream sockets, their buffers full."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ that is not Toxiproxy's, so the ``--loss`` proxy's own routes can follow.
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from collections.abc import Callable, Iterable
 
@@ -26,8 +27,9 @@ from udpkit.core.toxiproxy import (
     proxy_from_json,
     proxy_json,
 )
-from udpkit.proxy.collection import ProxyCollection
+from udpkit.proxy.collection import PopulateFailed, ProxyCollection
 from udpkit.proxy.named import DirectionCounters, NamedProxy
+from udpkit.proxy.stats import GlueStats
 
 VERSION = f"udpkit {udpkit.__version__}"
 
@@ -77,8 +79,17 @@ async def _route(method: str, parts: list[str], body: bytes,
                         content_type="text/plain; version=0.0.4; charset=utf-8")
     if parts == ["populate"]:
         _allowed(method, ("POST",))
-        specs = proxies_from_json(load_json_untrusted(body), allow_toxics=False)
-        created = await proxies.populate(specs)
+        # Toxiproxy's Populate answers an error with its status, and the proxies made
+        # before it ("proxies": null when none, as Go writes an empty slice).
+        try:
+            specs = proxies_from_json(load_json_untrusted(body), allow_toxics=False)
+            created = await proxies.populate(specs)
+        except ToxicError as exc:
+            return json_response(exc.status, {**error_json(exc), "proxies": None})
+        except PopulateFailed as failed:
+            return json_response(failed.error.status, {
+                **error_json(failed.error),
+                "proxies": [_proxy(p) for p in failed.done] or None})
         return json_response(201, {"proxies": [_proxy(p) for p in created]})
     if head != "proxies" or len(parts) > 4:
         return None
@@ -155,11 +166,8 @@ def metrics_text(proxies: ProxyCollection,
         families.append((f"udpkit_proxy_{field}_total", "counter", help_text + ".",
                          [({"proxy": p.spec.name, "direction": s}, getattr(c, field))
                           for p, s, c in rows]))
-    glue = [(p, p.counters.snapshot()) for p in proxies]
-    for field in ("tcp_opened", "tcp_closed", "tcp_rejected", "tcp_upstream_failures",
-                  "sessions_opened", "sessions_expired", "sessions_evicted",
-                  "send_errors_up", "send_errors_down", "upstream_refused",
-                  "delay_queue_full"):
+    glue = [(p, p.glue_stats()) for p in proxies]
+    for field in (spec.name for spec in dataclasses.fields(GlueStats)):
         families.append((f"udpkit_proxy_{field}_total", "counter",
                          f"{field.replace('_', ' ').capitalize()}.",
                          [({"proxy": p.spec.name}, getattr(g, field)) for p, g in glue]))

@@ -6,6 +6,14 @@ into the :class:`~udpkit.proxy.delay_line.DelayLine`; sending happens there,
 at once, and a full socket buffer or an error is counted, never raised.  Every
 client address gets its own connected upstream socket, so the service's
 replies on it belong to that client alone.
+
+Datagrams the kernel drops on these sockets (their receive buffer full: a burst
+faster than the proxy reads) are counted from the kernel's own counter by
+:class:`~udpkit.server.kernel_drops.DropReader`, the server's owner of that
+rule: ``kernel_drops_up`` on the listeners, ``kernel_drops_down`` on the
+upstream sockets, read whenever stats are asked for and before a socket closes.
+Each socket asks for a :data:`SOCKET_BUFFER` receive buffer, so such a burst
+is rarely lost in the first place.
 """
 
 from __future__ import annotations
@@ -24,12 +32,25 @@ from udpkit.core.impairment import Decision
 from udpkit.proxy.delay_line import DelayLine
 from udpkit.proxy.sessions import SessionTable
 from udpkit.proxy.stats import GlueCounters
+from udpkit.server.kernel_drops import DropReader
 
 proxy_log = logging.getLogger("udpkit.proxy")
 
 _READS_PER_WAKEUP = 256
 """Datagrams read per wake-up before yielding to the event loop."""
 _RECV_SIZE = 65536
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""The receive buffer (bytes) each proxy socket asks for, as ``udpkit bench``'s sockets
+do: Linux's default (``net.core.rmem_default``, 208 KiB) holds only a few hundred small
+datagrams, so a burst of a thousand sent at once lost most of them before the proxy could
+read.  The kernel grants at most ``net.core.rmem_max``; a buffer is a limit, charged only
+for datagrams queued."""
+
+
+def _ask_buffer(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # best effort: the kernel caps it at rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
 
 
 class DatagramPolicy(Protocol):
@@ -42,13 +63,15 @@ class DatagramPolicy(Protocol):
 class Session:
     """One UDP client and its upstream socket."""
 
-    __slots__ = ("client", "closed", "listener", "upstream")
+    __slots__ = ("client", "closed", "drops", "listener", "upstream")
 
     def __init__(self, client: Address, listener: socket.socket, upstream: socket.socket) -> None:
         self.client = client
         self.listener = listener
         self.upstream = upstream
         self.closed = False
+        self.drops = DropReader()
+        """The kernel's drops on ``upstream`` not yet counted."""
 
 
 class UdpRelay:
@@ -82,6 +105,18 @@ class UdpRelay:
         self._loop = asyncio.get_running_loop()
         self._expiry: asyncio.TimerHandle | None = None
         self._reading: list[socket.socket] = []
+        self._listener_drops = [DropReader() for _ in listeners]
+        for listener in listeners:
+            _ask_buffer(listener)
+
+    def account_kernel_drops(self) -> None:
+        """Add the datagrams the kernel dropped on every socket since the last call."""
+        counters = self.counters
+        for listener, drops in zip(self.listeners, self._listener_drops, strict=True):
+            counters.kernel_drops_up += drops.new(listener)
+        for session in self.sessions.values():
+            if not session.closed:
+                counters.kernel_drops_down += session.drops.new(session.upstream)
 
     def start(self) -> None:
         for listener in self.listeners:
@@ -95,6 +130,7 @@ class UdpRelay:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        self.account_kernel_drops()
         for session in self.sessions.pop_all():
             self._close_session(session)
         for listener in self.listeners:
@@ -132,6 +168,7 @@ class UdpRelay:
             return None
         try:
             upstream.setblocking(False)
+            _ask_buffer(upstream)
             upstream.connect(self.upstream)
         except OSError as exc:
             upstream.close()
@@ -231,6 +268,7 @@ class UdpRelay:
     def _close_session(self, session: Session) -> None:
         if session.closed:
             return
+        self.counters.kernel_drops_down += session.drops.new(session.upstream)
         session.closed = True
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(session.upstream.fileno())

@@ -57,7 +57,7 @@ from udpkit.server.dispatch import (
     is_awaitable,
     log_handler_error,
 )
-from udpkit.server.kernel_drops import socket_drops
+from udpkit.server.kernel_drops import drops_since, socket_drops
 from udpkit.server.logs import log_abuse, log_access, server_log
 
 DATAGRAMS_PER_WAKEUP = 256
@@ -266,7 +266,7 @@ class UdpEndpoint:
         if total is None:
             return
         keeper: _native.FastPath | UdpEndpoint = self._fast if self._fast is not None else self
-        self.counters.kernel_drops += (total - keeper.kernel_drops_seen) & 0xFFFFFFFF
+        self.counters.kernel_drops += drops_since(keeper.kernel_drops_seen, total)
         keeper.kernel_drops_seen = total & 0xFFFFFFFF
 
     def close(self) -> None:
@@ -328,7 +328,7 @@ class UdpEndpoint:
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
                 total = int.from_bytes(value[:4], sys.byteorder)
-                self.counters.kernel_drops += (total - self.kernel_drops_seen) & 0xFFFFFFFF
+                self.counters.kernel_drops += drops_since(self.kernel_drops_seen, total)
                 self.kernel_drops_seen = total
 
     def _handle(self, data: bytes, address: Address, arrived: float) -> None:
