@@ -34,9 +34,15 @@
  * and its latency says so).  This is the independent reference udpkit
  * bench --rate is compared with (benchmarks/bench_latency_load.py).
  *
+ * --kernel-ts: a reply's time is the kernel's arrival time (SO_TIMESTAMPNS),
+ * not the clock read after recvmmsg returns, so the generator's own wake-up is
+ * left out of the latency, as `udpkit bench` does; without it the figure
+ * includes that wake-up.
+ *
  * Usage: udp_loadgen --host 127.0.0.1 --port 9999 [--concurrency 64]
  *          [--duration 5] [--warmup 1] [--timeout-ms 1000] [--batch 64]
  *          [--size 0] [--rate 0] [--spin-us 50]
+ *          [--kernel-ts]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -157,7 +163,8 @@ static void usage(FILE *out, const char *prog)
     fprintf(out,
             "Usage: %s --host 127.0.0.1 --port 9999 [--concurrency 64]\n"
             "          [--duration 5] [--warmup 1] [--timeout-ms 1000]\n"
-            "          [--batch 64] [--size 0] [--rate 0] [--spin-us 50]\n",
+            "          [--batch 64] [--size 0] [--rate 0] [--spin-us 50]\n"
+            "          [--kernel-ts]\n",
             prog);
 }
 
@@ -257,6 +264,7 @@ int main(int argc, char **argv)
     long size = 0;
     double rate = 0.0;    /* requests/s; 0: closed loop */
     long spin_us = 50;
+    int kernel_ts = 0;    /* reply times from SO_TIMESTAMPNS */
     int i;
 
     for (i = 1; i < argc; i++) {
@@ -266,6 +274,10 @@ int main(int argc, char **argv)
         if (strcmp(opt, "-h") == 0 || strcmp(opt, "--help") == 0) {
             usage(stdout, argv[0]);
             return 0;
+        }
+        if (strcmp(opt, "--kernel-ts") == 0) {
+            kernel_ts = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "%s: missing value for %s\n", argv[0], opt);
@@ -370,6 +382,13 @@ bad_value:
         int bufsz = 4 * 1024 * 1024;
         if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz)) != 0)
             perror("setsockopt(SO_RCVBUF) (ignored)");
+        int on = 1;
+        if (kernel_ts &&
+            setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0) {
+            perror("setsockopt(SO_TIMESTAMPNS)");
+            close(fd);
+            return 1;
+        }
         if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz)) != 0)
             perror("setsockopt(SO_SNDBUF) (ignored)");
     }
@@ -391,13 +410,16 @@ bad_value:
     struct mmsghdr *rmsgs = calloc(nb, sizeof(*rmsgs));
     size_t *sslot = calloc(nb, sizeof(*sslot));
     struct hist *hist = calloc(1, sizeof(*hist));
+    /* --kernel-ts: one control buffer per received message. */
+    const size_t ctl_cap = CMSG_SPACE(sizeof(struct timespec));
+    unsigned char *ctl = calloc(nb, ctl_cap);
 
     if (!slots || !queue || !sbufs || !rbufs || !expect || !siov || !riov ||
-        !smsgs || !rmsgs || !sslot || !hist) {
+        !smsgs || !rmsgs || !sslot || !hist || !ctl) {
         fprintf(stderr, "out of memory\n");
         free(slots); free(queue); free(sbufs); free(rbufs); free(expect);
         free(siov); free(riov); free(smsgs); free(rmsgs); free(sslot);
-        free(hist);
+        free(hist); free(ctl);
         close(fd);
         return 1;
     }
@@ -578,6 +600,10 @@ bad_value:
                 memset(&rmsgs[k], 0, sizeof(rmsgs[k]));
                 rmsgs[k].msg_hdr.msg_iov = &riov[k];
                 rmsgs[k].msg_hdr.msg_iovlen = 1;
+                if (kernel_ts) {
+                    rmsgs[k].msg_hdr.msg_control = ctl + k * ctl_cap;
+                    rmsgs[k].msg_hdr.msg_controllen = ctl_cap;
+                }
             }
             int r = recvmmsg(fd, rmsgs, (unsigned int)nb, MSG_DONTWAIT, NULL);
             if (r < 0) {
@@ -595,9 +621,33 @@ bad_value:
             }
             if (r == 0)
                 break;
-            uint64_t t_recv = now_ns();
+            uint64_t t_read = now_ns();
+            /* Kernel times are CLOCK_REALTIME; the monotonic clock's offset
+             * from it, read beside t_read, maps them onto send times. */
+            int64_t real_minus_mono = 0;
+            if (kernel_ts) {
+                struct timespec rt;
+                clock_gettime(CLOCK_REALTIME, &rt);
+                real_minus_mono = (int64_t)((uint64_t)rt.tv_sec * 1000000000ULL +
+                                            (uint64_t)rt.tv_nsec) - (int64_t)now_ns();
+            }
             for (int k = 0; k < r; k++) {
                 const unsigned char *buf = riov[k].iov_base;
+                uint64_t t_recv = t_read;
+                if (kernel_ts) {
+                    for (struct cmsghdr *c = CMSG_FIRSTHDR(&rmsgs[k].msg_hdr); c;
+                         c = CMSG_NXTHDR(&rmsgs[k].msg_hdr, c)) {
+                        if (c->cmsg_level == SOL_SOCKET &&
+                            c->cmsg_type == SCM_TIMESTAMPNS) {
+                            struct timespec ts;
+                            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+                            int64_t at = (int64_t)((uint64_t)ts.tv_sec * 1000000000ULL +
+                                                   (uint64_t)ts.tv_nsec) - real_minus_mono;
+                            if (at > 0 && (uint64_t)at <= t_read)
+                                t_recv = (uint64_t)at;
+                        }
+                    }
+                }
                 size_t len = rmsgs[k].msg_len;
                 uint64_t seq;
 
@@ -696,6 +746,7 @@ done:
     free(slots); free(queue); free(sbufs); free(rbufs); free(expect);
     free(siov); free(riov); free(smsgs); free(rmsgs); free(sslot);
     free(hist);
+    free(ctl);
     if (close(fd) != 0) {
         perror("close");
         exit_code = 1;
