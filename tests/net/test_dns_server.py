@@ -17,8 +17,9 @@ from udpkit.server import Server, ServerConfig
 
 
 def _config(zone: Path, **options: str) -> ServerConfig:
-    return ServerConfig(app="dns", app_options={"zone": str(zone), **options}, port=0,
-                        tcp_framing="len16", max_amplification=None)
+    """Only the app and its zone: the app's own defaults (len16 over TCP, no
+    amplification cap) are the library's to apply, not the caller's."""
+    return ServerConfig(app="dns", app_options={"zone": str(zone), **options}, port=0)
 
 
 async def test_udp_and_tcp_on_one_port_give_the_same_answer(tmp_path: Path) -> None:
@@ -30,6 +31,18 @@ async def test_udp_and_tcp_on_one_port_give_the_same_answer(tmp_path: Path) -> N
     assert over_udp.answer == over_tcp.answer
     assert len(over_udp.answer) == 2
     assert (stats["udp"].replied, stats["tcp"].replied) == (1, 1)
+
+
+async def test_a_large_answer_goes_out_over_udp_without_an_amplification_cap(
+        tmp_path: Path) -> None:
+    """A library server with ``app="dns"`` takes the app's defaults: an answer many
+    times its query is sent, not dropped as amplification."""
+    async with Server(_config(write_zone(tmp_path))) as server:
+        query = dns.message.make_query("big.example.com.", "TXT", use_edns=0, payload=4096)
+        answer = await asyncio.to_thread(dns.query.udp, query, "127.0.0.1", 5, server.port)
+        stats = server.stats()["udp"]
+    assert len(answer.to_wire()) > 10 * len(query.to_wire())
+    assert (stats.replied, stats.dropped_amplification) == (1, 0)
 
 
 def _flood(port: int, count: int) -> list[bytes]:

@@ -4,6 +4,7 @@ clients' side (query numbering, reply matching)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import dns.edns
@@ -499,3 +500,26 @@ def test_the_clients_pending_table_finds_dns_replies_by_id_and_question(
     assert table.match(reply_first) is None
     assert table.classify_unmatched(reply_first) == "late"
     assert table.classify_unmatched(b"junk") == "unexpected"
+
+
+def test_a_library_server_config_takes_the_dns_apps_defaults_unless_given() -> None:
+    """Issue 17: the app's server defaults were applied by ``udpkit serve`` only, so
+    ``ServerConfig(app="dns")`` framed TCP by lines and capped amplification."""
+    from udpkit.server import ServerConfig
+
+    plain = ServerConfig(app="dns", app_options={"zone": "example.zone"})
+    assert (plain.tcp_framing, plain.max_amplification) == ("len16", None)
+    given = ServerConfig(app="dns", max_amplification=4.0)
+    assert (given.tcp_framing, given.max_amplification) == ("len16", 4.0)
+    other = ServerConfig(app="echo")
+    assert (other.tcp_framing, other.max_amplification) == ("line", 10.0)
+    assert dataclasses.replace(plain, port=0).tcp_framing == "len16"
+
+
+@pytest.mark.parametrize("framing", ["line", "raw"])
+def test_dns_over_tcp_in_another_framing_is_refused(framing: str) -> None:
+    from udpkit.server import ServerConfig
+
+    with pytest.raises(UsageError, match="app 'dns' over TCP needs --tcp-framing len16"):
+        ServerConfig(app="dns", tcp_framing=framing)  # type: ignore[arg-type]
+    assert ServerConfig(app="dns", tcp_framing=framing, tcp=False).udp  # type: ignore[arg-type]

@@ -228,6 +228,7 @@ APP = App(
     # Answers are larger than queries by design; RRL is DNS's amplification defence.
     # Over TCP each message is preceded by its length in two bytes (RFC 1035 §4.2.2).
     server_defaults=MappingProxyType({"max_amplification": None, "tcp_framing": "len16"}),
+    tcp_framings=("len16",),
     requests=DnsQueries,
     default_payload=". NS",
 )
