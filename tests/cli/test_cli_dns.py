@@ -56,12 +56,18 @@ def test_bench_replays_a_query_file_and_matches_every_answer(
     assert figures["wrong"] == figures["lost"] == 0
 
 
-def test_the_apps_own_outcomes_are_logged_when_the_server_stops(zone_file: Path) -> None:
+def test_the_apps_own_outcomes_are_in_the_workers_summary_and_metrics(zone_file: Path) -> None:
     """Malformed queries and rate-limited answers end in udpkit's counters as replies or
-    no_reply; why is the app's to say, beside the summary."""
+    no_reply; why is the app's to say, in the summary and ``/metrics``, and with
+    ``--workers`` the supervisor adds up the workers' tallies (issue 17: they went to a
+    log line at exit, and no further than each worker's)."""
     import socket
+    import time
+    import urllib.request
 
-    with serve("dns", "--zone", str(zone_file), "--no-tcp") as running:
+    with serve("dns", "--zone", str(zone_file), "--no-tcp", "--workers", "2",
+               "--metrics", "127.0.0.1:0") as running:
+        metrics = int(running.wait_for_line(r"metrics on http://127\.0\.0\.1:(\d+)/").group(1))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(5)
             sock.sendto(b"\x12\x34\x00\x00\x00\x02" + bytes(6), ("127.0.0.1", running.port))
@@ -69,9 +75,19 @@ def test_the_apps_own_outcomes_are_logged_when_the_server_stops(zone_file: Path)
             sock.sendto(b"\x12\x34\x80" + bytes(9), ("127.0.0.1", running.port))  # a response
             sock.sendto(b"\x12\x34\x00\x00\x00\x02" + bytes(6), ("127.0.0.1", running.port))
             assert sock.recv(512)[:2] == b"\x12\x34"
+        text = ""
+        deadline = time.monotonic() + 20
+        while 'outcome="formerr"} 2.0' not in text and time.monotonic() < deadline:
+            time.sleep(0.2)  # workers report every 0.5 s
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics",
+                                        timeout=5) as response:
+                text = response.read().decode()
         code, log = running.stop()
     assert code == 0
-    assert "Handler: formerr=2 response=1" in log
+    assert 'udpkit_handler_outcomes_total{outcome="formerr"} 2.0' in text
+    assert 'udpkit_handler_outcomes_total{outcome="response"} 1.0' in text
+    assert 'udpkit_handler_outcomes_total{outcome="rrl_drop"} 0.0' in text
+    assert "; handler(short=0 response=1 notimp=0 formerr=2 badvers=0 refused=0 " in log
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -29,6 +29,7 @@ from udpkit.apps.app import App, AppOption, Clock
 from udpkit.apps.dns_zone import ZoneAnswers, load_zone
 from udpkit.core.dns_rrl import ResponseRateLimit
 from udpkit.core.dns_wire import (
+    BAD_QUERY_REASONS,
     CLASS_IN,
     REFUSED,
     TYPES,
@@ -55,6 +56,10 @@ RECENT_QUERIES = 16384
 """UDP queries whose answers are kept whole, by the query's bytes after its id: a
 repeated query is answered with one look-up, without parsing it again."""
 _MAX_TRIES = 4
+OUTCOMES: tuple[str, ...] = (*BAD_QUERY_REASONS, "refused", "rrl_slip", "rrl_drop")
+"""What :meth:`DnsResponder.outcomes` counts, each from zero: a malformed query by its
+reason, a REFUSED question, an answer response-rate limiting cut (``rrl_slip``: sent
+truncated) or withheld (``rrl_drop``)."""
 
 
 class DnsResponder:
@@ -71,13 +76,15 @@ class DnsResponder:
         self.zone = zone
         self.rrl = rrl
         self.clock = clock
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))
         self._lookup = zone.lookup
         self._recent: dict[bytes, bytes] = {}
         """UDP answers by their query after its id (which decides the answer wholly)."""
 
     def outcomes(self) -> dict[str, int]:
-        """``counts`` as the server logs it when it stops (``Handler: formerr=2 ...``)."""
+        """``counts``, every name of :data:`OUTCOMES` included: the server's summary
+        (``handler(short=0 ... formerr=2 ...)``) and ``/metrics``
+        (``udpkit_handler_outcomes_total{outcome="formerr"}``) show them."""
         return dict(self.counts)
 
     def __call__(self, request: bytes, peer: Peer) -> bytes | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from udpkit.apps import load_app
@@ -55,9 +56,11 @@ class Server(Service):
         self.config = config
         handler = (load_app(config.app, options=config.app_options, clock=time.monotonic)
                    if isinstance(config.app, str) else config.app)
-        self._outcomes = getattr(handler, "outcomes", None)
+        outcomes = getattr(handler, "outcomes", None)
+        self._outcomes: Callable[[], Mapping[str, int]] | None = (
+            outcomes if callable(outcomes) else None)
         """A handler's own tally (``outcomes() -> {name: count}``, e.g. the dns app's
-        malformed queries and rate-limited answers), logged beside the summary."""
+        malformed queries and rate-limited answers): :meth:`handler_outcomes`."""
         self._threads: ThreadedHandler | None = None
         if config.handler_threads:
             if is_async_handler(handler):
@@ -97,9 +100,17 @@ class Server(Service):
             endpoint.account_kernel_drops()
         return {"udp": self.udp_counters.snapshot(), "tcp": self.tcp_counters.snapshot()}
 
+    def handler_outcomes(self) -> dict[str, int]:
+        """The handler's own tally (its ``outcomes()``, e.g. ``serve dns``'s ``formerr``,
+        ``refused``, ``rrl_drop``), or ``{}`` for a handler that keeps none; in the
+        summary and ``/metrics`` beside udpkit's counters."""
+        return dict(self._outcomes()) if self._outcomes is not None else {}
+
     def summary(self) -> str:
-        """``Summary: UDP received=... kernel_drops=N; TCP received=... connections(...)``."""
-        return "Summary: " + format_counters(self.stats(), udp=self.config.udp, tcp=self.config.tcp)
+        """``Summary: UDP received=... kernel_drops=N; TCP received=... connections(...)``
+        and ``; handler(formerr=2 ...)`` for a handler with its own tally."""
+        return "Summary: " + format_counters(self.stats(), udp=self.config.udp, tcp=self.config.tcp,
+                                             outcomes=self.handler_outcomes())
 
     @property
     def open_connections(self) -> int:
@@ -207,7 +218,8 @@ class Server(Service):
         from udpkit.server.metrics import ServerCollector, serve_metrics
 
         assert self.latency is not None
-        collector = ServerCollector(self.stats, lambda: self.open_connections, self.latency)
+        collector = ServerCollector(self.stats, lambda: self.open_connections, self.latency,
+                                    outcomes=self.handler_outcomes)
         self._metrics = serve_metrics(host, port, collector)
         self.metrics_port = self._metrics.port
 
@@ -273,10 +285,6 @@ class Server(Service):
 
     def stopped(self) -> None:
         server_log.info("%s", self.summary())
-        outcomes = self._outcomes() if callable(self._outcomes) else None
-        if outcomes:
-            server_log.info("Handler: %s", " ".join(
-                f"{name}={count}" for name, count in sorted(outcomes.items())))
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         if again:
@@ -285,8 +293,10 @@ class Server(Service):
             server_log.info("Received %s, shutting down gracefully...", signal_name)
 
 
-def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool) -> str:
-    """``UDP received=... kernel_drops=N; TCP received=... connections(...)``."""
+def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool,
+                    outcomes: Mapping[str, int] | None = None) -> str:
+    """``UDP received=... kernel_drops=N; TCP received=... connections(...)``, and
+    ``; handler(name=count ...)`` when the handler keeps ``outcomes``."""
     parts = []
     if udp:
         datagrams = stats["udp"]
@@ -299,6 +309,9 @@ def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool) 
             f"idle={stream.closed_idle} slow={stream.closed_slow} "
             f"write_timeout={stream.closed_write_timeout} bad_proxy={stream.closed_bad_proxy})"
         )
+    if outcomes:
+        parts.append("handler(" + " ".join(f"{name}={count}" for name, count in outcomes.items())
+                     + ")")
     return "; ".join(parts)
 
 

@@ -161,9 +161,15 @@ class Supervisor(Service):
         totals = self._totals()
         return {transport: totals.snapshot(transport) for transport in ("udp", "tcp")}
 
+    def handler_outcomes(self) -> dict[str, int]:
+        """The workers' handler tallies added up (:meth:`Server.handler_outcomes`)."""
+        return self._totals().handler_outcomes
+
     def summary(self) -> str:
-        return "Summary: " + format_counters(self.stats(), udp=self.config.udp,
-                                             tcp=self.config.tcp)
+        totals = self._totals()
+        stats = {transport: totals.snapshot(transport) for transport in ("udp", "tcp")}
+        return "Summary: " + format_counters(stats, udp=self.config.udp, tcp=self.config.tcp,
+                                             outcomes=totals.handler_outcomes)
 
     @property
     def pids(self) -> list[int]:
@@ -488,7 +494,8 @@ def _supervisor_collector(supervisor: Supervisor) -> ServerCollector:
 
     assert supervisor.latency is not None
     return SupervisorCollector(
-        supervisor.stats, lambda: supervisor.open_connections, supervisor.latency
+        supervisor.stats, lambda: supervisor.open_connections, supervisor.latency,
+        outcomes=supervisor.handler_outcomes,
     )
 
 

@@ -119,5 +119,6 @@ async def _serve_worker(spec: WorkerSpec, connection: Connection) -> None:
         send_message(connection, WorkerReport.of(server))
         server_log.info(
             "Stopped: %s", format_counters(server.stats(), udp=server.config.udp,
-                                            tcp=server.config.tcp)
+                                            tcp=server.config.tcp,
+                                            outcomes=server.handler_outcomes())
         )
