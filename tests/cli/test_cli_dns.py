@@ -114,3 +114,41 @@ def test_mistakes_are_one_line_and_exit_2(zone_file: Path, args: list[str],
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one", "workers"])
+def test_sighup_reloads_the_zone_and_keeps_the_old_one_if_the_new_file_is_broken(
+        tmp_path: Path, workers: list[str]) -> None:
+    """Issue 17: SIGHUP stopped ``serve dns`` (as SIGTERM); NSD and Knot reload their
+    zones on it, and so does it now, every worker with ``--workers``."""
+    import signal
+
+    import dns.message
+    import dns.query
+
+    from tests.dns_zone import ZONE_TEXT
+
+    zone = write_zone(tmp_path)
+    query = dns.message.make_query("web.example.com.", "A")
+    count = 2 if workers else 1
+    who = [rf"worker {slot} \(pid \d+\): " for slot in (1, 2)] if workers else [""]
+    with serve("dns", "--zone", str(zone), *workers) as running:
+        def address() -> str:
+            return str(dns.query.udp(query, "127.0.0.1", 5, running.port).answer[0][0])
+
+        assert address() == "192.0.2.80"
+        zone.write_text(ZONE_TEXT.replace("2026120101", "2026120102")
+                        .replace("192.0.2.80", "192.0.2.81"))
+        running.process.send_signal(signal.SIGHUP)
+        for prefix in who:
+            running.wait_for_line(prefix + r"Reloaded: zone example\.com\. serial 2026120102")
+        assert all(address() == "192.0.2.81" for _ in range(4))
+        zone.write_text(ZONE_TEXT + "broken IN A not-an-address\n")
+        running.process.send_signal(signal.SIGHUP)
+        for prefix in who:
+            running.wait_for_line(prefix + r"Reload failed, serving what was loaded before: "
+                                  r"--zone .* line \d+: .*; still serving serial 2026120102")
+        assert all(address() == "192.0.2.81" for _ in range(4))
+        code, log = running.stop()
+    assert code == 0
+    assert f"zone_reloads={count} zone_reload_errors={count})" in log

@@ -467,7 +467,7 @@ def test_a_repeated_query_is_answered_from_memory_as_it_would_be_anew(
             assert again is not None
             assert again[2:] == first[2:]
             assert again[:2] == query.to_wire()[:2]
-    assert 0 < len(remembering._recent) <= dns_app.RECENT_QUERIES
+    assert 0 < len(remembering._served[1]) <= dns_app.RECENT_QUERIES
 
 
 def test_the_memory_of_answers_is_bounded(zone: ZoneAnswers,
@@ -479,7 +479,7 @@ def test_the_memory_of_answers_is_bounded(zone: ZoneAnswers,
     for index in range(50):
         assert responder(encode_query(index, question_from_line(f"n{index}.example.com A")),
                          UDP) is not None
-        assert len(responder._recent) <= 8
+        assert len(responder._served[1]) <= 8
 
 
 def test_the_clients_pending_table_finds_dns_replies_by_id_and_question(
@@ -523,3 +523,34 @@ def test_dns_over_tcp_in_another_framing_is_refused(framing: str) -> None:
     with pytest.raises(UsageError, match="app 'dns' over TCP needs --tcp-framing len16"):
         ServerConfig(app="dns", tcp_framing=framing)  # type: ignore[arg-type]
     assert ServerConfig(app="dns", tcp_framing=framing, tcp=False).udp  # type: ignore[arg-type]
+
+
+def test_reload_serves_the_new_zone_and_keeps_the_old_one_when_the_file_is_broken(
+        tmp_path: Path) -> None:
+    """Issue 17: a zone could only change by a restart (SIGHUP stopped the server)."""
+    from tests.dns_zone import ZONE_TEXT
+    from udpkit.apps.dns import configure
+
+    path = write_zone(tmp_path)
+    responder = configure({"zone": str(path)}, None)
+    query = dns.message.make_query("web.example.com.", "A").to_wire()
+
+    def address() -> str:
+        reply = responder(query, UDP)
+        assert reply is not None
+        return str(dns.message.from_wire(reply).answer[0][0])
+
+    assert address() == "192.0.2.80"  # and remembered for the next identical query
+    path.write_text(ZONE_TEXT.replace("2026120101", "2026120102")
+                    .replace("192.0.2.80", "192.0.2.81"))
+    assert responder.reload() == f"zone example.com. serial 2026120102 from {path}"
+    assert address() == "192.0.2.81"
+    path.write_text(ZONE_TEXT + "broken IN A not-an-address\n")
+    with pytest.raises(UsageError, match=r"line \d+: .*; still serving serial 2026120102$"):
+        responder.reload()
+    path.unlink()
+    with pytest.raises(UsageError, match="No such file or directory; still serving"):
+        responder.reload()
+    assert address() == "192.0.2.81"
+    outcomes = responder.outcomes()
+    assert (outcomes["zone_reloads"], outcomes["zone_reload_errors"]) == (1, 2)

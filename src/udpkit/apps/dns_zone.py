@@ -91,6 +91,7 @@ class ZoneAnswers:
         if soa is None:
             raise UsageError(f"zone {self.origin} has no SOA record at its origin")
         self._negative_ttl = min(soa.ttl, soa[0].minimum)
+        self.serial: int = soa[0].serial
         self.cuts = {name for name, node in self.nodes.items() if name != self.origin
                      and node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.NS)}
         self.names: set[dns.name.Name] = set()

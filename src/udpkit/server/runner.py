@@ -61,6 +61,9 @@ class Server(Service):
             outcomes if callable(outcomes) else None)
         """A handler's own tally (``outcomes() -> {name: count}``, e.g. the dns app's
         malformed queries and rate-limited answers): :meth:`handler_outcomes`."""
+        reload = getattr(handler, "reload", None)
+        self._reload: Callable[[], object] | None = reload if callable(reload) else None
+        """The handler's ``reload()`` (``serve dns``: the zone file), run on SIGHUP."""
         self._threads: ThreadedHandler | None = None
         if config.handler_threads:
             if is_async_handler(handler):
@@ -285,6 +288,23 @@ class Server(Service):
 
     def stopped(self) -> None:
         server_log.info("%s", self.summary())
+
+    @property
+    def reloadable(self) -> bool:
+        """Whether the handler has a ``reload()`` (``serve dns``), run on SIGHUP."""
+        return self._reload is not None
+
+    def reload(self) -> None:
+        """Run the handler's ``reload()``; it says what it loaded (logged), or raises
+        for what it could not (logged; the handler keeps what it had)."""
+        if self._reload is None:
+            return
+        try:
+            what = self._reload()
+        except Exception as exc:  # a handler's, whatever it is: the server keeps serving
+            server_log.error("Reload failed, serving what was loaded before: %s", exc)
+        else:
+            server_log.info("Reloaded: %s", what)
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         if again:
