@@ -554,3 +554,18 @@ def test_reload_serves_the_new_zone_and_keeps_the_old_one_when_the_file_is_broke
     assert address() == "192.0.2.81"
     outcomes = responder.outcomes()
     assert (outcomes["zone_reloads"], outcomes["zone_reload_errors"]) == (1, 2)
+
+
+def test_any_at_a_name_with_records_answers_one_of_them_not_nodata(zone: ZoneAnswers) -> None:
+    """Found with ``dig example.com ANY``: the table held no ANY key, so a name that
+    exists answered NODATA, as if it had no records.  RFC 8482: one RRset, the
+    first of the file, as NSD answers (the peers tier compares)."""
+    responder = DnsResponder(zone)
+    for name, types in (("example.com.", {"SOA"}), ("www.example.com.", {"CNAME"}),
+                        ("x.wild.example.com.", {"A"})):
+        reply = responder(dns.message.make_query(name, "ANY").to_wire(), TCP)
+        assert reply is not None
+        message = dns.message.from_wire(reply)
+        assert message.rcode() == dns.rcode.NOERROR
+        assert {dns.rdatatype.to_text(rrset.rdtype) for rrset in message.answer} == types
+        assert not message.authority

@@ -123,6 +123,8 @@ class ZoneAnswers:
                 types.update(int(rdataset.rdtype) for rdataset in node.rdatasets)
                 if dns.rdatatype.CNAME in types:
                     types.update(CHASED_TYPES)
+                if types:
+                    types.add(TYPES["ANY"])  # one RRset of the name (RFC 8482), not NODATA
             for rdtype in types:
                 key = _key(name, rdtype)
                 self.table[key] = self.answer_for(name, rdtype)
@@ -230,7 +232,9 @@ class ZoneAnswers:
                 name = target
                 continue
             if qtype == dns.rdatatype.ANY and rrsets:
-                answer.extend(rrsets.values())
+                # RFC 8482 §4.1: one RRset of the name, the first in the zone file (NSD's
+                # choice), not all of them: ANY is the amplifier's favourite question.
+                answer.append(next(iter(rrsets.values())))
                 return NOERROR, True, answer, [], [], hash(qname)
             found = rrsets.get(qtype)
             if found is None:
