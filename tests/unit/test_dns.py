@@ -569,3 +569,22 @@ def test_any_at_a_name_with_records_answers_one_of_them_not_nodata(zone: ZoneAns
         assert message.rcode() == dns.rcode.NOERROR
         assert {dns.rdatatype.to_text(rrset.rdtype) for rrset in message.answer} == types
         assert not message.authority
+
+
+def test_a_zone_file_without_origin_is_served_with_origin_given(tmp_path: Path) -> None:
+    """Found with a zone file as NSD and Knot take it (their configuration names the
+    zone): without ``$ORIGIN`` it could not be served at all."""
+    from tests.dns_zone import ZONE_TEXT
+    from udpkit.apps.dns import configure
+
+    path = tmp_path / "example.com.zone"
+    path.write_text(ZONE_TEXT.replace("$ORIGIN example.com.\n", ""))
+    with pytest.raises(UsageError, match=r"origin is unknown.* or give --origin NAME\)$"):
+        configure({"zone": str(path)}, None)
+    responder = configure({"zone": str(path), "origin": "example.com"}, None)
+    reply = responder(dns.message.make_query("web.example.com.", "A").to_wire(), UDP)
+    assert reply is not None
+    assert str(dns.message.from_wire(reply).answer[0][0]) == "192.0.2.80"
+    assert responder.reload().startswith("zone example.com. serial 2026120101")
+    with pytest.raises(UsageError, match=r"--origin 'a\.\.b' is not a domain name"):
+        configure({"zone": str(path), "origin": "a..b"}, None)

@@ -73,12 +73,15 @@ class DnsResponder:
     """
 
     def __init__(self, zone: ZoneAnswers, *, rrl: ResponseRateLimit | None = None,
-                 clock: Clock | None = None, path: str | None = None) -> None:
+                 clock: Clock | None = None, path: str | None = None,
+                 origin: str | None = None) -> None:
         if rrl is not None and clock is None:
             raise UsageError("response-rate limiting needs a clock")
         self.rrl = rrl
         self.clock = clock
         self.path = path
+        self.origin = origin
+        """The zone's name when its file sets no ``$ORIGIN`` (``--origin``)."""
         self.counts: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))
         self._served: tuple[ZoneAnswers, dict[bytes, bytes]] = (zone, {})
         """The zone, and its UDP answers by their query after its id (which decides the
@@ -98,7 +101,7 @@ class DnsResponder:
         if self.path is None:
             raise UsageError("this responder was given a zone, not a file: nothing to reload")
         try:
-            zone = load_zone(self.path)
+            zone = load_zone(self.path, origin=self.origin)
             if zone.origin != self.zone.origin:
                 raise UsageError(f"--zone {self.path}: its origin is now {zone.origin}, "
                                  f"not {self.zone.origin}")
@@ -150,8 +153,9 @@ class DnsResponder:
 
 
 def configure(options: Mapping[str, str], clock: Clock | None) -> DnsResponder:
-    """The handler of ``serve dns``: ``zone`` (a file, required), ``rrl-rate``
-    (answers/s, or ``off``), ``rrl-slip``."""
+    """The handler of ``serve dns``: ``zone`` (a file, required), ``origin`` (the
+    zone's name, for a file without ``$ORIGIN``), ``rrl-rate`` (answers/s, or
+    ``off``), ``rrl-slip``."""
     path = options.get("zone")
     if not path:
         raise UsageError("udpkit serve dns needs --zone FILE (a zone in RFC 1035 format)")
@@ -167,7 +171,9 @@ def configure(options: Mapping[str, str], clock: Clock | None) -> DnsResponder:
             raise UsageError("--rrl-rate must be a number or 'off', --rrl-slip a whole "
                              "number") from None
         rrl = ResponseRateLimit(rate=rate, slip=slip)
-    return DnsResponder(load_zone(path), rrl=rrl, clock=clock, path=path)
+    origin = options.get("origin")
+    return DnsResponder(load_zone(path, origin=origin), rrl=rrl, clock=clock, path=path,
+                        origin=origin)
 
 
 class DnsReply(ReplyRule):
@@ -253,6 +259,9 @@ APP = App(
     options=(
         AppOption(name="zone", metavar="FILE",
                   help="dns: the zone to serve, in RFC 1035 master-file format."),
+        AppOption(name="origin", metavar="NAME",
+                  help="dns: the zone's name, for a zone file that sets no $ORIGIN "
+                       "[default: the file's $ORIGIN]."),
         AppOption(name="rrl-rate", metavar="N|off",
                   help="dns: response-rate limit, answers/s per source /24 (/56) and "
                        "answer, over UDP [default: off]."),

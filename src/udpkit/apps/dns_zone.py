@@ -63,10 +63,13 @@ def load_zone(path: str, *, origin: str | None = None) -> ZoneAnswers:
 
     try:
         zone = dns.zone.from_file(path, origin=origin, relativize=False, check_origin=True)
+    except dns.name.EmptyLabel:  # dnspython's error for an origin such as "a..b"
+        raise UsageError(f"--origin {origin!r} is not a domain name") from None
     except OSError as exc:
         raise UsageError(f"--zone {path}: {exc.strerror or exc}") from None
     except dns.exception.DNSException as exc:
-        hint = "" if origin or "origin" not in str(exc).lower() else " (set $ORIGIN in it)"
+        hint = ("" if origin or "origin" not in str(exc).lower()
+                else " (set $ORIGIN in it, or give --origin NAME)")
         text = " ".join(str(exc).split())
         if text.startswith(f"{path}:"):  # dnspython's "path:line: what"
             where, _, what = text[len(path) + 1:].partition(": ")
