@@ -94,10 +94,10 @@ class DnsResponder:
         return self._served[0]
 
     def reload(self) -> str:
-        """Read the zone file again and serve it from the next query on; what was
-        loaded, in one line.  A file that cannot be read or parsed leaves the zone
-        served before in place: counted (``zone_reload_errors``) and raised as
-        :class:`UsageError`, one line."""
+        """Read the zone file again (the server does it on a thread) and serve it
+        from the next query on; what was loaded, in one line.  A file that cannot be
+        read or parsed leaves the zone served before in place: counted
+        (``zone_reload_errors``) and raised as :class:`UsageError`, one line."""
         if self.path is None:
             raise UsageError("this responder was given a zone, not a file: nothing to reload")
         try:

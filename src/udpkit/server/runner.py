@@ -64,6 +64,8 @@ class Server(Service):
         reload = getattr(handler, "reload", None)
         self._reload: Callable[[], object] | None = reload if callable(reload) else None
         """The handler's ``reload()`` (``serve dns``: the zone file), run on SIGHUP."""
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
         self._threads: ThreadedHandler | None = None
         if config.handler_threads:
             if is_async_handler(handler):
@@ -295,16 +297,29 @@ class Server(Service):
         return self._reload is not None
 
     def reload(self) -> None:
-        """Run the handler's ``reload()``; it says what it loaded (logged), or raises
-        for what it could not (logged; the handler keeps what it had)."""
+        """Run the handler's ``reload()`` on a thread (a large zone takes a while to
+        parse; the loop goes on answering meanwhile); it says what it loaded
+        (logged), or raises for what it could not (logged; the handler keeps what it
+        had).  A SIGHUP while a reload runs is one more reload after it."""
         if self._reload is None:
             return
-        try:
-            what = self._reload()
-        except Exception as exc:  # a handler's, whatever it is: the server keeps serving
-            server_log.error("Reload failed, serving what was loaded before: %s", exc)
-        else:
-            server_log.info("Reloaded: %s", what)
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_off_loop())
+
+    async def _reload_off_loop(self) -> None:
+        assert self._reload is not None
+        again = True
+        while again:
+            self._reload_again = False
+            try:
+                what = await asyncio.to_thread(self._reload)
+            except Exception as exc:  # a handler's, whatever it is: the server keeps serving
+                server_log.error("Reload failed, serving what was loaded before: %s", exc)
+            else:
+                server_log.info("Reloaded: %s", what)
+            again = self._reload_again
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         if again:
