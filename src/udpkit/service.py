@@ -55,6 +55,17 @@ class Service(abc.ABC):
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         """Log what a stop signal does (``again``: not the first one)."""
 
+    @property
+    def reloadable(self) -> bool:
+        """Whether :meth:`reload` has something to reload; if not, SIGHUP stops the
+        service as SIGTERM does."""
+        return False
+
+    def reload(self) -> None:
+        """What SIGHUP does to a :attr:`reloadable` service (``serve dns``: read the
+        zone file again); logs what it did, keeps serving whatever happens."""
+        return None
+
     # -- stopping -----------------------------------------------------------------
 
     def request_exit(self) -> None:
@@ -95,7 +106,8 @@ class Service(abc.ABC):
         Signal handlers go in before start-up, so a SIGTERM that arrives
         right after the service said it is bound still stops it gracefully.
         """
-        with StopSignals(self._first_signal, self._later_signal, install=install_signals):
+        with StopSignals(self._first_signal, self._later_signal, reload=self._hang_up,
+                         install=install_signals):
             await self.startup()
             try:
                 await self.main_loop()
@@ -103,6 +115,12 @@ class Service(abc.ABC):
                 await self.shutdown()
                 self.stopped()
         return self.exit_code
+
+    def _hang_up(self) -> bool:
+        if not self.reloadable or self.exit_requested:
+            return False
+        self.reload()
+        return True
 
     def _first_signal(self, signal_name: str) -> None:
         self.signal_received(signal_name, again=False)

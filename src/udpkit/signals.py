@@ -1,10 +1,12 @@
 """SIGINT, SIGTERM and SIGHUP for a long-running service: the server, the proxy, the
 worker supervisor (all through :meth:`udpkit.service.Service.serve`).
 
-SIGHUP is a graceful stop with its summary, like SIGTERM: for a server run from a
-terminal it means the terminal went away, and udpkit has no configuration file to
-reload (its settings are its command line), so "reload" would only be a restart under
-another name.  Before, SIGHUP's default action killed the process with nothing drained.
+SIGHUP reloads a service that has something to reload (``serve dns`` reads its
+zone file again, as NSD and Knot do on SIGHUP; :meth:`udpkit.service.Service.reload`);
+for any other it is a graceful stop with its summary, like SIGTERM: for a server run
+from a terminal it means the terminal went away, and udpkit's own settings are its
+command line, so "reload" would only be a restart under another name.  Before,
+SIGHUP's default action killed the process with nothing drained.
 
 Rule: the handlers go in before start-up, so a signal that arrives right
 after the service said it is bound still stops it gracefully (the default
@@ -31,8 +33,9 @@ class StopSignals:
     """``with StopSignals(graceful, immediate):`` around start-up, serving and shutdown.
 
     ``graceful(name)`` is called for the first SIGINT/SIGTERM/SIGHUP, ``immediate(name)``
-    for each one after it (``name``: ``"SIGTERM"``...).  ``install=False``
-    leaves the process's signal handling alone (tests, library use).
+    for each one after it (``name``: ``"SIGTERM"``...); ``reload()``, if given, for
+    each SIGHUP first, which is then no stop signal if it returns ``True``.
+    ``install=False`` leaves the process's signal handling alone (tests, library use).
     """
 
     def __init__(
@@ -40,10 +43,12 @@ class StopSignals:
         graceful: Callable[[str], None],
         immediate: Callable[[str], None],
         *,
+        reload: Callable[[], bool] | None = None,
         install: bool = True,
     ) -> None:
         self._graceful = graceful
         self._immediate = immediate
+        self._reload = reload
         self._install = install
         self.seen = 0
         self._previous: dict[int, Any] = {}
@@ -72,6 +77,9 @@ class StopSignals:
                     loop.remove_signal_handler(signum)
 
     def _on_signal(self, signum: int) -> None:
+        hang_up = signum == getattr(signal, "SIGHUP", None)
+        if hang_up and self._reload is not None and self._reload():
+            return
         self.seen += 1
         name = signal.Signals(signum).name
         if self.seen == 1:

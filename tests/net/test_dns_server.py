@@ -4,6 +4,7 @@ response-rate limiting as a flood from one source sees it, counted exactly."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from udpkit.server import Server, ServerConfig
 
 
 def _config(zone: Path, **options: str) -> ServerConfig:
-    return ServerConfig(app="dns", app_options={"zone": str(zone), **options}, port=0,
-                        tcp_framing="len16", max_amplification=None)
+    """Only the app and its zone: the app's own defaults (len16 over TCP, no
+    amplification cap) are the library's to apply, not the caller's."""
+    return ServerConfig(app="dns", app_options={"zone": str(zone), **options}, port=0)
 
 
 async def test_udp_and_tcp_on_one_port_give_the_same_answer(tmp_path: Path) -> None:
@@ -30,6 +32,18 @@ async def test_udp_and_tcp_on_one_port_give_the_same_answer(tmp_path: Path) -> N
     assert over_udp.answer == over_tcp.answer
     assert len(over_udp.answer) == 2
     assert (stats["udp"].replied, stats["tcp"].replied) == (1, 1)
+
+
+async def test_a_large_answer_goes_out_over_udp_without_an_amplification_cap(
+        tmp_path: Path) -> None:
+    """A library server with ``app="dns"`` takes the app's defaults: an answer many
+    times its query is sent, not dropped as amplification."""
+    async with Server(_config(write_zone(tmp_path))) as server:
+        query = dns.message.make_query("big.example.com.", "TXT", use_edns=0, payload=4096)
+        answer = await asyncio.to_thread(dns.query.udp, query, "127.0.0.1", 5, server.port)
+        stats = server.stats()["udp"]
+    assert len(answer.to_wire()) > 10 * len(query.to_wire())
+    assert (stats.replied, stats.dropped_amplification) == (1, 0)
 
 
 def _flood(port: int, count: int) -> list[bytes]:
@@ -81,3 +95,34 @@ async def test_the_client_matches_dns_answers(tmp_path: Path) -> None:
     answer = dns.message.from_wire(reply)
     assert answer.id == 77
     assert "10 mail.example.com." in answer.answer[0].to_text()
+
+
+async def test_the_apps_tally_is_in_the_summary_and_in_metrics(tmp_path: Path) -> None:
+    """Issue 17: the dns app's own outcomes (formerr, refused, rrl_*...) went to the
+    log at shutdown only; a scrape shows them, each from zero, and so does the summary."""
+    import urllib.request
+
+    config = dataclasses.replace(_config(write_zone(tmp_path)), metrics=("127.0.0.1", 0))
+
+    def exchange(port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            for _ in range(2):  # two questions: FORMERR
+                sock.sendto(b"\x12\x34\x00\x00\x00\x02" + bytes(6), ("127.0.0.1", port))
+                assert sock.recv(512)[3] & 0x0F == 1
+            chaos = dns.message.make_query("version.bind.", "TXT", "CH").to_wire()
+            sock.sendto(chaos, ("127.0.0.1", port))
+            assert sock.recv(512)[3] & 0x0F == 5  # REFUSED
+
+    async with Server(config) as server:
+        await asyncio.to_thread(exchange, server.port)
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        text = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+                ).decode()
+        summary = server.summary()
+        tally = server.handler_outcomes()
+    assert 'udpkit_handler_outcomes_total{outcome="formerr"} 2.0' in text
+    assert 'udpkit_handler_outcomes_total{outcome="refused"} 1.0' in text
+    assert 'udpkit_handler_outcomes_total{outcome="rrl_drop"} 0.0' in text
+    assert (tally["formerr"], tally["refused"], tally["notimp"]) == (2, 1, 0)
+    assert "; handler(short=0 response=0 notimp=0 formerr=2 badvers=0 refused=1 " in summary

@@ -4,6 +4,7 @@ clients' side (query numbering, reply matching)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import dns.edns
@@ -466,7 +467,7 @@ def test_a_repeated_query_is_answered_from_memory_as_it_would_be_anew(
             assert again is not None
             assert again[2:] == first[2:]
             assert again[:2] == query.to_wire()[:2]
-    assert 0 < len(remembering._recent) <= dns_app.RECENT_QUERIES
+    assert 0 < len(remembering._served[1]) <= dns_app.RECENT_QUERIES
 
 
 def test_the_memory_of_answers_is_bounded(zone: ZoneAnswers,
@@ -478,7 +479,7 @@ def test_the_memory_of_answers_is_bounded(zone: ZoneAnswers,
     for index in range(50):
         assert responder(encode_query(index, question_from_line(f"n{index}.example.com A")),
                          UDP) is not None
-        assert len(responder._recent) <= 8
+        assert len(responder._served[1]) <= 8
 
 
 def test_the_clients_pending_table_finds_dns_replies_by_id_and_question(
@@ -499,3 +500,91 @@ def test_the_clients_pending_table_finds_dns_replies_by_id_and_question(
     assert table.match(reply_first) is None
     assert table.classify_unmatched(reply_first) == "late"
     assert table.classify_unmatched(b"junk") == "unexpected"
+
+
+def test_a_library_server_config_takes_the_dns_apps_defaults_unless_given() -> None:
+    """Issue 17: the app's server defaults were applied by ``udpkit serve`` only, so
+    ``ServerConfig(app="dns")`` framed TCP by lines and capped amplification."""
+    from udpkit.server import ServerConfig
+
+    plain = ServerConfig(app="dns", app_options={"zone": "example.zone"})
+    assert (plain.tcp_framing, plain.max_amplification) == ("len16", None)
+    given = ServerConfig(app="dns", max_amplification=4.0)
+    assert (given.tcp_framing, given.max_amplification) == ("len16", 4.0)
+    other = ServerConfig(app="echo")
+    assert (other.tcp_framing, other.max_amplification) == ("line", 10.0)
+    assert dataclasses.replace(plain, port=0).tcp_framing == "len16"
+
+
+@pytest.mark.parametrize("framing", ["line", "raw"])
+def test_dns_over_tcp_in_another_framing_is_refused(framing: str) -> None:
+    from udpkit.server import ServerConfig
+
+    with pytest.raises(UsageError, match="app 'dns' over TCP needs --tcp-framing len16"):
+        ServerConfig(app="dns", tcp_framing=framing)  # type: ignore[arg-type]
+    assert ServerConfig(app="dns", tcp_framing=framing, tcp=False).udp  # type: ignore[arg-type]
+
+
+def test_reload_serves_the_new_zone_and_keeps_the_old_one_when_the_file_is_broken(
+        tmp_path: Path) -> None:
+    """Issue 17: a zone could only change by a restart (SIGHUP stopped the server)."""
+    from tests.dns_zone import ZONE_TEXT
+    from udpkit.apps.dns import configure
+
+    path = write_zone(tmp_path)
+    responder = configure({"zone": str(path)}, None)
+    query = dns.message.make_query("web.example.com.", "A").to_wire()
+
+    def address() -> str:
+        reply = responder(query, UDP)
+        assert reply is not None
+        return str(dns.message.from_wire(reply).answer[0][0])
+
+    assert address() == "192.0.2.80"  # and remembered for the next identical query
+    path.write_text(ZONE_TEXT.replace("2026120101", "2026120102")
+                    .replace("192.0.2.80", "192.0.2.81"))
+    assert responder.reload() == f"zone example.com. serial 2026120102 from {path}"
+    assert address() == "192.0.2.81"
+    path.write_text(ZONE_TEXT + "broken IN A not-an-address\n")
+    with pytest.raises(UsageError, match=r"line \d+: .*; still serving serial 2026120102$"):
+        responder.reload()
+    path.unlink()
+    with pytest.raises(UsageError, match="No such file or directory; still serving"):
+        responder.reload()
+    assert address() == "192.0.2.81"
+    outcomes = responder.outcomes()
+    assert (outcomes["zone_reloads"], outcomes["zone_reload_errors"]) == (1, 2)
+
+
+def test_any_at_a_name_with_records_answers_one_of_them_not_nodata(zone: ZoneAnswers) -> None:
+    """Found with ``dig example.com ANY``: the table held no ANY key, so a name that
+    exists answered NODATA, as if it had no records.  RFC 8482: one RRset, the
+    first of the file, as NSD answers (the peers tier compares)."""
+    responder = DnsResponder(zone)
+    for name, types in (("example.com.", {"SOA"}), ("www.example.com.", {"CNAME"}),
+                        ("x.wild.example.com.", {"A"})):
+        reply = responder(dns.message.make_query(name, "ANY").to_wire(), TCP)
+        assert reply is not None
+        message = dns.message.from_wire(reply)
+        assert message.rcode() == dns.rcode.NOERROR
+        assert {dns.rdatatype.to_text(rrset.rdtype) for rrset in message.answer} == types
+        assert not message.authority
+
+
+def test_a_zone_file_without_origin_is_served_with_origin_given(tmp_path: Path) -> None:
+    """Found with a zone file as NSD and Knot take it (their configuration names the
+    zone): without ``$ORIGIN`` it could not be served at all."""
+    from tests.dns_zone import ZONE_TEXT
+    from udpkit.apps.dns import configure
+
+    path = tmp_path / "example.com.zone"
+    path.write_text(ZONE_TEXT.replace("$ORIGIN example.com.\n", ""))
+    with pytest.raises(UsageError, match=r"origin is unknown.* or give --origin NAME\)$"):
+        configure({"zone": str(path)}, None)
+    responder = configure({"zone": str(path), "origin": "example.com"}, None)
+    reply = responder(dns.message.make_query("web.example.com.", "A").to_wire(), UDP)
+    assert reply is not None
+    assert str(dns.message.from_wire(reply).answer[0][0]) == "192.0.2.80"
+    assert responder.reload().startswith("zone example.com. serial 2026120101")
+    with pytest.raises(UsageError, match=r"--origin 'a\.\.b' is not a domain name"):
+        configure({"zone": str(path), "origin": "a..b"}, None)

@@ -106,3 +106,32 @@ async def test_without_loop_signal_handlers_signals_still_stop_the_service(
         "startup", "SIGTERM", "shutdown", "SIGINT again", "forced", "stopped",
     ]
     assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
+class Reloader(Recorder):
+    """A service with something to reload: SIGHUP reloads it, and stops it no more."""
+
+    @property
+    def reloadable(self) -> bool:
+        return True
+
+    def reload(self) -> None:
+        self.steps.append("reload")
+
+    async def startup(self) -> None:
+        await super().startup()
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def test_sighup_reloads_a_reloadable_service_and_stops_any_other() -> None:
+    reloading = Reloader()
+    assert await reloading.serve() == 0
+    assert reloading.steps == ["startup", "reload", "reload", "SIGTERM", "shutdown", "stopped"]
+    plain = Recorder()
+    serving = asyncio.ensure_future(plain.serve())
+    await asyncio.sleep(0)
+    os.kill(os.getpid(), signal.SIGHUP)
+    assert await serving == 0
+    assert plain.steps == ["startup", "SIGHUP", "shutdown", "stopped"]

@@ -88,3 +88,18 @@ def test_totals_without_reports_are_zero_and_have_no_histogram() -> None:
     assert totals.snapshot("udp") == _counters(1, 1)
     assert totals.latency_counts is None
     assert ReportTotals().snapshot("tcp") == CounterSnapshot()
+
+
+def test_totals_add_the_handlers_own_tallies_of_live_and_retired_workers() -> None:
+    """Issue 17: ``serve dns --workers`` lost the app's tally (formerr, rrl_drop...)
+    on its way to the supervisor's summary and ``/metrics``."""
+    report = WorkerReport(udp=_counters(3, 2), tcp=_counters(0, 0), open_connections=0,
+                          handler_outcomes=(("formerr", 2), ("rrl_drop", 1)))
+    retired = ReportTotals()
+    retired.add(report)
+    totals = ReportTotals()
+    totals.add(WorkerReport(udp=_counters(1, 1), tcp=_counters(0, 0), open_connections=0,
+                            handler_outcomes=(("formerr", 1), ("refused", 4))))
+    totals.merge(retired)
+    assert totals.handler_outcomes == {"formerr": 3, "refused": 4, "rrl_drop": 1}
+    assert pickle.loads(pickle.dumps(report)) == report

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from udpkit.core.framing import FramingName
 from udpkit.core.handler import Handler
 from udpkit.core.matching import ReplyRule
 from udpkit.core.payloads import RequestSource
@@ -50,8 +51,12 @@ class App:
     rates); raises :class:`~udpkit.core.errors.UsageError` for bad ones."""
     server_defaults: Mapping[str, object] = field(
         default_factory=lambda: MappingProxyType({}))
-    """``serve`` settings this app needs by default (a field of ``ServerConfig``
-    -> value), applied by ``udpkit serve`` unless the flag is given."""
+    """Server settings this app needs by default (a field of ``ServerConfig``
+    -> value): :class:`~udpkit.server.config.ServerConfig` applies them to the
+    fields its caller did not give (the library and ``udpkit serve`` alike)."""
+    tcp_framings: tuple[FramingName, ...] | None = None
+    """The TCP framings the app's messages can travel in (``dns``: ``len16`` only);
+    a server configured with another one is refused.  ``None``: any."""
     requests: Callable[[Sequence[str]], RequestSource] | None = None
     """Clients' requests in the app's own format, from lines of text (``--payload``
     or the lines of ``--query-file``); ``None``: a payload template."""

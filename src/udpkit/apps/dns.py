@@ -29,6 +29,7 @@ from udpkit.apps.app import App, AppOption, Clock
 from udpkit.apps.dns_zone import ZoneAnswers, load_zone
 from udpkit.core.dns_rrl import ResponseRateLimit
 from udpkit.core.dns_wire import (
+    BAD_QUERY_REASONS,
     CLASS_IN,
     REFUSED,
     TYPES,
@@ -55,35 +56,74 @@ RECENT_QUERIES = 16384
 """UDP queries whose answers are kept whole, by the query's bytes after its id: a
 repeated query is answered with one look-up, without parsing it again."""
 _MAX_TRIES = 4
+OUTCOMES: tuple[str, ...] = (*BAD_QUERY_REASONS, "refused", "rrl_slip", "rrl_drop",
+                              "zone_reloads", "zone_reload_errors")
+"""What :meth:`DnsResponder.outcomes` counts, each from zero: a malformed query by its
+reason, a REFUSED question, an answer response-rate limiting cut (``rrl_slip``: sent
+truncated) or withheld (``rrl_drop``), and the zone reloads (SIGHUP) that took and
+that failed (the zone served before is kept)."""
 
 
 class DnsResponder:
     """``responder(request, peer)``: the answer to one query, or ``None``.
 
     ``counts`` tallies the outcomes udpkit's own counters cannot see: each
-    malformed-query reason, REFUSED, and what response-rate limiting did.
+    malformed-query reason, REFUSED, what response-rate limiting did, and the
+    zone's reloads.  ``path``: the zone's file, which :meth:`reload` reads again.
     """
 
     def __init__(self, zone: ZoneAnswers, *, rrl: ResponseRateLimit | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, path: str | None = None,
+                 origin: str | None = None) -> None:
         if rrl is not None and clock is None:
             raise UsageError("response-rate limiting needs a clock")
-        self.zone = zone
         self.rrl = rrl
         self.clock = clock
-        self.counts: Counter[str] = Counter()
-        self._lookup = zone.lookup
-        self._recent: dict[bytes, bytes] = {}
-        """UDP answers by their query after its id (which decides the answer wholly)."""
+        self.path = path
+        self.origin = origin
+        """The zone's name when its file sets no ``$ORIGIN`` (``--origin``)."""
+        self.counts: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))
+        self._served: tuple[ZoneAnswers, dict[bytes, bytes]] = (zone, {})
+        """The zone, and its UDP answers by their query after its id (which decides the
+        answer wholly): one tuple, so a reload replaces both at once, even for a call
+        running on a handler thread."""
+
+    @property
+    def zone(self) -> ZoneAnswers:
+        """The zone served now."""
+        return self._served[0]
+
+    def reload(self) -> str:
+        """Read the zone file again (the server does it on a thread) and serve it
+        from the next query on; what was loaded, in one line.  A file that cannot be
+        read or parsed leaves the zone served before in place: counted
+        (``zone_reload_errors``) and raised as :class:`UsageError`, one line."""
+        if self.path is None:
+            raise UsageError("this responder was given a zone, not a file: nothing to reload")
+        try:
+            zone = load_zone(self.path, origin=self.origin)
+            if zone.origin != self.zone.origin:
+                raise UsageError(f"--zone {self.path}: its origin is now {zone.origin}, "
+                                 f"not {self.zone.origin}")
+        except Exception as exc:
+            self.counts["zone_reload_errors"] += 1
+            why = str(exc).rstrip(".")
+            raise UsageError(f"{why}; still serving serial {self.zone.serial}") from None
+        self._served = (zone, {})
+        self.counts["zone_reloads"] += 1
+        return f"zone {zone.origin} serial {zone.serial} from {self.path}"
 
     def outcomes(self) -> dict[str, int]:
-        """``counts`` as the server logs it when it stops (``Handler: formerr=2 ...``)."""
+        """``counts``, every name of :data:`OUTCOMES` included: the server's summary
+        (``handler(short=0 ... formerr=2 ...)``) and ``/metrics``
+        (``udpkit_handler_outcomes_total{outcome="formerr"}``) show them."""
         return dict(self.counts)
 
     def __call__(self, request: bytes, peer: Peer) -> bytes | None:
         udp = peer.transport == "udp"
+        zone, recent = self._served
         if udp and self.rrl is None:
-            tail = self._recent.get(request[2:])
+            tail = recent.get(request[2:])
             if tail is not None:
                 return request[:2] + tail
         try:
@@ -94,7 +134,7 @@ class DnsResponder:
         if query.qclass != CLASS_IN or query.qtype in ZONE_TRANSFERS:
             self.counts["refused"] += 1
             return error_answer(query, REFUSED)
-        answer = self._lookup(query.key)
+        answer = zone.lookup(query.key)
         if udp:
             rrl = self.rrl
             if rrl is not None:
@@ -105,7 +145,6 @@ class DnsResponder:
                     return None if verdict == "drop" else render(query, answer, 0)
                 return render(query, answer, query.udp_limit)
             reply = render(query, answer, query.udp_limit)
-            recent = self._recent
             if len(recent) >= RECENT_QUERIES:
                 recent.clear()  # fixed memory; a flood of new queries only costs their parse
             recent[request[2:]] = reply[2:]
@@ -114,8 +153,9 @@ class DnsResponder:
 
 
 def configure(options: Mapping[str, str], clock: Clock | None) -> DnsResponder:
-    """The handler of ``serve dns``: ``zone`` (a file, required), ``rrl-rate``
-    (answers/s, or ``off``), ``rrl-slip``."""
+    """The handler of ``serve dns``: ``zone`` (a file, required), ``origin`` (the
+    zone's name, for a file without ``$ORIGIN``), ``rrl-rate`` (answers/s, or
+    ``off``), ``rrl-slip``."""
     path = options.get("zone")
     if not path:
         raise UsageError("udpkit serve dns needs --zone FILE (a zone in RFC 1035 format)")
@@ -131,7 +171,9 @@ def configure(options: Mapping[str, str], clock: Clock | None) -> DnsResponder:
             raise UsageError("--rrl-rate must be a number or 'off', --rrl-slip a whole "
                              "number") from None
         rrl = ResponseRateLimit(rate=rate, slip=slip)
-    return DnsResponder(load_zone(path), rrl=rrl, clock=clock)
+    origin = options.get("origin")
+    return DnsResponder(load_zone(path, origin=origin), rrl=rrl, clock=clock, path=path,
+                        origin=origin)
 
 
 class DnsReply(ReplyRule):
@@ -217,6 +259,9 @@ APP = App(
     options=(
         AppOption(name="zone", metavar="FILE",
                   help="dns: the zone to serve, in RFC 1035 master-file format."),
+        AppOption(name="origin", metavar="NAME",
+                  help="dns: the zone's name, for a zone file that sets no $ORIGIN "
+                       "[default: the file's $ORIGIN]."),
         AppOption(name="rrl-rate", metavar="N|off",
                   help="dns: response-rate limit, answers/s per source /24 (/56) and "
                        "answer, over UDP [default: off]."),
@@ -228,6 +273,7 @@ APP = App(
     # Answers are larger than queries by design; RRL is DNS's amplification defence.
     # Over TCP each message is preceded by its length in two bytes (RFC 1035 §4.2.2).
     server_defaults=MappingProxyType({"max_amplification": None, "tcp_framing": "len16"}),
+    tcp_framings=("len16",),
     requests=DnsQueries,
     default_payload=". NS",
 )

@@ -63,10 +63,13 @@ def load_zone(path: str, *, origin: str | None = None) -> ZoneAnswers:
 
     try:
         zone = dns.zone.from_file(path, origin=origin, relativize=False, check_origin=True)
+    except dns.name.EmptyLabel:  # dnspython's error for an origin such as "a..b"
+        raise UsageError(f"--origin {origin!r} is not a domain name") from None
     except OSError as exc:
         raise UsageError(f"--zone {path}: {exc.strerror or exc}") from None
     except dns.exception.DNSException as exc:
-        hint = "" if origin or "origin" not in str(exc).lower() else " (set $ORIGIN in it)"
+        hint = ("" if origin or "origin" not in str(exc).lower()
+                else " (set $ORIGIN in it, or give --origin NAME)")
         text = " ".join(str(exc).split())
         if text.startswith(f"{path}:"):  # dnspython's "path:line: what"
             where, _, what = text[len(path) + 1:].partition(": ")
@@ -91,6 +94,7 @@ class ZoneAnswers:
         if soa is None:
             raise UsageError(f"zone {self.origin} has no SOA record at its origin")
         self._negative_ttl = min(soa.ttl, soa[0].minimum)
+        self.serial: int = soa[0].serial
         self.cuts = {name for name, node in self.nodes.items() if name != self.origin
                      and node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.NS)}
         self.names: set[dns.name.Name] = set()
@@ -122,6 +126,8 @@ class ZoneAnswers:
                 types.update(int(rdataset.rdtype) for rdataset in node.rdatasets)
                 if dns.rdatatype.CNAME in types:
                     types.update(CHASED_TYPES)
+                if types:
+                    types.add(TYPES["ANY"])  # one RRset of the name (RFC 8482), not NODATA
             for rdtype in types:
                 key = _key(name, rdtype)
                 self.table[key] = self.answer_for(name, rdtype)
@@ -229,7 +235,9 @@ class ZoneAnswers:
                 name = target
                 continue
             if qtype == dns.rdatatype.ANY and rrsets:
-                answer.extend(rrsets.values())
+                # RFC 8482 §4.1: one RRset of the name, the first in the zone file (NSD's
+                # choice), not all of them: ANY is the amplifier's favourite question.
+                answer.append(next(iter(rrsets.values())))
                 return NOERROR, True, answer, [], [], hash(qname)
             found = rrsets.get(qtype)
             if found is None:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from udpkit.apps import APP_OPTIONS, BUILTIN, BUILTIN_APPS, DEFAULT_APP
+from udpkit.apps import APP_OPTIONS, BUILTIN, DEFAULT_APP
 from udpkit.cli.errors import UdpkitCommand
 from udpkit.cli.params import LOG_FORMAT_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HostPort, Port
 from udpkit.core.addresses import is_ascii_decimal, parse_host_port
@@ -65,16 +65,15 @@ def _app_options(command: F) -> F:
     return command
 
 
-def _app_defaults(app: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` with the app's own server defaults for flags left at their default."""
-    builtin = BUILTIN_APPS.get(app)
-    if builtin is None:
-        return settings
+def _given(settings: dict[str, Any], *, computed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``settings`` without those whose flag the user left at its default, so that
+    :class:`ServerConfig` applies its own (and the app's: ``dns`` over TCP is
+    ``len16``); ``computed``: settings made from other flags, always kept."""
     context = click.get_current_context()
-    for name, value in builtin.server_defaults.items():
-        if context.get_parameter_source(name) == click.core.ParameterSource.DEFAULT:
-            settings[name] = value
-    return settings
+    names = {parameter.name for parameter in context.command.params}
+    return {name: value for name, value in settings.items()
+            if name in computed or name not in names
+            or context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
 
 
 def _busy_poll(value: str) -> float:
@@ -113,10 +112,10 @@ def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
 @click.option("--udp/--no-udp", default=True, show_default=True, help="Serve UDP.")
 @click.option("--tcp/--no-tcp", default=True, show_default=True, help="Serve TCP.")
 @click.option("--tcp-framing", type=click.Choice(FRAMINGS), default="line",
-              show_default=True,
               help="'line': one request per line; 'raw': the tutorial's lock-step chunks; "
                    "'len16': each message after its length in 2 bytes, network order "
-                   "(DNS over TCP's framing: no welcome, no exit).")
+                   "(DNS over TCP's framing: no welcome, no exit).  [default: the app's "
+                   "(dns: len16), else line]")
 @click.option("--max-request", default=_defaults.max_request, show_default=True,
               type=click.IntRange(1, 65507), help="Largest request in bytes.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
@@ -158,8 +157,8 @@ def _address(bind: tuple[str, int], host: str, port: int) -> tuple[str, int]:
               default=_defaults.limit_exempt, show_default=True,
               help="Networks exempt from rate and per-source limits ('none' for no exemption).")
 @click.option("--max-amplification", default=str(_defaults.max_amplification),
-              show_default=True,
-              help="Drop UDP replies larger than K times their request, or 'off'.")
+              help="Drop UDP replies larger than K times their request, or 'off'.  "
+                   f"[default: the app's (dns: off), else {_defaults.max_amplification:g}]")
 @click.option("--tcp-max-connections", default=_defaults.tcp_max_connections, show_default=True,
               type=click.IntRange(min=1), help="Open TCP connections at most.")
 @click.option("--tcp-max-per-source", default=_defaults.tcp_max_per_source, show_default=True,
@@ -250,7 +249,7 @@ def serve(
         host, port = _address(bind, host, port)
     configure(getattr(logging, log_level.upper()), fmt=log_format)
     sys.path.insert(0, os.path.abspath(app_dir))
-    settings = _app_defaults(app, dict(
+    settings = _given(dict(
         app=app,
         app_options={name.replace("_", "-"): value for name, value in app_options.items()
                      if value is not None},
@@ -286,7 +285,7 @@ def serve(
         busy_poll=_busy_poll(busy_poll),
         proxy_protocol=proxy_protocol,
         proxy_trusted=proxy_trusted,
-    ))
+    ), computed=("host", "port") if bind is not None else ())
     config = ServerConfig(**settings)
     processes = _workers(workers)
     if processes is not None:

@@ -51,6 +51,10 @@ _CD = 0x10
 _DO = 0x80  # high byte of the OPT record's flags (RFC 3225)
 
 
+BAD_QUERY_REASONS = ("short", "response", "notimp", "formerr", "badvers")
+"""Every :attr:`BadQuery.reason`: a counter of the responder's each."""
+
+
 class BadQuery(BadInput):
     """A datagram that is not a query this responder can answer normally.
 

@@ -1,16 +1,22 @@
 """Every setting of a server, apart from the running server.
 
 Rule: one dataclass, a docstring per field; the CLI maps its flags onto these
-fields one to one, so a library user can do all a command-line user can.
+fields one to one, so a library user can do all a command-line user can.  A
+built-in app's own server defaults (:attr:`udpkit.apps.App.server_defaults`:
+``dns`` wants ``len16`` framing and no amplification cap) are applied here, at
+construction, to the fields the caller did not give; the fields given win,
+and an app's framing requirement (:attr:`udpkit.apps.App.tcp_framings`) is
+checked against the result.  The CLI passes only the flags the user gave.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
-from udpkit.apps import DEFAULT_APP
+from udpkit.apps import BUILTIN_APPS, DEFAULT_APP
 from udpkit.core.busy_poll import check_duration as check_busy_poll
 from udpkit.core.errors import UsageError
 from udpkit.core.framing import FRAMINGS, FramingName
@@ -42,7 +48,8 @@ class ServerConfig:
     """``line``: newline-delimited messages; ``raw``: each received chunk is one
     message (the tutorial's lock-step protocol); ``len16``: each message after its
     length in two bytes, network order (DNS over TCP's framing; no welcome, no
-    ``exit``, an empty message closes the connection)."""
+    ``exit``, an empty message closes the connection).  Not given: the app's
+    (``dns``: ``len16``), else ``line``."""
     max_request: int = 1024
     """Largest request in bytes (a datagram, or a TCP line without its terminator)."""
     recv_buffer: int = 2048
@@ -128,7 +135,9 @@ class ServerConfig:
     """Networks exempt from the rate limit and the per-source TCP cap.  Loopback
     sources cannot be spoofed from outside the machine, and benchmarks use them."""
     max_amplification: float | None = 10.0
-    """UDP replies larger than this many times their request are dropped; ``None``: off."""
+    """UDP replies larger than this many times their request are dropped; ``None``: off.
+    Not given: the app's (``dns``: off, its answers outgrow queries by design and
+    response-rate limiting is its defence), else 10."""
     tcp_max_connections: int = 15000
     """Open TCP connections at most; more are told ``busy`` and closed."""
     tcp_max_per_source: int = 256
@@ -191,3 +200,37 @@ class ServerConfig:
         if self.tcp_write_buffer < 1024:
             raise UsageError("tcp_write_buffer must be >= 1024")
         self.recv_buffer = max(self.recv_buffer, self.max_request + 1)
+
+    def _apply_app(self, given: frozenset[str]) -> None:
+        """The app's server defaults for the fields not in ``given``; refuse a TCP
+        framing the app cannot use."""
+        app = BUILTIN_APPS.get(self.app) if isinstance(self.app, str) else None
+        if app is None:
+            return
+        names = {f.name for f in fields(self)}
+        for name, value in app.server_defaults.items():
+            if name not in names:
+                raise TypeError(f"app {app.name!r}: no server setting {name!r}")
+            if name not in given:
+                setattr(self, name, value)
+        if self.tcp and app.tcp_framings is not None and self.tcp_framing not in app.tcp_framings:
+            raise UsageError(
+                f"app {app.name!r} over TCP needs --tcp-framing "
+                f"{' or '.join(app.tcp_framings)} (got {self.tcp_framing}; --no-tcp serves "
+                "UDP alone)"
+            )
+
+
+def _with_app_defaults(init: Callable[..., None]) -> Callable[..., None]:
+    """``ServerConfig(**settings)``: the dataclass's own ``__init__``, then the app's
+    defaults for the settings not given (which only the call itself knows)."""
+
+    @functools.wraps(init)
+    def __init__(self: ServerConfig, **settings: Any) -> None:
+        init(self, **settings)
+        self._apply_app(frozenset(settings))
+
+    return __init__
+
+
+ServerConfig.__init__ = _with_app_defaults(ServerConfig.__init__)  # type: ignore[method-assign]

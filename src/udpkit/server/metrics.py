@@ -7,7 +7,7 @@ the ``prometheus-client`` package (a dependency of the command line).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from udpkit.core.counters import OUTCOMES, CounterSnapshot
@@ -46,10 +46,14 @@ class ServerCollector(_Collector):
         stats: Callable[[], dict[str, CounterSnapshot]],
         open_connections: Callable[[], int],
         latency: LatencyHistogram,
+        *,
+        outcomes: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self._stats = stats
         self._open_connections = open_connections
         self._latency = latency
+        self._outcomes = outcomes
+        """The handler's own tally (``serve dns``: ``formerr``, ``refused``, ``rrl_drop``...)."""
 
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import (
@@ -87,6 +91,16 @@ class ServerCollector(_Collector):
         gauge = GaugeMetricFamily("udpkit_tcp_open_connections", "Open TCP connections")
         gauge.add_metric([], self._open_connections())
         yield gauge
+        tally = self._outcomes() if self._outcomes is not None else {}
+        if tally:
+            handler = CounterMetricFamily(
+                "udpkit_handler_outcomes",
+                "The handler's own tally of requests (serve dns: formerr, refused, rrl_drop...)",
+                labels=["outcome"],
+            )
+            for name, count in tally.items():
+                handler.add_metric([name], count)
+            yield handler
         latency = self._latency
         histogram = HistogramMetricFamily(
             "udpkit_request_seconds", "Time from a request's arrival to its reply"

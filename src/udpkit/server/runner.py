@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from udpkit.apps import load_app
@@ -55,9 +56,16 @@ class Server(Service):
         self.config = config
         handler = (load_app(config.app, options=config.app_options, clock=time.monotonic)
                    if isinstance(config.app, str) else config.app)
-        self._outcomes = getattr(handler, "outcomes", None)
+        outcomes = getattr(handler, "outcomes", None)
+        self._outcomes: Callable[[], Mapping[str, int]] | None = (
+            outcomes if callable(outcomes) else None)
         """A handler's own tally (``outcomes() -> {name: count}``, e.g. the dns app's
-        malformed queries and rate-limited answers), logged beside the summary."""
+        malformed queries and rate-limited answers): :meth:`handler_outcomes`."""
+        reload = getattr(handler, "reload", None)
+        self._reload: Callable[[], object] | None = reload if callable(reload) else None
+        """The handler's ``reload()`` (``serve dns``: the zone file), run on SIGHUP."""
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
         self._threads: ThreadedHandler | None = None
         if config.handler_threads:
             if is_async_handler(handler):
@@ -97,9 +105,17 @@ class Server(Service):
             endpoint.account_kernel_drops()
         return {"udp": self.udp_counters.snapshot(), "tcp": self.tcp_counters.snapshot()}
 
+    def handler_outcomes(self) -> dict[str, int]:
+        """The handler's own tally (its ``outcomes()``, e.g. ``serve dns``'s ``formerr``,
+        ``refused``, ``rrl_drop``), or ``{}`` for a handler that keeps none; in the
+        summary and ``/metrics`` beside udpkit's counters."""
+        return dict(self._outcomes()) if self._outcomes is not None else {}
+
     def summary(self) -> str:
-        """``Summary: UDP received=... kernel_drops=N; TCP received=... connections(...)``."""
-        return "Summary: " + format_counters(self.stats(), udp=self.config.udp, tcp=self.config.tcp)
+        """``Summary: UDP received=... kernel_drops=N; TCP received=... connections(...)``
+        and ``; handler(formerr=2 ...)`` for a handler with its own tally."""
+        return "Summary: " + format_counters(self.stats(), udp=self.config.udp, tcp=self.config.tcp,
+                                             outcomes=self.handler_outcomes())
 
     @property
     def open_connections(self) -> int:
@@ -208,7 +224,8 @@ class Server(Service):
         from udpkit.server.metrics import ServerCollector, serve_metrics
 
         assert self.latency is not None
-        collector = ServerCollector(self.stats, lambda: self.open_connections, self.latency)
+        collector = ServerCollector(self.stats, lambda: self.open_connections, self.latency,
+                                    outcomes=self.handler_outcomes)
         self._metrics = serve_metrics(host, port, collector)
         self.metrics_port = self._metrics.port
 
@@ -277,10 +294,36 @@ class Server(Service):
 
     def stopped(self) -> None:
         server_log.info("%s", self.summary())
-        outcomes = self._outcomes() if callable(self._outcomes) else None
-        if outcomes:
-            server_log.info("Handler: %s", " ".join(
-                f"{name}={count}" for name, count in sorted(outcomes.items())))
+
+    @property
+    def reloadable(self) -> bool:
+        """Whether the handler has a ``reload()`` (``serve dns``), run on SIGHUP."""
+        return self._reload is not None
+
+    def reload(self) -> None:
+        """Run the handler's ``reload()`` on a thread (a large zone takes a while to
+        parse; the loop goes on answering meanwhile); it says what it loaded
+        (logged), or raises for what it could not (logged; the handler keeps what it
+        had).  A SIGHUP while a reload runs is one more reload after it."""
+        if self._reload is None:
+            return
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_off_loop())
+
+    async def _reload_off_loop(self) -> None:
+        assert self._reload is not None
+        again = True
+        while again:
+            self._reload_again = False
+            try:
+                what = await asyncio.to_thread(self._reload)
+            except Exception as exc:  # a handler's, whatever it is: the server keeps serving
+                server_log.error("Reload failed, serving what was loaded before: %s", exc)
+            else:
+                server_log.info("Reloaded: %s", what)
+            again = self._reload_again
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         if again:
@@ -289,8 +332,10 @@ class Server(Service):
             server_log.info("Received %s, shutting down gracefully...", signal_name)
 
 
-def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool) -> str:
-    """``UDP received=... kernel_drops=N; TCP received=... connections(...)``."""
+def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool,
+                    outcomes: Mapping[str, int] | None = None) -> str:
+    """``UDP received=... kernel_drops=N; TCP received=... connections(...)``, and
+    ``; handler(name=count ...)`` when the handler keeps ``outcomes``."""
     parts = []
     if udp:
         datagrams = stats["udp"]
@@ -303,6 +348,9 @@ def format_counters(stats: dict[str, CounterSnapshot], *, udp: bool, tcp: bool) 
             f"idle={stream.closed_idle} slow={stream.closed_slow} "
             f"write_timeout={stream.closed_write_timeout} bad_proxy={stream.closed_bad_proxy})"
         )
+    if outcomes:
+        parts.append("handler(" + " ".join(f"{name}={count}" for name, count in outcomes.items())
+                     + ")")
     return "; ".join(parts)
 
 

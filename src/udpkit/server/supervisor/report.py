@@ -57,6 +57,9 @@ class WorkerReport:
     ``None`` when the worker keeps no histogram."""
     latency_total: float = 0.0
     """Sum of the latencies observed, in seconds."""
+    handler_outcomes: tuple[tuple[str, int], ...] = ()
+    """The handler's own tally (:meth:`Server.handler_outcomes`: ``serve dns``'s
+    ``formerr``, ``rrl_drop``...), name and count."""
 
     @classmethod
     def of(cls, server: Server) -> WorkerReport:
@@ -69,6 +72,7 @@ class WorkerReport:
             open_connections=server.open_connections,
             latency_counts=tuple(latency.counts) if latency is not None else None,
             latency_total=latency.total if latency is not None else 0.0,
+            handler_outcomes=tuple(server.handler_outcomes().items()),
         )
 
 
@@ -91,10 +95,12 @@ def receive_message(connection: Connection) -> WorkerMessage:
 
 
 class ReportTotals:
-    """Reports added up: counters per transport and one latency histogram."""
+    """Reports added up: counters per transport, one latency histogram and the
+    handler's tally."""
 
     def __init__(self) -> None:
         self.counters: dict[str, dict[str, int]] = {transport: {} for transport in _TRANSPORTS}
+        self.handler_outcomes: dict[str, int] = {}
         self.latency_counts: list[int] | None = None
         self.latency_total = 0.0
 
@@ -104,11 +110,13 @@ class ReportTotals:
             {"udp": report.udp.as_dict(), "tcp": report.tcp.as_dict()},
             report.latency_counts,
             report.latency_total,
+            report.handler_outcomes,
         )
 
     def merge(self, other: ReportTotals) -> None:
         """Add totals made earlier (those of workers that exited)."""
-        self._add(other.counters, other.latency_counts, other.latency_total)
+        self._add(other.counters, other.latency_counts, other.latency_total,
+                  tuple(other.handler_outcomes.items()))
 
     def snapshot(self, transport: str) -> CounterSnapshot:
         """The added-up counters of ``transport`` (``udp`` or ``tcp``)."""
@@ -119,7 +127,10 @@ class ReportTotals:
         counters: dict[str, dict[str, int]],
         latency_counts: tuple[int, ...] | list[int] | None,
         latency_total: float,
+        handler_outcomes: tuple[tuple[str, int], ...],
     ) -> None:
+        for name, count in handler_outcomes:
+            self.handler_outcomes[name] = self.handler_outcomes.get(name, 0) + count
         for transport in _TRANSPORTS:
             into = self.counters[transport]
             for name, value in counters[transport].items():

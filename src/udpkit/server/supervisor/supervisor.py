@@ -5,7 +5,10 @@ Rule: the supervisor serves no requests.  It holds the port (see
 backoff, a bounded number of times a minute, see :mod:`udpkit.core.restarts`),
 passes the first SIGINT/SIGTERM on to the workers as SIGTERM (each drains as a
 lone server would; more SIGTERMs change nothing) and a second one as SIGKILL,
-and exits 0 once every worker is done (1 if it gave up restarting one).  The
+and exits 0 once every worker is done (1 if it gave up restarting one).  SIGHUP,
+for an app that reloads (``serve dns``: its zone), is passed on to every worker,
+each of which reloads and says so in its log and its tally; for any other app it
+is a stop signal like SIGTERM.  The
 workers' reports, those of dead workers included (so totals never go down),
 make one summary line and one ``/metrics``.
 
@@ -133,6 +136,7 @@ class Supervisor(Service):
         self.report_interval = report_interval
         self.hung_after = hung_after
         self.hung = 0
+        self._reloadable = False
         """Workers killed because their heartbeat stopped."""
         self.policy = restart_policy if restart_policy is not None else RestartPolicy()
         self.lock_dir = lock_dir
@@ -161,9 +165,15 @@ class Supervisor(Service):
         totals = self._totals()
         return {transport: totals.snapshot(transport) for transport in ("udp", "tcp")}
 
+    def handler_outcomes(self) -> dict[str, int]:
+        """The workers' handler tallies added up (:meth:`Server.handler_outcomes`)."""
+        return self._totals().handler_outcomes
+
     def summary(self) -> str:
-        return "Summary: " + format_counters(self.stats(), udp=self.config.udp,
-                                             tcp=self.config.tcp)
+        totals = self._totals()
+        stats = {transport: totals.snapshot(transport) for transport in ("udp", "tcp")}
+        return "Summary: " + format_counters(stats, udp=self.config.udp, tcp=self.config.tcp,
+                                             outcomes=totals.handler_outcomes)
 
     @property
     def pids(self) -> list[int]:
@@ -196,7 +206,8 @@ class Supervisor(Service):
         check_platform()
         # Fail here, once, on what every worker would fail on.
         if isinstance(config.app, str):
-            load_app(config.app, options=config.app_options, clock=time.monotonic)
+            handler = load_app(config.app, options=config.app_options, clock=time.monotonic)
+            self._reloadable = callable(getattr(handler, "reload", None))
         make_admission(config)
         make_proxy_policy(config)
         placeholder, self._lock = reserve_port(config, lock_dir=self.lock_dir)
@@ -452,6 +463,19 @@ class Supervisor(Service):
                         self.workers + self.restarts, self.restarts, self.hung)
         server_log.info("%s", self.summary())
 
+    @property
+    def reloadable(self) -> bool:
+        """Whether the app reloads on SIGHUP (``serve dns``), which the workers then do."""
+        return self._reloadable
+
+    def reload(self) -> None:
+        """Pass SIGHUP on to every worker: each reloads and logs how it went."""
+        server_log.info("Received SIGHUP, reloading %d workers...", len(self._slots))
+        for worker in self._slots.values():
+            if worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGHUP)
+
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         if again:
             server_log.info("Received %s again, killing the workers.", signal_name)
@@ -488,7 +512,8 @@ def _supervisor_collector(supervisor: Supervisor) -> ServerCollector:
 
     assert supervisor.latency is not None
     return SupervisorCollector(
-        supervisor.stats, lambda: supervisor.open_connections, supervisor.latency
+        supervisor.stats, lambda: supervisor.open_connections, supervisor.latency,
+        outcomes=supervisor.handler_outcomes,
     )
 
 

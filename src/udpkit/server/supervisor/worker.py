@@ -104,6 +104,10 @@ async def _serve_worker(spec: WorkerSpec, connection: Connection) -> None:
             send_message(connection, WorkerReport.of(server))
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    if server.reloadable and hasattr(signal, "SIGHUP"):
+        # The supervisor passes SIGHUP on for an app that reloads (serve dns's zone);
+        # a terminal's hang-up reaching the whole group reloads once more, harmlessly.
+        loop.add_signal_handler(signal.SIGHUP, server.reload)
     loop.add_reader(connection.fileno(), supervisor_gone)
     send_message(connection, Ready(os.getpid()))
     reporter = loop.create_task(report_periodically())
@@ -119,5 +123,6 @@ async def _serve_worker(spec: WorkerSpec, connection: Connection) -> None:
         send_message(connection, WorkerReport.of(server))
         server_log.info(
             "Stopped: %s", format_counters(server.stats(), udp=server.config.udp,
-                                            tcp=server.config.tcp)
+                                            tcp=server.config.tcp,
+                                            outcomes=server.handler_outcomes())
         )
