@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import signal
 import socket
-import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,6 +31,7 @@ from udpkit.core.errors import RequestRefused, UsageError
 from udpkit.core.handler import Address, format_address
 from udpkit.core.matching import ANY, ReplyRule
 from udpkit.core.replay import ReplayCore, ReplayPlan
+from udpkit.signals import ctrl_c
 from udpkit.timer import DeadlineTimer
 
 MAX_FLOWS = 256
@@ -223,33 +222,12 @@ async def replay_async(config: ReplayConfig, plan: ReplayPlan, source: ReplaySou
                       start=loop.time(), speed=config.speed, concurrency=config.concurrency,
                       interval=config.interval)
     generator = _ReplayGenerator(core, server)
-    stopped = 0
-    main_task = asyncio.current_task()
-
-    def on_signal() -> None:
-        nonlocal stopped
-        stopped += 1
-        if stopped == 1:
-            generator.stop()
-        elif main_task is not None:
-            main_task.cancel()
-
-    installed = handle_signals and threading.current_thread() is threading.main_thread()
-    if installed:
-        loop.add_signal_handler(signal.SIGINT, on_signal)
-    try:
+    with ctrl_c(generator.stop, install=handle_signals) as signals:
         if on_start is not None:
             on_start()
         await generator.run()
-    except asyncio.CancelledError:
-        if stopped > 1:
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
     summary = core.summary(loop.time())
-    if stopped:
+    if signals.seen:
         summary = replace(summary, interrupted=True)
     bench_config = BenchConfig(
         host=config.host, port=config.port, transport="udp", concurrency=config.concurrency,

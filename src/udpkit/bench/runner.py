@@ -4,7 +4,7 @@ Rule: :func:`bench` is the one function the CLI calls and a library user can
 call too.  Settings are checked before any socket opens (``UsageError``); a
 refused port raises :class:`~udpkit.core.errors.RequestRefused`.  The first
 SIGINT (when ``handle_signals``) stops sending and waits for the requests in
-flight, so Ctrl-C still gives a report; the second one interrupts.
+flight, so Ctrl-C still gives a report; the second one interrupts (:func:`udpkit.signals.ctrl_c`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from udpkit.core.errors import RequestRefused, UdpkitError, UsageError
 from udpkit.core.handler import TransportName
 from udpkit.core.load_stats import ArrivalSchedule, IntervalStats, LoadCore, LoadSummary
 from udpkit.core.pacing import merge_counts
+from udpkit.signals import ctrl_c
 
 _PROGRESS_EVERY = 0.25
 
@@ -133,29 +134,10 @@ async def _run_core(
                 callback(item)
 
     streamer = loop.create_task(stream(on_interval)) if on_interval is not None else None
-    signals_seen = 0
-    main_task = asyncio.current_task()
-
-    def on_signal() -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            generator.stop()
-        elif main_task is not None:
-            main_task.cancel()
-
-    installed = handle_signals and threading.current_thread() is threading.main_thread()
-    if installed:
-        loop.add_signal_handler(signal.SIGINT, on_signal)
     try:
-        await generator.run()
-    except asyncio.CancelledError:
-        if signals_seen > 1:
-            raise KeyboardInterrupt from None
-        raise
+        with ctrl_c(generator.stop, install=handle_signals) as signals:
+            await generator.run()
     finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
         if reporter is not None:
             reporter.cancel()
         if streamer is not None:
@@ -165,7 +147,7 @@ async def _run_core(
         for item in summary.intervals[streamed:]:
             on_interval(item)
     summary = replace(summary, started_at=core.warmup_end + wall_offset)
-    return replace(summary, interrupted=True) if signals_seen else summary
+    return replace(summary, interrupted=True) if signals.seen else summary
 
 
 async def _report(
