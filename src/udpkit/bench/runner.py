@@ -317,26 +317,20 @@ def _merge(config: BenchConfig, outcomes: list[tuple[Any, ...]]) -> BenchResult:
 
 def merge_summaries(summaries: list[LoadSummary]) -> LoadSummary:
     """Add up the accounts of several generators that ran side by side."""
-    latency: dict[int, int] = {}
+    latency = merge_counts([summary.latency_us for summary in summaries])
     by_start: dict[float, list[IntervalStats]] = {}
     for summary in summaries:
-        for value, count in summary.latency_us.items():
-            latency[value] = latency.get(value, 0) + count
         for item in summary.intervals:
             by_start.setdefault(round(item.start, 9), []).append(item)
     intervals = []
     for start in sorted(by_start):
         items = by_start[start]
-        merged: dict[int, int] = {}
-        for item in items:
-            for value, count in item.latency_us.items():
-                merged[value] = merged.get(value, 0) + count
         intervals.append(IntervalStats(
             start=start,
             sent=sum(item.sent for item in items),
             received=sum(item.received for item in items),
             lost=sum(item.lost for item in items),
-            latency_us=merged,
+            latency_us=merge_counts([item.latency_us for item in items]),
         ))
     return LoadSummary(
         sent=sum(s.sent for s in summaries),

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from udpkit.core.errors import UsageError
 from udpkit.core.matching import ReplyRule
-from udpkit.core.pacing import LagAccount
+from udpkit.core.pacing import LagAccount, merge_counts
 from udpkit.core.payloads import RequestSource
 
 _IN_FLIGHT, _ANSWERED, _LOST = 0, 1, 2
@@ -548,10 +548,7 @@ class LoadCore:
                     dict(self._interval_latency),
                 )
             )
-        latency: dict[int, int] = {}
-        for item in intervals:
-            for value, count in item.latency_us.items():
-                latency[value] = latency.get(value, 0) + count
+        latency = merge_counts([item.latency_us for item in intervals])
         end = self._stopped_at if self._stopped_at is not None else now
         end = max(end, self._last_reply)
         first = self._first_measured

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from udpkit.core.errors import UsageError
 from udpkit.core.load_stats import LATE_SEND, IntervalStats, LoadSummary
 from udpkit.core.matching import PendingTable, ReplyRule
+from udpkit.core.pacing import merge_counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,13 +263,11 @@ class ReplayCore:
     def summary(self, now: float) -> LoadSummary:
         """A frozen account of the replay so far (every request is measured)."""
         intervals = []
-        latency: dict[int, int] = {}
         for bucket in sorted(set(self._counts) | set(self._latency)):
             sent, received, lost = self._counts.get(bucket, [0, 0, 0])
             values = dict(self._latency.get(bucket, {}))
-            for value, count in values.items():
-                latency[value] = latency.get(value, 0) + count
             intervals.append(IntervalStats(bucket * self.interval, sent, received, lost, values))
+        latency = merge_counts([item.latency_us for item in intervals])
         end = self._last_event if self.finished() else now
         if self._stopped_at is not None:
             end = max(self._stopped_at, self._last_event)
