@@ -23,16 +23,16 @@ from typing import Any
 
 from udpkit.apps import reply_rule
 from udpkit.bench.config import BenchConfig
+from udpkit.bench.generator import Generator
 from udpkit.bench.result import BenchResult
 from udpkit.bench.udp_generator import open_udp_socket
 from udpkit.capture.reader import Capture, CaptureError, read_capture_untrusted
 from udpkit.client.aio import resolve_address
-from udpkit.core.errors import RequestRefused, UsageError
-from udpkit.core.handler import Address, format_address
+from udpkit.core.errors import UsageError
+from udpkit.core.handler import Address
 from udpkit.core.matching import ANY, ReplyRule
 from udpkit.core.replay import ReplayCore, ReplayPlan
 from udpkit.signals import ctrl_c
-from udpkit.timer import DeadlineTimer
 
 MAX_FLOWS = 256
 """Client flows replayed from sockets of their own; flows beyond share them."""
@@ -236,37 +236,26 @@ async def replay_async(config: ReplayConfig, plan: ReplayPlan, source: ReplaySou
     return ReplayResult(BenchResult.build(bench_config, summary), source, config.speed)
 
 
-class _ReplayGenerator:
+class _ReplayGenerator(Generator):
     """One connected socket per flow; the core says what to send when."""
 
+    core: ReplayCore
+
     def __init__(self, core: ReplayCore, server: Address) -> None:
+        super().__init__(server)
         self.core = core
-        self.server = server
-        self._loop = asyncio.get_running_loop()
         self._sockets: list[socket.socket] = []
-        self._timer = DeadlineTimer(self._loop, self._on_timer)
-        self._done: asyncio.Future[None] = self._loop.create_future()
         self._refused = False
-        self.replies = 0
 
-    async def run(self) -> None:
-        try:
-            for flow in range(max(self.core.plan.flows, 1)):
-                sock = open_udp_socket(self.server)
-                self._sockets.append(sock)
-                self._loop.add_reader(sock.fileno(), self._on_readable, flow)
-            self._pump(self._loop.time())
-            await self._done
-        finally:
-            self.close()
-
-    def stop(self) -> None:
-        now = self._loop.time()
-        self.core.stop(now)
-        self._pump(now)
+    async def _start(self) -> None:
+        for flow in range(max(self.core.plan.flows, 1)):
+            sock = open_udp_socket(self.server)
+            self._sockets.append(sock)
+            self._loop.add_reader(sock.fileno(), self._on_readable, flow)
+        self._pump(self._loop.time())
 
     def close(self) -> None:
-        self._timer.cancel()
+        super().close()
         for sock in self._sockets:
             if sock.fileno() >= 0:
                 self._loop.remove_reader(sock.fileno())
@@ -291,17 +280,12 @@ class _ReplayGenerator:
             self.core.receive(flow, replies, now)
         self._pump(now)
 
-    def _on_timer(self, when: float) -> None:
-        self._pump(max(when, self._loop.time()))
-
     def _pump(self, now: float) -> None:
         if self._done.done():
             return
         core = self.core
         if self._refused and self.replies == 0:
-            self._done.set_exception(RequestRefused(
-                "port closed (ICMP port unreachable) over udp",
-                address=format_address(self.server)))
+            self._fail_refused()
             return
         core.expire(now)
         for flow, payload in core.due(now):
