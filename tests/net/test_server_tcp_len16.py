@@ -14,6 +14,7 @@ import asyncio
 
 import pytest
 
+from tests.handlers import outcome_handler
 from tests.net.helpers import expect_fast, flood_unread_then_drain, wait_for_counters
 from udpkit import AsyncClient, Client
 from udpkit.core.errors import LocalProtocolError
@@ -76,27 +77,7 @@ async def test_every_outcome_in_one_segment_is_answered_in_order_and_counted() -
     prefix, then an empty message: answered, counted, and the connection closes
     without reading what follows it."""
 
-    def handler(request: bytes, peer: Peer) -> object:
-        if request == b"none":
-            return None
-        if request == b"raise":
-            raise ValueError("boom")
-        if request == b"array":
-            return bytearray(b"from array")
-        if request == b"wrong":
-            return 42
-        if request == b"huge":
-            return b"x" * 65536
-        if request == b"max":
-            return b"m" * 65535
-        if request == b"later":
-            async def later() -> Reply:
-                await asyncio.sleep(0.02)
-                return b"was later"
-            return later()
-        return b"ok " + request
-
-    async with Server(len16_config(app=handler)) as server:
+    async with Server(len16_config(app=outcome_handler)) as server:
         reader, writer = await connect("127.0.0.1", server.port)
         writer.write(framed(b"a", b"none", b"raise", b"array", b"wrong", b"later", b"b",
                             b"huge", b"max", b"c", b"", b"never"))
