@@ -7,6 +7,7 @@ import queue
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -62,6 +63,22 @@ class ServeProcess:
             rest.append(line)
         self.log.extend(rest)
         return code, "\n".join(rest)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP (bound, read, released), for a
+    program that binds both."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def run_udpkit(*args: str, input: bytes | None = None,

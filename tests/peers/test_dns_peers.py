@@ -33,7 +33,7 @@ import pytest
 from benchmarks.dns_servers import KNOTD, NSD, knot_command, nsd_command, running
 
 from tests.dns_zone import ORIGIN, QUESTIONS, write_zone
-from tests.processes import serve
+from tests.processes import free_port, serve
 
 pytestmark = pytest.mark.peers
 
@@ -41,21 +41,6 @@ needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not i
 needs_kdig = pytest.mark.skipif(shutil.which("kdig") is None, reason="kdig is not installed")
 STARTUP = 15.0
 IDS = [f"{name}{rdtype}" for name, rdtype in QUESTIONS]
-
-
-def _free_port() -> int:
-    """A port free for UDP and TCP on 127.0.0.1 (NSD binds both)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port for UDP and TCP")
 
 
 def _wait_answering(port: int, process: subprocess.Popen[bytes], what: str) -> None:
@@ -87,7 +72,7 @@ def reference_port(request: pytest.FixtureRequest, zone_file: Path,
     program, configure = REFERENCES[request.param]
     if not Path(program).exists():
         pytest.skip(f"{request.param} is not installed")
-    port = _free_port()
+    port = free_port()
     command = configure(zone_file, ORIGIN, tmp_path_factory.mktemp(request.param), port)
     with _running(command, port, request.param):
         yield port
@@ -304,7 +289,7 @@ def test_rrl_limits_a_burst_as_nsds_rrl_does(zone_file: Path, tmp_path: Path) ->
     one over the limit, so the shares are compared loosely."""
     if not Path(NSD).exists():
         pytest.skip("nsd is not installed")
-    port = _free_port()
+    port = free_port()
     command = nsd_command(zone_file, ORIGIN, tmp_path, port, rrl="rrl-ratelimit: 2\n  rrl-slip: 2")
     with _running(command, port, "nsd"):
         theirs = _burst(port, 40)
