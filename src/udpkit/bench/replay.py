@@ -25,7 +25,7 @@ from udpkit.apps import reply_rule
 from udpkit.bench.config import BenchConfig
 from udpkit.bench.generator import Generator
 from udpkit.bench.result import BenchResult
-from udpkit.bench.udp_generator import open_udp_socket
+from udpkit.bench.udp_generator import open_udp_socket, read_waiting
 from udpkit.capture.reader import Capture, CaptureError, read_capture_untrusted
 from udpkit.client.aio import resolve_address
 from udpkit.core.errors import UsageError
@@ -38,7 +38,6 @@ MAX_FLOWS = 256
 """Client flows replayed from sockets of their own; flows beyond share them."""
 ORDER = "order"
 """``--expect order``: a reply answers the oldest request in flight on its flow."""
-_RECV_BUFFER = 65536
 _READS_PER_WAKEUP = 256
 
 
@@ -264,16 +263,9 @@ class _ReplayGenerator(Generator):
 
     def _on_readable(self, flow: int) -> None:
         sock = self._sockets[flow]
-        replies: list[bytes] = []
-        try:
-            for _ in range(_READS_PER_WAKEUP):
-                replies.append(sock.recv(_RECV_BUFFER))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except ConnectionRefusedError:
+        replies, refused = read_waiting(sock, _READS_PER_WAKEUP)
+        if refused:
             self._refused = True
-        except OSError:
-            pass  # another ICMP error: the requests will time out
         now = self._loop.time()
         if replies:
             self.replies += len(replies)

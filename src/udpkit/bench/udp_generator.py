@@ -92,21 +92,31 @@ class ReplyReader:
         return count
 
     def _read_plain(self, limit: int) -> int:
-        recv = self._sock.recv
-        replies: list[bytes] = []
-        append = replies.append
-        try:
-            while len(replies) < limit:
-                append(recv(_RECV_BUFFER))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except ConnectionRefusedError:
+        replies, refused = read_waiting(self._sock, limit)
+        if refused:
             self.refused = True
-        except OSError:
-            pass  # another ICMP error: the requests will time out
         if replies:
             self._core.receive(replies, time.monotonic())  # the event loop's clock
         return len(replies)
+
+
+def read_waiting(sock: socket.socket, limit: int) -> tuple[list[bytes], bool]:
+    """Up to ``limit`` datagrams waiting on a connected UDP socket, and whether the read
+    ended on an ICMP port unreachable (``ECONNREFUSED``); another ICMP error ends it
+    too, and the requests it concerned time out."""
+    recv = sock.recv
+    replies: list[bytes] = []
+    append = replies.append
+    try:
+        while len(replies) < limit:
+            append(recv(_RECV_BUFFER))
+    except (BlockingIOError, InterruptedError):
+        pass
+    except ConnectionRefusedError:
+        return replies, True
+    except OSError:
+        pass  # another ICMP error: the requests will time out
+    return replies, False
 
 
 def open_udp_socket(server: Address) -> socket.socket:
