@@ -114,7 +114,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"udp": udp, "tcp": tcp}, indent=1))
     if args.doc:
-        write_doc(text)
+        suite.replace_section(text, START, END)
         print(f"wrote {suite.DOC.relative_to(ROOT)}")
 
 
@@ -160,16 +160,6 @@ def render(
     lost = int(sum(r["lost"] for r in udp[after[0].name]))
     lines += ["", f"Datagrams lost by the after revision at 64 in flight: {lost}.", END]
     return "\n".join(lines) + "\n"
-
-
-def write_doc(section: str) -> None:
-    text = suite.DOC.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    suite.DOC.write_text(text)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -47,6 +46,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from dns_servers import knot_command, nsd_command, running
 
 ORIGIN = "bench.test."
 SERVER_CORE, LOAD_CORE = "0", "1"
@@ -99,56 +100,6 @@ def free_port() -> int:
     return port
 
 
-def nsd_command(zone: Path, run: Path, port: int) -> list[str]:
-    config = run / "nsd.conf"
-    config.write_text(f"""server:
-  ip-address: 127.0.0.1@{port}
-  server-count: 1
-  pidfile: {run}/nsd.pid
-  database: ""
-  zonelistfile: {run}/zone.list
-  xfrdfile: {run}/xfrd.state
-  xfrdir: {run}
-  username: ""
-  chroot: ""
-  logfile: {run}/nsd.log
-  rrl-ratelimit: 0
-  minimal-responses: yes
-remote-control:
-  control-enable: no
-zone:
-  name: {ORIGIN}
-  zonefile: {zone}
-""")
-    return [shutil.which("nsd") or "/usr/sbin/nsd", "-d", "-c", str(config)]
-
-
-def knot_command(zone: Path, run: Path, port: int) -> list[str]:
-    config = run / "knot.conf"
-    config.write_text(f"""server:
-    listen: 127.0.0.1@{port}
-    rundir: {run}
-    pidfile: {run}/knot.pid
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: {run}
-log:
-  - target: stderr
-    any: error
-template:
-  - id: default
-    storage: {run}
-    file: {zone}
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: {ORIGIN}
-""")
-    return [shutil.which("knotd") or "/usr/sbin/knotd", "-c", str(config)]
-
-
 def udpkit_command(*extra: str) -> Callable[[Path, Path, int], list[str]]:
     def command(zone: Path, run: Path, port: int) -> list[str]:
         return [PYTHON, "-m", "udpkit", "serve", "dns", "--zone", str(zone), "--port",
@@ -157,8 +108,8 @@ def udpkit_command(*extra: str) -> Callable[[Path, Path, int], list[str]]:
 
 
 SERVERS: dict[str, tuple[str, Callable[[Path, Path, int], list[str]]]] = {
-    "NSD": ("nsd", nsd_command),
-    "Knot": ("knotd", knot_command),
+    "NSD": ("nsd", lambda zone, run, port: nsd_command(zone, ORIGIN, run, port)),
+    "Knot": ("knotd", lambda zone, run, port: knot_command(zone, ORIGIN, run, port)),
     "udpkit (fast path)": (PYTHON, udpkit_command()),
     "udpkit (pure path)": (PYTHON, udpkit_command("--no-fast-path")),
 }
@@ -179,18 +130,9 @@ def _answering(port: int, timeout: float = 20.0) -> bool:
 
 
 @contextlib.contextmanager
-def running(command: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(["taskset", "-c", SERVER_CORE, *command],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+def pinned(command: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    with running(["taskset", "-c", SERVER_CORE, *command]) as process:
         yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def cpu_seconds(root: int) -> float:
@@ -256,7 +198,7 @@ def udpkit_bench(port: int, queries: Path, duration: float, *args: str) -> dict[
 
 def bench_server(name: str, command: list[str], port: int, queries: Path,
                  args: argparse.Namespace) -> dict[str, Any] | None:
-    with running(command) as process:
+    with pinned(command) as process:
         if not _answering(port):
             print(f"{name}: did not answer, left out", file=sys.stderr)
             return None

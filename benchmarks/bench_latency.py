@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -119,12 +118,7 @@ def running(peer: suite.Peer, probe: Probe) -> Iterator[tuple[int, int]]:
         time.sleep(0.2)  # the probe's own spin, if any, is over
         yield port, process.pid
     finally:
-        for sig, wait in ((signal.SIGINT, 3.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            if process.poll() is not None:
-                break
-            process.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(wait)
+        suite.stop(process)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -255,16 +249,6 @@ def targets(greeting: Runs, sockperf: Runs, rounds: int) -> list[str]:
     return lines
 
 
-def write_doc(section: str) -> None:
-    text = suite.DOC.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    suite.DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
@@ -301,7 +285,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"greeting": greeting, "sockperf": sockperf}, indent=1))
     if args.doc:
-        write_doc(text)
+        suite.replace_section(text, START, END)
         print(f"wrote {suite.DOC.relative_to(ROOT)}")
 
 

@@ -17,38 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+
+from bench_tcp_chunk import NullTransport
 
 from udpkit.core.framing import FramingName
 from udpkit.server import Server, ServerConfig
-
-
-class NullTransport:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 5555) if name == "peername" else None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    abort = close
 
 
 def chunk(framing: FramingName, count: int) -> bytes:

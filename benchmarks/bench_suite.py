@@ -130,12 +130,17 @@ def running(peer: Peer, transport: str) -> Iterator[tuple[int, subprocess.Popen[
         wait_ready(port, transport, process)
         yield port, process
     finally:
-        for sig, wait in ((signal.SIGINT, 3.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            if process.poll() is not None:
-                break
-            process.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(wait)
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL, each given a few seconds to end it."""
+    for sig, wait in ((signal.SIGINT, 3.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+        if process.poll() is not None:
+            break
+        process.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(wait)
 
 
 def load(program: str, *args: str, timeout: float = 60) -> dict[str, float]:
@@ -300,6 +305,18 @@ def write_doc(section: str) -> None:
         head, rest = text.split(START, 1)
         tail = rest.split(END, 1)[1].lstrip("\n")
         text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOC.write_text(text)
+
+
+def replace_section(section: str, start: str, end: str) -> None:
+    """Put ``section`` (from its ``start`` marker to its ``end``) in docs/benchmarks.md in
+    place of the one between those markers, or at its end."""
+    text = DOC.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     DOC.write_text(text)

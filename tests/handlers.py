@@ -1,4 +1,5 @@
-"""A handler that returns a result of every kind, for tests that compare the TCP paths."""
+"""Handlers that return a result of every kind, for tests that compare the TCP paths
+and framings."""
 
 from __future__ import annotations
 
@@ -25,3 +26,27 @@ def mixed_handler(request: bytes, peer: Peer) -> object:
             return None if request == b"an" else b"A" + request
         return later()
     return b"<" + request + b">"
+
+
+def outcome_handler(request: bytes, peer: Peer) -> object:
+    """By name: ``none`` None, ``raise`` raises, ``array`` a bytearray, ``wrong`` a wrong
+    type, ``huge`` 65,536 bytes (one over a len16 prefix), ``max`` 65,535, ``later``
+    async (``was later``, 20 ms on); anything else ``ok `` and the request."""
+    if request == b"none":
+        return None
+    if request == b"raise":
+        raise ValueError("boom")
+    if request == b"array":
+        return bytearray(b"from array")
+    if request == b"wrong":
+        return 42
+    if request == b"huge":
+        return b"x" * 65536
+    if request == b"max":
+        return b"m" * 65535
+    if request == b"later":
+        async def later() -> bytes:
+            await asyncio.sleep(0.02)
+            return b"was later"
+        return later()
+    return b"ok " + request

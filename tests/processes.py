@@ -7,6 +7,7 @@ import queue
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -62,6 +63,22 @@ class ServeProcess:
             rest.append(line)
         self.log.extend(rest)
         return code, "\n".join(rest)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP (bound, read, released), for a
+    program that binds both."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def run_udpkit(*args: str, input: bytes | None = None,
@@ -124,6 +141,45 @@ def serve(*args: str, startup_timeout: float = 15.0, open_files: int | None = No
         if process.stderr is not None:
             running._reader.join(5)
             process.stderr.close()
+
+
+@contextmanager
+def proxy_process(
+    *args: str, ready: re.Pattern[str]
+) -> Iterator[tuple[subprocess.Popen[bytes], re.Match[str], list[str]]]:
+    """Start ``udpkit proxy ARGS`` (stdout a pipe, for its JSON summary), wait for the
+    first log line matching ``ready``, kill it at the end: the process, that match,
+    and its log (which keeps growing while it runs)."""
+    process = subprocess.Popen([*UDPKIT, "proxy", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log: list[str] = []
+    found: list[re.Match[str]] = []
+    started = threading.Event()
+
+    def read_log() -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            log.append(line)
+            if match := ready.search(line):
+                found.append(match)
+                started.set()
+        started.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    try:
+        if not started.wait(15) or not found:
+            raise RuntimeError("udpkit proxy did not start:\n" + "\n".join(log))
+        yield process, found[0], log
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(15)
+        reader.join(5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 _COUNTER = re.compile(r"(\w+)=(\d+)")

@@ -69,6 +69,16 @@ int names_export(PyObject *module);
 
 double monotonic_now(void);
 
+/* A clock's time in nanoseconds (CLOCK_MONOTONIC, CLOCK_REALTIME); inline, as the
+ * pacer's spin reads it in a loop. */
+static inline int64_t
+clock_ns(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 /* Call a Python callback whose failure must not stop the server. */
 void call_quietly(PyObject *callable, PyObject *const *args, size_t nargs);
 

@@ -77,12 +77,10 @@ typedef struct {
     char *rbuf;
 } Pacer;
 
-static int64_t
+static inline int64_t
 now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return clock_ns(CLOCK_MONOTONIC);
 }
 
 static void
@@ -114,14 +112,6 @@ closing(Pacer *self)
     return value;
 }
 
-static int64_t
-realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* Read every waiting reply into the uncollected list. */
 static void
 drain(Pacer *self)
@@ -150,7 +140,7 @@ drain(Pacer *self)
             return;
         }
         int64_t read_at = now_ns();
-        int64_t offset = realtime_ns() - now_ns();  /* REALTIME - MONOTONIC, now */
+        int64_t offset = clock_ns(CLOCK_REALTIME) - now_ns();  /* REALTIME - MONOTONIC, now */
         pthread_mutex_lock(&self->lock);
         for (int i = 0; i < n; i++) {
             size_t size = msgs[i].msg_len;

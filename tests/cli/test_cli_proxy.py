@@ -6,8 +6,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.processes import run_udpkit, serve
+from tests.processes import proxy_process, run_udpkit, serve
 
 _READY = re.compile(r"Proxy (\S+) on (\S+):(\d+) -> \S+ \(seed (\d+)\)(?:, control on (\S+))?")
 
@@ -38,38 +36,9 @@ class ProxyProcess:
 
 @contextmanager
 def proxy(*args: str) -> Iterator[ProxyProcess]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "udpkit", "proxy", "--listen", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    running = ProxyProcess(process)
-    ready = threading.Event()
-
-    def read_log() -> None:
-        assert process.stderr is not None
-        for raw in process.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            running.log.append(line)
-            if match := _READY.search(line):
-                running.port = int(match.group(3))
-                running.seed = int(match.group(4))
-                running.control = match.group(5)
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=read_log, daemon=True)
-    reader.start()
-    try:
-        if not ready.wait(15) or not running.port:
-            raise RuntimeError("udpkit proxy did not start:\n" + "\n".join(running.log))
-        yield running
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(15)
-        reader.join(5)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    with proxy_process("--listen", "127.0.0.1:0", *args, ready=_READY) as (process, match, log):
+        yield ProxyProcess(process, port=int(match.group(3)), seed=int(match.group(4)),
+                           control=match.group(5), log=log)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

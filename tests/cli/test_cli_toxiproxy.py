@@ -7,8 +7,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,44 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.processes import run_udpkit, serve
+from tests.processes import proxy_process, run_udpkit, serve
 
 _READY = re.compile(r"Proxy seed (\d+): (\d+) named proxies, API on (\S+)")
 
 
 @contextmanager
 def toxiproxy_server(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, list[str]]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "udpkit", "proxy", "--control", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    log: list[str] = []
-    found: list[str] = []
-    ready = threading.Event()
-
-    def read_log() -> None:
-        assert process.stderr is not None
-        for raw in process.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            log.append(line)
-            if match := _READY.search(line):
-                found.append(match.group(3))
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=read_log, daemon=True)
-    reader.start()
-    try:
-        if not ready.wait(15) or not found:
-            raise RuntimeError("udpkit proxy did not start:\n" + "\n".join(log))
-        yield process, found[0], log
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(15)
-        reader.join(5)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    with proxy_process("--control", "127.0.0.1:0", *args, ready=_READY) as (process, match, log):
+        yield process, match.group(3), log
 
 
 def get(url: str) -> Any:

@@ -27,7 +27,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from tests.docs.markdown import NUMBERS_VARY, Block, Command, commands, matches
+from tests.processes import free_port
 
 BIN = Path(sys.executable).parent
 DEFAULT_PORT = 9999
@@ -69,21 +69,6 @@ def users_environment() -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "NO_COLOR": "1",
     }
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both UDP and TCP (bound, read, released)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def listened_ports(text: str) -> set[int]:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.docs.shell import free_port
+from tests.processes import free_port
 
 DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
 

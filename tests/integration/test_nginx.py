@@ -48,9 +48,8 @@ from typing import Any
 import pytest
 
 import udpkit
-from tests.processes import ServeProcess, serve
+from tests.processes import ServeProcess, free_port, serve
 from udpkit.bench import BenchResult
-from udpkit.server.binding import bind
 
 NGINX = shutil.which("nginx") or (
     "/usr/sbin/nginx" if pathlib.Path("/usr/sbin/nginx").exists() else None
@@ -77,14 +76,6 @@ CONCURRENCY = 32
 TCP_CONNECTIONS = 6
 TCP_DEPTH = 8
 FAIL_TIMEOUT = 30  # seconds; longer than any run here, so a dead instance is never re-probed
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (released for nginx to take)."""
-    bound = bind("127.0.0.1", 0, udp=True, tcp=True)
-    port = bound.port
-    bound.close()
-    return port
 
 
 def nginx_config(directory: pathlib.Path, port: int, backends: list[int]) -> str:

@@ -48,6 +48,32 @@ async def wait_for_counters(server: Server, transport: str, received: int,
             await asyncio.sleep(0.005)
 
 
+async def flood_unread_then_drain(server: Server, requests: bytes) -> tuple[bytes, CounterSnapshot]:
+    """Send ``requests`` on a TCP connection with a small receive buffer that does not
+    read; once the server aborts it at its write timeout, read what the kernel took.
+    What was read and the server's TCP counters."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        await loop.sock_sendall(sock, requests)
+        async with asyncio.timeout(20):
+            while not server.stats()["tcp"].closed_write_timeout:
+                await asyncio.sleep(0.02)
+        received = bytearray()
+        async with asyncio.timeout(20):  # what the kernel took, the client now reads
+            while True:
+                try:
+                    chunk = await loop.sock_recv(sock, 1 << 20)
+                except ConnectionError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+    return bytes(received), server.stats()["tcp"]
+
+
 def expect_fast(tcp_path: str) -> bool:
     """Whether a TCP server test on ``tcp_path`` runs on the C line reader: not on
     ``pure``, nor where the extension is missing or ``UDPKIT_NO_FASTPATH=1`` (the

@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from tests.handlers import outcome_handler
 from tests.net.helpers import expect_fast, wait_for_counters
 from udpkit.core.handler import Peer, Reply
 from udpkit.server import Server, ServerConfig
@@ -253,23 +254,7 @@ async def test_every_outcome_in_one_segment_is_answered_and_counted_exactly(
     line over the limit, all in one segment: the fast path hands the unusual ones to
     Python at their line and the replies keep request order."""
 
-    def handler(request: bytes, peer: Peer) -> object:
-        if request == b"none":
-            return None
-        if request == b"raise":
-            raise ValueError("boom")
-        if request == b"array":
-            return bytearray(b"from array")
-        if request == b"wrong":
-            return 42
-        if request == b"later":
-            async def later() -> Reply:
-                await asyncio.sleep(0.02)
-                return b"was later"
-            return later()
-        return b"ok " + request
-
-    config = ServerConfig(app=handler, host="127.0.0.1", port=0, udp=False, max_request=20)  # type: ignore[arg-type]
+    config = ServerConfig(app=outcome_handler, host="127.0.0.1", port=0, udp=False, max_request=20)  # type: ignore[arg-type]
     async with Server(config) as server:
         reader, writer = await connect("127.0.0.1", server.port)
         await read_line(reader)

@@ -11,11 +11,11 @@ answered, counted, and closes the connection.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
-from tests.net.helpers import expect_fast, wait_for_counters
+from tests.handlers import outcome_handler
+from tests.net.helpers import expect_fast, flood_unread_then_drain, wait_for_counters
 from udpkit import AsyncClient, Client
 from udpkit.core.errors import LocalProtocolError
 from udpkit.core.handler import Peer, Reply
@@ -77,27 +77,7 @@ async def test_every_outcome_in_one_segment_is_answered_in_order_and_counted() -
     prefix, then an empty message: answered, counted, and the connection closes
     without reading what follows it."""
 
-    def handler(request: bytes, peer: Peer) -> object:
-        if request == b"none":
-            return None
-        if request == b"raise":
-            raise ValueError("boom")
-        if request == b"array":
-            return bytearray(b"from array")
-        if request == b"wrong":
-            return 42
-        if request == b"huge":
-            return b"x" * 65536
-        if request == b"max":
-            return b"m" * 65535
-        if request == b"later":
-            async def later() -> Reply:
-                await asyncio.sleep(0.02)
-                return b"was later"
-            return later()
-        return b"ok " + request
-
-    async with Server(len16_config(app=handler)) as server:
+    async with Server(len16_config(app=outcome_handler)) as server:
         reader, writer = await connect("127.0.0.1", server.port)
         writer.write(framed(b"a", b"none", b"raise", b"array", b"wrong", b"later", b"b",
                             b"huge", b"max", b"c", b"", b"never"))
@@ -280,27 +260,8 @@ async def test_replies_thrown_away_at_an_abort_are_send_errors_not_replied(
     afterwards (the poller says where its unsent replies' first whole message starts,
     so the ledger walks them by prefix)."""
     config = len16_config(app=big_reply, tcp_write_timeout=0.3)
-    loop = asyncio.get_running_loop()
-    async with Server(config) as server:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", server.port))
-            await loop.sock_sendall(sock, framed(b"x") * 200)  # 12 MB of replies, never read
-            async with asyncio.timeout(20):
-                while not server.stats()["tcp"].closed_write_timeout:
-                    await asyncio.sleep(0.02)
-            received = bytearray()
-            async with asyncio.timeout(20):  # what the kernel took, the client now reads
-                while True:
-                    try:
-                        chunk = await loop.sock_recv(sock, 1 << 20)
-                    except ConnectionError:
-                        break
-                    if not chunk:
-                        break
-                    received += chunk
-        stats = server.stats()["tcp"]
+    async with Server(config) as server:  # 12 MB of replies, never read
+        received, stats = await flood_unread_then_drain(server, framed(b"x") * 200)
     whole = len(received) // (2 + len(BIG_REPLY))  # the last one may be cut
     assert bytes(received[: whole * (2 + len(BIG_REPLY))]) == framed(BIG_REPLY) * whole
     assert stats.received == 200

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -31,33 +30,17 @@ import dns.query
 import dns.rcode
 import dns.rrset
 import pytest
+from benchmarks.dns_servers import KNOTD, NSD, knot_command, nsd_command, running
 
-from tests.dns_zone import QUESTIONS, write_zone
-from tests.processes import serve
+from tests.dns_zone import ORIGIN, QUESTIONS, write_zone
+from tests.processes import free_port, serve
 
 pytestmark = pytest.mark.peers
 
-NSD = shutil.which("nsd") or "/usr/sbin/nsd"
-KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed")
 needs_kdig = pytest.mark.skipif(shutil.which("kdig") is None, reason="kdig is not installed")
 STARTUP = 15.0
 IDS = [f"{name}{rdtype}" for name, rdtype in QUESTIONS]
-
-
-def _free_port() -> int:
-    """A port free for UDP and TCP on 127.0.0.1 (NSD binds both)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port for UDP and TCP")
 
 
 def _wait_answering(port: int, process: subprocess.Popen[bytes], what: str) -> None:
@@ -78,60 +61,7 @@ def zone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_zone(tmp_path_factory.mktemp("dns-zone"))
 
 
-def _nsd(zone_file: Path, run: Path, port: int, rrl: str = "rrl-ratelimit: 0") -> list[str]:
-    config = run / "nsd.conf"
-    config.write_text(f"""\
-server:
-  ip-address: 127.0.0.1@{port}
-  server-count: 1
-  pidfile: {run}/nsd.pid
-  database: ""
-  zonelistfile: {run}/zone.list
-  xfrdfile: {run}/xfrd.state
-  xfrdir: {run}
-  username: ""
-  chroot: ""
-  logfile: {run}/nsd.log
-  {rrl}
-  minimal-responses: yes
-  refuse-any: no
-remote-control:
-  control-enable: no
-zone:
-  name: example.com
-  zonefile: {zone_file}
-""")
-    return [NSD, "-d", "-c", str(config)]
-
-
-def _knot(zone_file: Path, run: Path, port: int) -> list[str]:
-    config = run / "knot.conf"
-    config.write_text(f"""\
-server:
-    listen: 127.0.0.1@{port}
-    rundir: {run}
-    pidfile: {run}/knot.pid
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: {run}
-log:
-  - target: stderr
-    any: error
-template:
-  - id: default
-    storage: {run}
-    file: {zone_file}
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: example.com
-""")
-    return [KNOTD, "-c", str(config)]
-
-
-REFERENCES = {"nsd": (NSD, _nsd), "knot": (KNOTD, _knot)}
+REFERENCES = {"nsd": (NSD, nsd_command), "knot": (KNOTD, knot_command)}
 
 
 @pytest.fixture(scope="module", params=sorted(REFERENCES))
@@ -142,8 +72,8 @@ def reference_port(request: pytest.FixtureRequest, zone_file: Path,
     program, configure = REFERENCES[request.param]
     if not Path(program).exists():
         pytest.skip(f"{request.param} is not installed")
-    port = _free_port()
-    command = configure(zone_file, tmp_path_factory.mktemp(request.param), port)
+    port = free_port()
+    command = configure(zone_file, ORIGIN, tmp_path_factory.mktemp(request.param), port)
     with _running(command, port, request.param):
         yield port
 
@@ -151,17 +81,9 @@ def reference_port(request: pytest.FixtureRequest, zone_file: Path,
 @contextlib.contextmanager
 def _running(command: list[str], port: int, what: str) -> Iterator[None]:
     """Run ``command`` until it answers on ``port``; SIGTERM to its PID at the end."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with running(command) as process:
         _wait_answering(port, process, what)
         yield
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -367,8 +289,8 @@ def test_rrl_limits_a_burst_as_nsds_rrl_does(zone_file: Path, tmp_path: Path) ->
     one over the limit, so the shares are compared loosely."""
     if not Path(NSD).exists():
         pytest.skip("nsd is not installed")
-    port = _free_port()
-    command = _nsd(zone_file, tmp_path, port, rrl="rrl-ratelimit: 2\n  rrl-slip: 2")
+    port = free_port()
+    command = nsd_command(zone_file, ORIGIN, tmp_path, port, rrl="rrl-ratelimit: 2\n  rrl-slip: 2")
     with _running(command, port, "nsd"):
         theirs = _burst(port, 40)
     with serve("dns", "--zone", str(zone_file), "--no-tcp", "--rrl-rate", "2",

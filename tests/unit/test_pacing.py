@@ -10,9 +10,11 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_load_stats import make_core, reply_to
+from udpkit.apps import reply_rule
+from udpkit.apps.dns import DnsQueries
 from udpkit.bench.config import BenchConfig
 from udpkit.bench.result import BenchResult
-from udpkit.core.load_stats import LoadSummary
+from udpkit.core.load_stats import LoadCore, LoadSummary
 from udpkit.core.pacing import (
     LAG_FLAG_FRACTION,
     LagAccount,
@@ -181,3 +183,19 @@ def test_the_result_flags_a_run_and_documents_both_lags() -> None:
     assert closed.send_lag_us == {}
     assert not closed.generator_flagged
     assert closed.as_dict()["send_lag_us"] is None
+
+
+def test_replies_in_bulk_are_matched_by_the_rule_key_as_one_by_one() -> None:
+    """A keyed rule (DNS: id and question) matched one by one but not in bulk: the C-paced
+    open loop (``bench --rate --expect dns``) counted every answer wrong."""
+    cores = [LoadCore(template=DnsQueries(["example.com A"]), rule=reply_rule("dns"),
+                      timeout=1.0, start=0.0, warmup=0.0, duration=10.0, requests=None,
+                      interval=1.0) for _ in range(2)]
+    for core in cores:
+        payloads = core.issue_planned([0.1, 0.2, 0.3], now=0.0)
+    replies = [payload[:2] + bytes([payload[2] | 0x80]) + payload[3:] for payload in payloads]
+    one, bulk = cores
+    for reply, when in zip(replies, [0.15, 0.25, 0.35], strict=True):
+        assert one.receive([reply], when) == 1
+    assert bulk.receive_at(replies, [0.15, 0.25, 0.35]) == 3
+    assert (bulk.summary(1.0).received, bulk.summary(1.0).wrong) == (3, 0)

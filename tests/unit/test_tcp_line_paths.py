@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ from tests.transports import FakeTransport
 from udpkit import _native
 from udpkit.core.admission import TOKENS_PER_GRANT
 from udpkit.core.counters import Counters, CounterSnapshot
-from udpkit.core.framing import EXIT, LEN16_PREFIX, FramingName, LineFraming, make_framing
+from udpkit.core.framing import EXIT, LEN16_PREFIX, FramingName, make_framing
 from udpkit.core.handler import Peer
 from udpkit.server.tcp import ConnectionRegistry, TcpConnection, TcpSettings
 
@@ -57,6 +58,27 @@ def new_reader(*args: Any, **kwargs: Any) -> _native.LineReader:
     )
 
 
+def open_connection(
+    reader: _native.LineReaderType | None, framing: FramingName = "line", *,
+    handler: Any = handler, idle_timeout: float = 60, line_timeout: float = 60,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[TcpConnection, FakeTransport, Counters, ConnectionRegistry]:
+    """One connection made on a fake transport, its counters and registry (close the
+    registry at the end)."""
+    counters = Counters()
+    options = TcpSettings(
+        handler=handler, counters=counters, pipeline=4, access_log=False, admission=None,
+        max_connections=10, max_per_source=10, idle_timeout=idle_timeout,
+        line_timeout=line_timeout, write_timeout=60, write_buffer=1 << 20,
+        line_reader=reader, clock=clock,
+    )
+    registry = ConnectionRegistry(options)
+    connection = TcpConnection(options, make_framing(framing, max_line=MAX_LINE), registry)
+    transport = FakeTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    return connection, transport, counters, registry
+
+
 def run(
     chunks: list[bytes], reader: _native.LineReaderType | None, gaps: list[int] | None = None,
     idle_timeout: float = 60, line_timeout: float = 60, framing: FramingName = "line",
@@ -69,18 +91,9 @@ def run(
 
     async def go() -> Outcome:
         nonlocal now
-        counters = Counters()
-        options = TcpSettings(
-            handler=handler,  # type: ignore[arg-type]  # wrong result types on purpose
-            counters=counters, pipeline=4, access_log=False, admission=None,
-            max_connections=10, max_per_source=10, idle_timeout=idle_timeout,
-            line_timeout=line_timeout, write_timeout=60, write_buffer=1 << 20,
-            line_reader=reader, clock=lambda: now,
-        )
-        registry = ConnectionRegistry(options)
-        connection = TcpConnection(options, make_framing(framing, max_line=MAX_LINE), registry)
-        transport = FakeTransport()
-        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection, transport, counters, registry = open_connection(
+            reader, framing, idle_timeout=idle_timeout, line_timeout=line_timeout,
+            clock=lambda: now)
         assert (connection.reader is not None) is (reader is not None)
         session = connection.session
         times: list[tuple[float, float | None]] = []
@@ -231,17 +244,8 @@ def test_a_base_exception_from_the_handler_is_a_counted_handler_error(
         return b"Hello, " + request + b"!"
 
     async def go() -> tuple[list[bytes], Counters]:
-        counters = Counters()
-        options = TcpSettings(
-            handler=interrupted, counters=counters, pipeline=4, access_log=False,
-            admission=None, max_connections=10, max_per_source=10, idle_timeout=60,
-            line_timeout=60, write_timeout=60, write_buffer=1 << 20,
-            line_reader=reader,  # type: ignore[arg-type]
-        )
-        registry = ConnectionRegistry(options)
-        transport = FakeTransport()
-        connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
-        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection, transport, counters, registry = open_connection(
+            reader, handler=interrupted)  # type: ignore[arg-type]
         connection.data_received(b"x\ny\n")
         registry.close()
         return transport.written, counters
@@ -276,17 +280,7 @@ def test_lines_received_but_waiting_for_their_turn_are_answered_at_shutdown(fast
         pytest.skip("C extension not built")
 
     async def go() -> tuple[bytes, CounterSnapshot]:
-        counters = Counters()
-        options = TcpSettings(
-            handler=handler,  # type: ignore[arg-type]
-            counters=counters, pipeline=4, access_log=False, admission=None,
-            max_connections=10, max_per_source=10, idle_timeout=60, line_timeout=60,
-            write_timeout=60, write_buffer=1 << 20, line_reader=reader,
-        )
-        registry = ConnectionRegistry(options)
-        connection = TcpConnection(options, LineFraming(MAX_LINE), registry)
-        transport = FakeTransport()
-        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection, transport, counters, registry = open_connection(reader)
         connection.data_received(b"".join(b"x%04d\n" % i for i in range(1000)))  # 6 turns
         assert connection.session.backlog  # the rest waits for its turns
         connection.stop_reading()
@@ -441,17 +435,7 @@ def test_len16_messages_beyond_a_turn_wait_for_the_next_and_are_answered_at_shut
         pytest.skip("C extension not built")
 
     async def go() -> tuple[bytes, CounterSnapshot, list[int]]:
-        counters = Counters()
-        options = TcpSettings(
-            handler=handler,  # type: ignore[arg-type]
-            counters=counters, pipeline=4, access_log=False, admission=None,
-            max_connections=10, max_per_source=10, idle_timeout=60, line_timeout=60,
-            write_timeout=60, write_buffer=1 << 20, line_reader=reader,
-        )
-        registry = ConnectionRegistry(options)
-        connection = TcpConnection(options, make_framing("len16", max_line=MAX_LINE), registry)
-        transport = FakeTransport()
-        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection, transport, counters, registry = open_connection(reader, "len16")
         connection.data_received(len16(*(b"x%04d" % i for i in range(1000))))  # 7 turns
         session = connection.session
         turns = [len(session.unhandled)]

@@ -21,20 +21,20 @@ arrival (``SO_TIMESTAMPNS``); the wait from arrival to the read is counted apart
 
 from __future__ import annotations
 
-import asyncio
 from array import array
 
 from udpkit._native import PacerType
+from udpkit.bench.generator import Generator
 from udpkit.bench.udp_generator import enable_timestamps, open_udp_socket
-from udpkit.core.errors import RequestRefused
-from udpkit.core.handler import Address, format_address
+from udpkit.core.handler import Address
 from udpkit.core.load_stats import ArrivalSchedule, LoadCore
 from udpkit.core.pacing import DEFAULT_POLICY, PacingPolicy, batch_send_times, plan_batches
-from udpkit.timer import DeadlineTimer
 
 
-class PacedUdpGenerator:
+class PacedUdpGenerator(Generator):
     """Open loop over UDP, sends paced by the C sender, replies read on the event loop."""
+
+    core: LoadCore
 
     def __init__(
         self,
@@ -46,11 +46,10 @@ class PacedUdpGenerator:
         policy: PacingPolicy = DEFAULT_POLICY,
         timerfd: bool = False,
     ) -> None:
+        super().__init__(server)
         self.core = core
-        self.server = server
         self.schedule = schedule
         self.policy = policy
-        self._loop = asyncio.get_running_loop()
         self._sock = open_udp_socket(server)
         self._fd = self._sock.fileno()
         self._kernel_time = enable_timestamps(self._sock)
@@ -63,39 +62,26 @@ class PacedUdpGenerator:
         self._plan_times: list[float] = []
         self._plan_sizes: list[int] = []
         self._feeding = True
-        self._timer = DeadlineTimer(self._loop, self._on_timer)
-        self._done: asyncio.Future[None] = self._loop.create_future()
-        self.replies = 0
         self._refused = False
 
     # -- life cycle --------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Send the schedule until the core stops sending, then wait for the replies."""
-        try:
-            self._tick(self._loop.time())
-            await self._done
-        finally:
-            self.close()
+    async def _start(self) -> None:
+        self._pump(self._loop.time())
 
     def stop(self) -> None:
         """Stop feeding the sender now (what it holds, at most ``feed_ahead``, still leaves)."""
-        now = self._loop.time()
-        self.core.stop(now)
         self._feeding = False
-        self._tick(now)
+        super().stop()
 
     def close(self) -> None:
-        self._timer.cancel()
+        super().close()
         self._pacer.close()  # before the socket: the thread sends on its descriptor
         self._sock.close()
 
     # -- the feed ------------------------------------------------------------------
 
-    def _on_timer(self, when: float) -> None:
-        self._tick(max(when, self._loop.time()))
-
-    def _tick(self, now: float) -> None:
+    def _pump(self, now: float) -> None:
         self._collect()
         if self._refused and self.replies == 0:
             self._fail_refused()
@@ -184,10 +170,4 @@ class PacedUdpGenerator:
             return True
         return False
 
-    def _fail_refused(self) -> None:
-        if not self._done.done():
-            self._done.set_exception(
-                RequestRefused("port closed (ICMP port unreachable) over udp",
-                               address=format_address(self.server))
-            )
 

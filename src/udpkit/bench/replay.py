@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import signal
 import socket
-import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,22 +23,23 @@ from typing import Any
 
 from udpkit.apps import reply_rule
 from udpkit.bench.config import BenchConfig
+from udpkit.bench.generator import Generator
 from udpkit.bench.result import BenchResult
-from udpkit.bench.udp_generator import open_udp_socket
+from udpkit.bench.stream import LiveIntervals
+from udpkit.bench.udp_generator import open_udp_socket, read_waiting
 from udpkit.capture.reader import Capture, CaptureError, read_capture_untrusted
 from udpkit.client.aio import resolve_address
-from udpkit.core.errors import RequestRefused, UsageError
-from udpkit.core.handler import Address, format_address
+from udpkit.core.errors import UsageError
+from udpkit.core.handler import Address
 from udpkit.core.load_stats import IntervalStats
 from udpkit.core.matching import ANY, ReplyRule
 from udpkit.core.replay import ReplayCore, ReplayPlan
-from udpkit.timer import DeadlineTimer
+from udpkit.signals import ctrl_c
 
 MAX_FLOWS = 256
 """Client flows replayed from sockets of their own; flows beyond share them."""
 ORDER = "order"
 """``--expect order``: a reply answers the oldest request in flight on its flow."""
-_RECV_BUFFER = 65536
 _READS_PER_WAKEUP = 256
 
 
@@ -228,50 +227,14 @@ async def replay_async(config: ReplayConfig, plan: ReplayPlan, source: ReplaySou
                       start=loop.time(), speed=config.speed, concurrency=config.concurrency,
                       interval=config.interval)
     generator = _ReplayGenerator(core, server)
-    streamed = 0
-
-    async def stream(callback: Callable[[IntervalStats], None]) -> None:
-        nonlocal streamed
-        while True:  # wake just after each interval's end, hand over what closed
-            boundary = core.start + (streamed + 1) * config.interval
-            await asyncio.sleep(max(0.0, boundary - loop.time()) + 0.001)
-            for item in core.intervals_closed(loop.time(), streamed):
-                streamed += 1
-                callback(item)
-
-    streamer = loop.create_task(stream(on_interval)) if on_interval is not None else None
-    stopped = 0
-    main_task = asyncio.current_task()
-
-    def on_signal() -> None:
-        nonlocal stopped
-        stopped += 1
-        if stopped == 1:
-            generator.stop()
-        elif main_task is not None:
-            main_task.cancel()
-
-    installed = handle_signals and threading.current_thread() is threading.main_thread()
-    if installed:
-        loop.add_signal_handler(signal.SIGINT, on_signal)
-    try:
+    live = LiveIntervals(core.intervals_closed, core.start, config.interval, on_interval)
+    with live, ctrl_c(generator.stop, install=handle_signals) as signals:
         if on_start is not None:
             on_start()
         await generator.run()
-    except asyncio.CancelledError:
-        if stopped > 1:
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
-        if streamer is not None:
-            streamer.cancel()
     summary = core.summary(loop.time())
-    if on_interval is not None:
-        for item in summary.intervals[streamed:]:
-            on_interval(item)
-    if stopped:
+    live.finish(summary.intervals)
+    if signals.seen:
         summary = replace(summary, interrupted=True)
     bench_config = BenchConfig(
         host=config.host, port=config.port, transport="udp", concurrency=config.concurrency,
@@ -280,37 +243,26 @@ async def replay_async(config: ReplayConfig, plan: ReplayPlan, source: ReplaySou
     return ReplayResult(BenchResult.build(bench_config, summary), source, config.speed)
 
 
-class _ReplayGenerator:
+class _ReplayGenerator(Generator):
     """One connected socket per flow; the core says what to send when."""
 
+    core: ReplayCore
+
     def __init__(self, core: ReplayCore, server: Address) -> None:
+        super().__init__(server)
         self.core = core
-        self.server = server
-        self._loop = asyncio.get_running_loop()
         self._sockets: list[socket.socket] = []
-        self._timer = DeadlineTimer(self._loop, self._on_timer)
-        self._done: asyncio.Future[None] = self._loop.create_future()
         self._refused = False
-        self.replies = 0
 
-    async def run(self) -> None:
-        try:
-            for flow in range(max(self.core.plan.flows, 1)):
-                sock = open_udp_socket(self.server)
-                self._sockets.append(sock)
-                self._loop.add_reader(sock.fileno(), self._on_readable, flow)
-            self._pump(self._loop.time())
-            await self._done
-        finally:
-            self.close()
-
-    def stop(self) -> None:
-        now = self._loop.time()
-        self.core.stop(now)
-        self._pump(now)
+    async def _start(self) -> None:
+        for flow in range(max(self.core.plan.flows, 1)):
+            sock = open_udp_socket(self.server)
+            self._sockets.append(sock)
+            self._loop.add_reader(sock.fileno(), self._on_readable, flow)
+        self._pump(self._loop.time())
 
     def close(self) -> None:
-        self._timer.cancel()
+        super().close()
         for sock in self._sockets:
             if sock.fileno() >= 0:
                 self._loop.remove_reader(sock.fileno())
@@ -319,33 +271,21 @@ class _ReplayGenerator:
 
     def _on_readable(self, flow: int) -> None:
         sock = self._sockets[flow]
-        replies: list[bytes] = []
-        try:
-            for _ in range(_READS_PER_WAKEUP):
-                replies.append(sock.recv(_RECV_BUFFER))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except ConnectionRefusedError:
+        replies, refused = read_waiting(sock, _READS_PER_WAKEUP)
+        if refused:
             self._refused = True
-        except OSError:
-            pass  # another ICMP error: the requests will time out
         now = self._loop.time()
         if replies:
             self.replies += len(replies)
             self.core.receive(flow, replies, now)
         self._pump(now)
 
-    def _on_timer(self, when: float) -> None:
-        self._pump(max(when, self._loop.time()))
-
     def _pump(self, now: float) -> None:
         if self._done.done():
             return
         core = self.core
         if self._refused and self.replies == 0:
-            self._done.set_exception(RequestRefused(
-                "port closed (ICMP port unreachable) over udp",
-                address=format_address(self.server)))
+            self._fail_refused()
             return
         core.expire(now)
         for flow, payload in core.due(now):

@@ -4,7 +4,7 @@ Rule: :func:`bench` is the one function the CLI calls and a library user can
 call too.  Settings are checked before any socket opens (``UsageError``); a
 refused port raises :class:`~udpkit.core.errors.RequestRefused`.  The first
 SIGINT (when ``handle_signals``) stops sending and waits for the requests in
-flight, so Ctrl-C still gives a report; the second one interrupts.
+flight, so Ctrl-C still gives a report; the second one interrupts (:func:`udpkit.signals.ctrl_c`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from udpkit.apps import DEFAULT_APP
 from udpkit.bench.config import BenchConfig
 from udpkit.bench.paced import PacedUdpGenerator
 from udpkit.bench.result import BenchResult, decode_histogram, histogram_of, new_histogram
+from udpkit.bench.stream import LiveIntervals
 from udpkit.bench.tcp_generator import TcpGenerator
 from udpkit.bench.udp_generator import UdpGenerator
 from udpkit.client.aio import resolve_address
@@ -34,6 +35,7 @@ from udpkit.core.errors import RequestRefused, UdpkitError, UsageError
 from udpkit.core.handler import TransportName
 from udpkit.core.load_stats import ArrivalSchedule, IntervalStats, LoadCore, LoadSummary
 from udpkit.core.pacing import merge_counts
+from udpkit.signals import ctrl_c
 
 _PROGRESS_EVERY = 0.25
 
@@ -120,52 +122,17 @@ async def _run_core(
     if progress is not None:
         planned = config.warmup + config.duration if config.duration is not None else None
         reporter = loop.create_task(_report(core, start, planned, progress))
-    streamed = 0
-    width = config.interval
-
-    async def stream(callback: IntervalCallback) -> None:
-        nonlocal streamed
-        while True:  # wake just after each interval's end, hand over what closed
-            boundary = core.warmup_end + (streamed + 1) * width
-            await asyncio.sleep(max(0.0, boundary - loop.time()) + 0.001)
-            for item in core.intervals_closed(loop.time(), streamed):
-                streamed += 1
-                callback(item)
-
-    streamer = loop.create_task(stream(on_interval)) if on_interval is not None else None
-    signals_seen = 0
-    main_task = asyncio.current_task()
-
-    def on_signal() -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            generator.stop()
-        elif main_task is not None:
-            main_task.cancel()
-
-    installed = handle_signals and threading.current_thread() is threading.main_thread()
-    if installed:
-        loop.add_signal_handler(signal.SIGINT, on_signal)
+    live = LiveIntervals(core.intervals_closed, core.warmup_end, config.interval, on_interval)
     try:
-        await generator.run()
-    except asyncio.CancelledError:
-        if signals_seen > 1:
-            raise KeyboardInterrupt from None
-        raise
+        with live, ctrl_c(generator.stop, install=handle_signals) as signals:
+            await generator.run()
     finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
         if reporter is not None:
             reporter.cancel()
-        if streamer is not None:
-            streamer.cancel()
     summary = replace(core.summary(loop.time()), paced_by=paced_by)
-    if on_interval is not None:
-        for item in summary.intervals[streamed:]:
-            on_interval(item)
+    live.finish(summary.intervals)
     summary = replace(summary, started_at=core.warmup_end + wall_offset)
-    return replace(summary, interrupted=True) if signals_seen else summary
+    return replace(summary, interrupted=True) if signals.seen else summary
 
 
 async def _report(
@@ -335,26 +302,20 @@ def _merge(config: BenchConfig, outcomes: list[tuple[Any, ...]]) -> BenchResult:
 
 def merge_summaries(summaries: list[LoadSummary]) -> LoadSummary:
     """Add up the accounts of several generators that ran side by side."""
-    latency: dict[int, int] = {}
+    latency = merge_counts([summary.latency_us for summary in summaries])
     by_start: dict[float, list[IntervalStats]] = {}
     for summary in summaries:
-        for value, count in summary.latency_us.items():
-            latency[value] = latency.get(value, 0) + count
         for item in summary.intervals:
             by_start.setdefault(round(item.start, 9), []).append(item)
     intervals = []
     for start in sorted(by_start):
         items = by_start[start]
-        merged: dict[int, int] = {}
-        for item in items:
-            for value, count in item.latency_us.items():
-                merged[value] = merged.get(value, 0) + count
         intervals.append(IntervalStats(
             start=start,
             sent=sum(item.sent for item in items),
             received=sum(item.received for item in items),
             lost=sum(item.lost for item in items),
-            latency_us=merged,
+            latency_us=merge_counts([item.latency_us for item in items]),
         ))
     return LoadSummary(
         sent=sum(s.sent for s in summaries),

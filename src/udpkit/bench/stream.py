@@ -12,8 +12,9 @@ flushed when written.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from udpkit.core.load_stats import IntervalStats, percentile_of_counts
@@ -100,3 +101,43 @@ class IntervalStream:
     def __call__(self, item: IntervalStats) -> None:
         self._writer.write(interval_record(item, index=self._index, width=self._width))
         self._index += 1
+
+
+class LiveIntervals:
+    """``with LiveIntervals(closed, start, width, callback):`` around a run: hands each
+    interval to ``callback`` just after it closes (``closed(now, since)`` gives the
+    intervals that ended by ``now`` from number ``since`` on), then :meth:`finish` hands
+    over the rest from the run's summary.  One owner for bench and replay alike."""
+
+    def __init__(self, closed: Callable[[float, int], list[IntervalStats]], start: float,
+                 width: float, callback: Callable[[IntervalStats], None] | None) -> None:
+        self._closed = closed
+        self._start = start
+        self._width = width
+        self._callback = callback
+        self._task: asyncio.Task[None] | None = None
+        self.streamed = 0
+
+    async def _pump(self, callback: Callable[[IntervalStats], None]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:  # wake just after each interval's end, hand over what closed
+            boundary = self._start + (self.streamed + 1) * self._width
+            await asyncio.sleep(max(0.0, boundary - loop.time()) + 0.001)
+            for item in self._closed(loop.time(), self.streamed):
+                self.streamed += 1
+                callback(item)
+
+    def __enter__(self) -> LiveIntervals:
+        if self._callback is not None:
+            self._task = asyncio.get_running_loop().create_task(self._pump(self._callback))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def finish(self, intervals: Sequence[IntervalStats]) -> None:
+        """Hand over the intervals of the summary not streamed yet."""
+        if self._callback is not None:
+            for item in intervals[self.streamed:]:
+                self._callback(item)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 
+from udpkit.bench.generator import Generator
 from udpkit.core.errors import RequestRefused
 from udpkit.core.framing import FramingName, make_framing
 from udpkit.core.handler import Address, format_address
 from udpkit.core.load_stats import ArrivalSchedule, LoadCore
-from udpkit.timer import DeadlineTimer
 
 _WELCOME = b"Welcome!"
 _MAX_LINE = 1 << 20
@@ -65,8 +65,10 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"".join(map(self.framer.frame, payloads)))
 
 
-class TcpGenerator:
+class TcpGenerator(Generator):
     """``connections`` pipelined TCP connections driving one :class:`LoadCore`."""
+
+    core: LoadCore
 
     def __init__(
         self,
@@ -78,47 +80,35 @@ class TcpGenerator:
         schedule: ArrivalSchedule | None,
         framing: FramingName = "line",
     ) -> None:
+        super().__init__(server)
         self.core = core
         self.framing: FramingName = framing
-        self.server = server
         self.connections = connections
         self.depth = depth
         self.schedule = schedule
-        self._loop = asyncio.get_running_loop()
         self._open: list[_Connection] = []
         self._turn = 0
         self._owner: dict[int, _Connection] = {}  # sequence number in flight -> its connection
         self._freed: list[int] = []  # scratch: sequence numbers answered or timed out
-        self._timer = DeadlineTimer(self._loop, self._on_timer)
-        self._done: asyncio.Future[None] = self._loop.create_future()
 
-    async def run(self) -> None:
-        try:
-            for _ in range(self.connections):
-                try:
-                    _, connection = await self._loop.create_connection(
-                        lambda: _Connection(self), self.server[0], self.server[1]
-                    )
-                except ConnectionRefusedError:
-                    raise RequestRefused(
-                        "connection refused over tcp", address=format_address(self.server)
-                    ) from None
-                self._open.append(connection)
-            now = self._loop.time()
-            for connection in self._open:
-                self._refill(connection, now)
-            self._pump(now)
-            await self._done
-        finally:
-            self.close()
-
-    def stop(self) -> None:
+    async def _start(self) -> None:
+        for _ in range(self.connections):
+            try:
+                _, connection = await self._loop.create_connection(
+                    lambda: _Connection(self), self.server[0], self.server[1]
+                )
+            except ConnectionRefusedError:
+                raise RequestRefused(
+                    "connection refused over tcp", address=format_address(self.server)
+                ) from None
+            self._open.append(connection)
         now = self._loop.time()
-        self.core.stop(now)
+        for connection in self._open:
+            self._refill(connection, now)
         self._pump(now)
 
     def close(self) -> None:
-        self._timer.cancel()
+        super().close()
         for connection in self._open:
             if connection.transport is not None:
                 connection.transport.abort()
@@ -140,9 +130,6 @@ class TcpGenerator:
             # Nothing left to send on: what is in flight will time out.
             self.core.stop(self._loop.time())
             self._pump(self._loop.time())
-
-    def _on_timer(self, when: float) -> None:
-        self._pump(max(when, self._loop.time()))  # the loop may fire a hair early
 
     # -- glue ------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ rendered: the generator's own wake-up and bookkeeping stay out of the figure.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import socket
@@ -26,10 +25,9 @@ import struct
 import time
 from collections import deque
 
-from udpkit.core.errors import RequestRefused
-from udpkit.core.handler import Address, format_address
+from udpkit.bench.generator import Generator
+from udpkit.core.handler import Address
 from udpkit.core.load_stats import ArrivalSchedule, LoadCore
-from udpkit.timer import DeadlineTimer
 
 _SOL_UDP = getattr(socket, "SOL_UDP", 17)
 _UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -94,21 +92,31 @@ class ReplyReader:
         return count
 
     def _read_plain(self, limit: int) -> int:
-        recv = self._sock.recv
-        replies: list[bytes] = []
-        append = replies.append
-        try:
-            while len(replies) < limit:
-                append(recv(_RECV_BUFFER))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except ConnectionRefusedError:
+        replies, refused = read_waiting(self._sock, limit)
+        if refused:
             self.refused = True
-        except OSError:
-            pass  # another ICMP error: the requests will time out
         if replies:
             self._core.receive(replies, time.monotonic())  # the event loop's clock
         return len(replies)
+
+
+def read_waiting(sock: socket.socket, limit: int) -> tuple[list[bytes], bool]:
+    """Up to ``limit`` datagrams waiting on a connected UDP socket, and whether the read
+    ended on an ICMP port unreachable (``ECONNREFUSED``); another ICMP error ends it
+    too, and the requests it concerned time out."""
+    recv = sock.recv
+    replies: list[bytes] = []
+    append = replies.append
+    try:
+        while len(replies) < limit:
+            append(recv(_RECV_BUFFER))
+    except (BlockingIOError, InterruptedError):
+        pass
+    except ConnectionRefusedError:
+        return replies, True
+    except OSError:
+        pass  # another ICMP error: the requests will time out
+    return replies, False
 
 
 def open_udp_socket(server: Address) -> socket.socket:
@@ -127,8 +135,10 @@ def open_udp_socket(server: Address) -> socket.socket:
     return sock
 
 
-class UdpGenerator:
+class UdpGenerator(Generator):
     """Closed loop (keep ``concurrency`` in flight) or open loop (follow a schedule)."""
+
+    core: LoadCore
 
     def __init__(
         self,
@@ -140,21 +150,17 @@ class UdpGenerator:
         batch: int = 64,
         gso: bool = True,
     ) -> None:
+        super().__init__(server)
         self.core = core
-        self.server = server
         self.concurrency = concurrency
         self.schedule = schedule
         self.batch = batch
         self.gso = gso and hasattr(socket.socket, "sendmsg")
-        self._loop = asyncio.get_running_loop()
         self._sock = open_udp_socket(server)
         self._fd = self._sock.fileno()
         self._queue: deque[bytes] = deque()
         self._writing = False
-        self._timer = DeadlineTimer(self._loop, self._on_timer)
-        self._done: asyncio.Future[None] = self._loop.create_future()
         self._reader = ReplyReader(self._sock, core)
-        self.replies = 0
 
     @property
     def _refused(self) -> bool:
@@ -162,14 +168,9 @@ class UdpGenerator:
 
     # -- life cycle --------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Send until the core stops sending, then wait for the requests in flight."""
+    async def _start(self) -> None:
         self._loop.add_reader(self._fd, self._on_readable)
-        try:
-            self._pump(self._loop.time())
-            await self._done
-        finally:
-            self.close()
+        self._pump(self._loop.time())
 
     def stop(self) -> None:
         """Stop sending now; the run ends when the requests in flight are resolved."""
@@ -178,7 +179,7 @@ class UdpGenerator:
         self._check_done(now)
 
     def close(self) -> None:
-        self._timer.cancel()
+        super().close()
         if self._sock.fileno() >= 0:
             self._loop.remove_reader(self._fd)
             if self._writing:
@@ -190,9 +191,6 @@ class UdpGenerator:
     def _on_readable(self) -> None:
         self.replies += self._reader.read(self.batch * 4)
         self._pump(self._loop.time())
-
-    def _on_timer(self, when: float) -> None:
-        self._pump(max(when, self._loop.time()))  # the loop may fire a hair early
 
     def _pump(self, now: float) -> None:
         """Expire, send what is due, re-arm the timer, notice the end."""
@@ -233,13 +231,6 @@ class UdpGenerator:
         if when is None or when == float("inf"):
             return
         self._timer.arm_earlier(when)  # an armed earlier timer fires first and re-arms
-
-    def _fail_refused(self) -> None:
-        if not self._done.done():
-            self._done.set_exception(
-                RequestRefused("port closed (ICMP port unreachable) over udp",
-                               address=format_address(self.server))
-            )
 
     # -- output --------------------------------------------------------------------
 

@@ -20,12 +20,12 @@ from udpkit.apps import DEFAULT_APP, default_payload, default_tcp_framing, rule_
 from udpkit.bench.config import BenchConfig
 from udpkit.cli.bench_merge import merge
 from udpkit.cli.errors import (
-    FAILED,
     IMPRECISE,
     INTERRUPTED,
-    SLO_FAILED,
     Failure,
     UdpkitCommand,
+    check_run,
+    with_slos,
 )
 from udpkit.cli.params import DEFAULT_TARGET, Target, check_output_path, read_query_file
 from udpkit.core.errors import UsageError
@@ -210,9 +210,7 @@ def bench(
                       exit_code=INTERRUPTED)
     outcomes = result.check(thresholds)
     if as_json or writer is not None:
-        document = result.as_dict()
-        if outcomes:
-            document["slo"] = [outcome.as_dict() for outcome in outcomes]
+        document = with_slos(result.as_dict(), outcomes)
         if writer is not None:
             from udpkit.bench.stream import summary_record
 
@@ -234,16 +232,7 @@ def bench(
         plot(result, plot_path)
         if not (as_json or as_stream):
             click.echo(f"plot written to {plot_path}")
-    if interrupted:
-        raise Failure("bench", f"interrupted after {result.duration:.3f} s of measurement",
-                      hint="the figures above are partial", exit_code=INTERRUPTED)
-    if result.received == 0:
-        raise Failure("bench", f"no replies: {result.lost} of {result.sent} requests lost",
-                      exit_code=FAILED)
-    failed = [outcome.slo.text for outcome in outcomes if not outcome.passed]
-    if failed:
-        raise Failure("bench", f"{len(failed)} of {len(outcomes)} thresholds failed: "
-                      + ", ".join(failed), exit_code=SLO_FAILED)
+    check_run("bench", result, outcomes, measured="measurement")
     if strict and result.generator_flagged:
         raise Failure("bench", "--strict: the generator's send lag p99 "
                       f"({result.send_lag_us['p99']:,} us) spoils the latency p50 "

@@ -13,7 +13,7 @@ import json
 
 import click
 
-from udpkit.cli.errors import FAILED, SLO_FAILED, Failure, UdpkitCommand
+from udpkit.cli.errors import UdpkitCommand, check_run, with_slos
 from udpkit.core.slo import parse_slos
 
 NAME = "bench merge"
@@ -37,9 +37,7 @@ def merge(results: tuple[str, ...], slos: tuple[str, ...], as_json: bool) -> Non
     if as_json:
         document = result.as_dict()
         document["merged_from"] = list(results)
-        if outcomes:
-            document["slo"] = [outcome.as_dict() for outcome in outcomes]
-        click.echo(json.dumps(document))
+        click.echo(json.dumps(with_slos(document, outcomes)))
     else:
         from rich.console import Console
 
@@ -54,10 +52,4 @@ def merge(results: tuple[str, ...], slos: tuple[str, ...], as_json: bool) -> Non
     for warning in (behind_warning(result), generator_warning(result)):
         if warning:
             click.echo(f"udpkit {NAME}: {warning}", err=True)
-    if result.received == 0:
-        raise Failure(NAME, f"no replies: {result.lost} of {result.sent} requests lost",
-                      exit_code=FAILED)
-    failed = [outcome.slo.text for outcome in outcomes if not outcome.passed]
-    if failed:
-        raise Failure(NAME, f"{len(failed)} of {len(outcomes)} thresholds failed: "
-                      + ", ".join(failed), exit_code=SLO_FAILED)
+    check_run(NAME, result, outcomes)

@@ -16,7 +16,7 @@ import math
 
 import click
 
-from udpkit.cli.errors import FAILED, INTERRUPTED, SLO_FAILED, Failure
+from udpkit.cli.errors import check_run, with_slos
 
 NOT_FOR_REPLAY = ("tcp", "rate", "poisson", "duration", "warmup", "template", "size",
                   "connections", "depth", "procs", "batch", "gso", "seed", "plot_path",
@@ -96,9 +96,7 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
     interrupted = result.summary.interrupted
     outcomes = result.check(thresholds)
     if as_json or writer is not None:
-        document = replayed.as_dict()
-        if outcomes:
-            document["slo"] = [outcome.as_dict() for outcome in outcomes]
+        document = with_slos(replayed.as_dict(), outcomes)
         if writer is not None:
             from udpkit.bench.stream import summary_record
 
@@ -121,13 +119,4 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
         click.echo(f"udpkit bench: warning: the replay fell behind the recorded pace: "
                    f"{result.summary.late_sends:,} of {result.sent:,} requests left more than "
                    f"2 ms late (worst {result.summary.max_send_lag * 1000:.1f} ms)", err=True)
-    if interrupted:
-        raise Failure("bench", f"interrupted after {result.duration:.3f} s of replay",
-                      hint="the figures above are partial", exit_code=INTERRUPTED)
-    if result.received == 0:
-        raise Failure("bench", f"no replies: {result.lost} of {result.sent} requests lost",
-                      exit_code=FAILED)
-    failed = [outcome.slo.text for outcome in outcomes if not outcome.passed]
-    if failed:
-        raise Failure("bench", f"{len(failed)} of {len(outcomes)} thresholds failed: "
-                      + ", ".join(failed), exit_code=SLO_FAILED)
+    check_run("bench", result, outcomes, measured="replay")

@@ -28,11 +28,16 @@ import errno
 import os
 import re
 import sys
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from udpkit.core.errors import LocalProtocolError, RequestFailed, UdpkitError, UsageError
+
+if TYPE_CHECKING:
+    from udpkit.bench.result import BenchResult
+    from udpkit.core.slo import SloOutcome
 
 USAGE = 2
 """Exit code: the command line or the configuration cannot be used as given."""
@@ -75,6 +80,31 @@ class Failure(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(self.line(), err=True)
+
+
+def with_slos(document: dict[str, Any], outcomes: Sequence[SloOutcome]) -> dict[str, Any]:
+    """A bench result's ``--json`` document, with its ``--slo`` outcomes when it had any."""
+    if outcomes:
+        document["slo"] = [outcome.as_dict() for outcome in outcomes]
+    return document
+
+
+def check_run(command: str, result: BenchResult, outcomes: Sequence[SloOutcome], *,
+              measured: str | None = None) -> None:
+    """The exit of a finished bench run (``bench``, ``bench --replay``, ``bench merge``),
+    once its figures are out: 130 when interrupted (``measured`` names what ran, "s of
+    measurement"; ``None``: a run that cannot be), 1 when no reply came, 3 when a
+    ``--slo`` failed."""
+    if measured is not None and result.summary.interrupted:
+        raise Failure(command, f"interrupted after {result.duration:.3f} s of {measured}",
+                      hint="the figures above are partial", exit_code=INTERRUPTED)
+    if result.received == 0:
+        raise Failure(command, f"no replies: {result.lost} of {result.sent} requests lost",
+                      exit_code=FAILED)
+    failed = [outcome.slo.text for outcome in outcomes if not outcome.passed]
+    if failed:
+        raise Failure(command, f"{len(failed)} of {len(outcomes)} thresholds failed: "
+                      + ", ".join(failed), exit_code=SLO_FAILED)
 
 
 def request_failed(exc: RequestFailed) -> tuple[str, str]:

@@ -40,15 +40,23 @@ _TCP_MAX_REPLY = 1 << 20
 
 async def resolve_address(host: str, port: int, kind: socket.SocketKind) -> Address:
     """The first address ``host`` resolves to, or :class:`UsageError`."""
+    return (await resolve_with_family(host, port, kind))[0]
+
+
+async def resolve_with_family(
+    host: str, port: int, kind: socket.SocketKind, *, what: str = "host"
+) -> tuple[Address, socket.AddressFamily]:
+    """The first IPv4 or IPv6 address ``host`` resolves to and its family, or
+    :class:`UsageError` naming it as ``what`` (``"upstream host"``)."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=kind)
     except socket.gaierror as exc:
-        raise UsageError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+        raise UsageError(f"cannot resolve {what} {host!r}: {exc.strerror}") from None
     for family, _type, _proto, _name, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
-            return (str(sockaddr[0]), int(sockaddr[1]))
-    raise UsageError(f"host {host!r} has no IPv4 or IPv6 address")
+            return (str(sockaddr[0]), int(sockaddr[1])), family
+    raise UsageError(f"{what} {host!r} has no IPv4 or IPv6 address")
 
 
 class AsyncClient:

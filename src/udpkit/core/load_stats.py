@@ -27,10 +27,11 @@ import random
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from udpkit.core.errors import UsageError
 from udpkit.core.matching import ReplyRule
-from udpkit.core.pacing import LagAccount
+from udpkit.core.pacing import LagAccount, merge_counts
 from udpkit.core.payloads import RequestSource
 
 _IN_FLIGHT, _ANSWERED, _LOST = 0, 1, 2
@@ -329,48 +330,7 @@ class LoadCore:
         the replies arrived (``now``, a kernel timestamp) this long before the generator
         read them (counted per measured reply)."""
         self._roll(now)
-        pending = self._pending
-        status = self._status
-        first = self._first_measured
-        latency = self._interval_latency
-        accepted = measured = 0
-        max_answered = self._max_answered
-        reordered = 0
-        exact = self._exact
-        seq_of = self.rule.seq_of_untrusted if not exact else None
-        key_of = self.rule.reply_key_untrusted if self.rule.keyed else None
-        for reply in replies:
-            if exact:
-                entry = pending.pop(reply if key_of is None else key_of(reply), None)
-            else:
-                assert seq_of is not None
-                entry = pending.pop(seq_of(reply), None)
-            if entry is None:
-                self._unmatched(reply, now)
-                continue
-            seq, origin = entry
-            status[seq] = _ANSWERED
-            accepted += 1
-            if answered is not None:
-                answered.append(seq)
-            if seq < max_answered:
-                reordered += 1
-            else:
-                max_answered = seq
-            if first is not None and seq >= first:
-                measured += 1
-                micros = int((now - origin) * 1_000_000)
-                latency[micros] = latency.get(micros, 0) + 1
-        self._max_answered = max_answered
-        if measured:
-            if read_lag_us is not None:
-                for _ in range(measured):
-                    self.receive_lag.record_us(read_lag_us)
-            self.received += measured
-            self.reordered += reordered
-            self._interval_counts[1] += measured
-            self._last_reply = now
-        return accepted
+        return self._receive_run(replies, repeat(now), repeat(read_lag_us), now, answered)
 
     def receive_at(
         self, replies: Sequence[bytes], arrivals: Sequence[float],
@@ -397,28 +357,33 @@ class LoadCore:
             end = index + 1
             while end < count and arrivals[end] < boundary:
                 end += 1
-            accepted += self._receive_run(replies, arrivals, read_lags_us, index, end)
+            accepted += self._receive_run(
+                replies[index:end], arrivals[index:end],
+                repeat(None) if read_lags_us is None else read_lags_us[index:end],
+                arrivals[end - 1], None)
             index = end
         return accepted
 
     def _receive_run(
-        self, replies: Sequence[bytes], arrivals: Sequence[float],
-        read_lags_us: Sequence[int] | None, start: int, end: int,
+        self, replies: Iterable[bytes], times: Iterable[float], lags: Iterable[int | None],
+        last: float, answered: list[int] | None,
     ) -> int:
+        """Match replies within one interval of the time series, each at its time, and
+        count what they answered (the one matching loop of :meth:`receive` and
+        :meth:`receive_at`); ``last`` is the latest of ``times``."""
         pending = self._pending
         status = self._status
         first = self._first_measured
         latency = self._interval_latency
-        lags = self.receive_lag
+        lag_account = self.receive_lag
         accepted = measured = reordered = 0
         max_answered = self._max_answered
         exact = self._exact
         seq_of = self.rule.seq_of_untrusted if not exact else None
-        for index in range(start, end):
-            reply = replies[index]
-            now = arrivals[index]
+        key_of = self.rule.reply_key_untrusted if self.rule.keyed else None
+        for reply, now, lag in zip(replies, times, lags, strict=False):  # times, lags: repeat()
             if exact:
-                entry = pending.pop(reply, None)
+                entry = pending.pop(reply if key_of is None else key_of(reply), None)
             else:
                 assert seq_of is not None
                 entry = pending.pop(seq_of(reply), None)
@@ -428,6 +393,8 @@ class LoadCore:
             seq, origin = entry
             status[seq] = _ANSWERED
             accepted += 1
+            if answered is not None:
+                answered.append(seq)
             if seq < max_answered:
                 reordered += 1
             else:
@@ -436,14 +403,14 @@ class LoadCore:
                 measured += 1
                 micros = int((now - origin) * 1_000_000)
                 latency[micros] = latency.get(micros, 0) + 1
-                if read_lags_us is not None:
-                    lags.record_us(read_lags_us[index])
+                if lag is not None:
+                    lag_account.record_us(lag)
         self._max_answered = max_answered
         if measured:
             self.received += measured
             self.reordered += reordered
             self._interval_counts[1] += measured
-            self._last_reply = max(self._last_reply, arrivals[end - 1])
+            self._last_reply = max(self._last_reply, last)
         return accepted
 
     def _unmatched(self, reply: bytes, now: float) -> None:
@@ -548,10 +515,7 @@ class LoadCore:
                     dict(self._interval_latency),
                 )
             )
-        latency: dict[int, int] = {}
-        for item in intervals:
-            for value, count in item.latency_us.items():
-                latency[value] = latency.get(value, 0) + count
+        latency = merge_counts([item.latency_us for item in intervals])
         end = self._stopped_at if self._stopped_at is not None else now
         end = max(end, self._last_reply)
         first = self._first_measured

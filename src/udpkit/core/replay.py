@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from udpkit.core.errors import UsageError
 from udpkit.core.load_stats import LATE_SEND, IntervalStats, LoadSummary
 from udpkit.core.matching import PendingTable, ReplyRule
+from udpkit.core.pacing import merge_counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,12 +277,9 @@ class ReplayCore:
 
     def summary(self, now: float) -> LoadSummary:
         """A frozen account of the replay so far (every request is measured)."""
-        latency: dict[int, int] = {}
         last = max([*self._counts, *self._latency, self._closed(now) - 1], default=-1)
         intervals = [self._interval(bucket) for bucket in range(last + 1)]
-        for item in intervals:
-            for value, count in item.latency_us.items():
-                latency[value] = latency.get(value, 0) + count
+        latency = merge_counts([item.latency_us for item in intervals])
         end = self._last_event if self.finished() else now
         if self._stopped_at is not None:
             end = max(self._stopped_at, self._last_event)

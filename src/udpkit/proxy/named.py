@@ -19,7 +19,7 @@ import socket
 from collections.abc import Sequence
 
 from udpkit.capture.writer import PcapRecorder
-from udpkit.core.errors import UsageError
+from udpkit.client.aio import resolve_with_family
 from udpkit.core.handler import Address, format_address
 from udpkit.core.impairment import Decision, seeded_rng
 from udpkit.core.toxics import (
@@ -192,7 +192,8 @@ class NamedProxy:
         """Bind and serve what ``spec.enabled`` says; :class:`UsageError` if it cannot."""
         host, port = self.spec.listen_address
         if self._udp is None:
-            self._upstream, self._family = await _resolve(*self.spec.upstream_address)
+            self._upstream, self._family = await resolve_with_family(
+                *self.spec.upstream_address, socket.SOCK_DGRAM, what="upstream host")
         want_tcp = self.tcp and self.spec.enabled and not self._tcp_servers
         want_udp = self.udp and self._udp is None
         if not (want_tcp or want_udp):
@@ -308,15 +309,3 @@ class NamedProxy:
             "toxics": {name: counters.as_json()
                        for name, counters in self.toxic_counters.items()},
         }
-
-
-async def _resolve(host: str, port: int) -> tuple[Address, socket.AddressFamily]:
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise UsageError(f"cannot resolve upstream host {host!r}: {exc.strerror}") from None
-    for family, _type, _proto, _name, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6):
-            return (str(sockaddr[0]), int(sockaddr[1])), family
-    raise UsageError(f"upstream host {host!r} has no IPv4 or IPv6 address")

@@ -22,6 +22,7 @@ import sys
 from typing import TextIO
 
 from udpkit.capture.writer import PcapRecorder
+from udpkit.client.aio import resolve_with_family
 from udpkit.core.errors import UsageError
 from udpkit.core.handler import Address, format_address
 from udpkit.core.impairment import LinkPolicy, LinkSettings, seeded_rng
@@ -162,7 +163,8 @@ class Proxy(Service):
     async def _start_anonymous(self, upstream_port: int) -> None:
         config = self.config
         assert self._delay_line is not None
-        upstream, family = await _resolve(config.upstream_host, upstream_port)
+        upstream, family = await resolve_with_family(
+            config.upstream_host, upstream_port, socket.SOCK_DGRAM, what="upstream host")
         self.upstream = upstream
         sockets = bind(config.host, config.port, udp=config.udp, tcp=config.tcp)
         self.port = sockets.port
@@ -247,18 +249,6 @@ class Proxy(Service):
 
     def signal_received(self, signal_name: str, *, again: bool) -> None:
         proxy_log.info("Received %s, shutting down...", signal_name)
-
-
-async def _resolve(host: str, port: int) -> tuple[Address, socket.AddressFamily]:
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise UsageError(f"cannot resolve upstream host {host!r}: {exc.strerror}") from None
-    for family, _type, _proto, _name, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6):
-            return (str(sockaddr[0]), int(sockaddr[1])), family
-    raise UsageError(f"upstream host {host!r} has no IPv4 or IPv6 address")
 
 
 def _log_bug(exc: BaseException) -> None:
