@@ -130,10 +130,14 @@ def test_ping_json_stream_says_timeout() -> None:
 @pytest.fixture(scope="module")
 def two_runs(server: ServeProcess, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Two generators loading the server at the same time, each saving its --json."""
-    where = tmp_path_factory.mktemp("runs")
-    # 2 s each: they overlap even if one interpreter starts a second later
-    args = ["bench", f"127.0.0.1:{server.port}", "-d", "2", "--warmup", "0.1",
-            "--concurrency", "4", "--json"]
+    return bench_side_by_side(server, tmp_path_factory.mktemp("runs"), "--concurrency", "4")
+
+
+def bench_side_by_side(server: ServeProcess, where: pathlib.Path, *flags: str) -> list[str]:
+    """Two 2 s ``bench --json`` runs at once (they overlap even if one interpreter
+    starts a second later); the paths of their results."""
+    args = ["bench", f"127.0.0.1:{server.port}", "-d", "2", "--warmup", "0.1", *flags,
+            "--json"]
     paths = [str(where / "a.json"), str(where / "b.json")]
     processes = []
     for path in paths:
@@ -165,15 +169,7 @@ def test_bench_merge_adds_up_the_send_lag_of_open_loop_runs(
         server: ServeProcess, tmp_path: pathlib.Path) -> None:
     """Regression: merge dropped the send-lag and arrival-to-read histograms of real
     open-loop results; now their counts add up and the flag is the merged run's."""
-    args = ["bench", f"127.0.0.1:{server.port}", "-d", "2", "--warmup", "0.1",
-            "--rate", "300", "--json"]
-    paths = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
-    processes = []
-    for path in paths:
-        with open(path, "wb") as out:
-            processes.append(subprocess.Popen([*UDPKIT, *args], stdout=out, env=_env()))
-    for process in processes:
-        assert process.wait(timeout=30) == 0
+    paths = bench_side_by_side(server, tmp_path, "--rate", "300")
     runs = [json.loads(pathlib.Path(path).read_text()) for path in paths]
     done = run_udpkit("bench", "merge", *paths, "--json")
     assert done.returncode == 0, done.stderr.decode()

@@ -246,15 +246,11 @@ JSON_VALUES = st.recursive(
 VALID = document()
 
 
-@settings(max_examples=200, deadline=None)
-@given(key=st.sampled_from(sorted(VALID)), inner=st.sampled_from(["", "host", "port",
-       "concurrency", "rate", "duration_s", "template", "expect", "max", "lowest_us"]),
-       value=JSON_VALUES)
-def test_any_value_anywhere_reads_or_is_one_merge_error(key: str, inner: str,
-                                                        value: object) -> None:
-    """A result file is untrusted: whatever a field holds, reading it gives a result
-    or a MergeError, never another exception."""
-    doc = json.loads(json.dumps(VALID))
+def assert_reads_or_one_merge_error(valid: dict[str, Any], key: str, inner: str,
+                                     value: object) -> None:
+    """``valid`` with ``value`` put at ``key`` (or inside it, at ``inner``) reads as a
+    result with ``valid``'s count, or fails as one MergeError naming the file."""
+    doc = json.loads(json.dumps(valid))
     if inner and isinstance(doc[key], dict):
         doc[key][inner] = value
     else:
@@ -267,7 +263,18 @@ def test_any_value_anywhere_reads_or_is_one_merge_error(key: str, inner: str,
     if isinstance(outcome, MergeError):
         assert str(outcome).startswith("x.json")
     else:
-        assert outcome.received == VALID["received"]
+        assert outcome.received == valid["received"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(sorted(VALID)), inner=st.sampled_from(["", "host", "port",
+       "concurrency", "rate", "duration_s", "template", "expect", "max", "lowest_us"]),
+       value=JSON_VALUES)
+def test_any_value_anywhere_reads_or_is_one_merge_error(key: str, inner: str,
+                                                        value: object) -> None:
+    """A result file is untrusted: whatever a field holds, reading it gives a result
+    or a MergeError, never another exception."""
+    assert_reads_or_one_merge_error(VALID, key, inner, value)
 
 
 # ------------------------------------------------------------ open loop: the lags
@@ -376,17 +383,4 @@ OPEN_VALID = json.loads(json.dumps(open_run(A, LAG_A, {1: 810}).as_dict()))
 def test_any_lag_value_reads_or_is_one_merge_error(key: str, inner: str,
                                                    value: object) -> None:
     """The lag histograms of a result file are untrusted too."""
-    doc = json.loads(json.dumps(OPEN_VALID))
-    if inner and isinstance(doc[key], dict):
-        doc[key][inner] = value
-    else:
-        doc[key] = value
-    outcome: BenchResult | MergeError
-    try:
-        outcome = result_from_document(doc, source="x.json")
-    except MergeError as exc:
-        outcome = exc
-    if isinstance(outcome, MergeError):
-        assert str(outcome).startswith("x.json")
-    else:
-        assert outcome.received == OPEN_VALID["received"]
+    assert_reads_or_one_merge_error(OPEN_VALID, key, inner, value)
