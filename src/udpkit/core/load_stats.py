@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -378,15 +378,17 @@ class LoadCore:
         lag_account = self.receive_lag
         accepted = measured = reordered = 0
         max_answered = self._max_answered
-        exact = self._exact
-        seq_of = self.rule.seq_of_untrusted if not exact else None
-        key_of = self.rule.reply_key_untrusted if self.rule.keyed else None
+        # How a reply finds its request in ``pending``, chosen once: by the reply itself
+        # (exact), by its key (keyed rules: DNS), or by the number the rule reads in it.
+        key_of: Callable[[bytes], object] | None
+        if not self._exact:
+            key_of = self.rule.seq_of_untrusted
+        elif self.rule.keyed:
+            key_of = self.rule.reply_key_untrusted
+        else:
+            key_of = None
         for reply, now, lag in zip(replies, times, lags, strict=False):  # times, lags: repeat()
-            if exact:
-                entry = pending.pop(reply if key_of is None else key_of(reply), None)
-            else:
-                assert seq_of is not None
-                entry = pending.pop(seq_of(reply), None)
+            entry = pending.pop(reply if key_of is None else key_of(reply), None)
             if entry is None:
                 self._unmatched(reply, now)
                 continue
