@@ -10,8 +10,6 @@ INTERRUPTED.  Every argument, output paths included, is checked before any reque
 
 from __future__ import annotations
 
-import json
-import signal
 import sys
 
 import click
@@ -186,39 +184,24 @@ def bench(
     err_console = Console(stderr=True)
     show_progress = progress if progress is not None else sys.stderr.isatty()
     show_progress = show_progress and config.procs == 1
-    writer = None
-    on_interval = None
-    if as_stream:
-        from udpkit.bench.stream import IntervalStream, JsonLinesWriter
+    from udpkit.cli.bench_output import JsonResult
 
-        assert config.interval is not None
-        # A reader that went away (``| head``) stops the run as Ctrl-C would.
-        writer = JsonLinesWriter(sys.stdout, on_closed=lambda: signal.raise_signal(signal.SIGINT))
-        on_interval = IntervalStream(writer, width=config.interval)
+    output = JsonResult(as_json=as_json, as_stream=as_stream, width=config.interval)
     if show_progress:
         with LiveProgress(err_console) as live:
             result = run_config(config, progress=live.update, handle_signals=True,
-                                on_interval=on_interval)
+                                on_interval=output.on_interval)
     else:
-        result = run_config(config, handle_signals=True, on_interval=on_interval)
+        result = run_config(config, handle_signals=True, on_interval=output.on_interval)
 
-    if writer is not None and writer.closed:
-        raise BrokenPipeError  # the one path: quiet, exit 141
+    output.check_reader()
     interrupted = result.summary.interrupted
     if interrupted and result.sent == 0:
         raise Failure("bench", "interrupted during the warm-up: nothing was measured",
                       exit_code=INTERRUPTED)
     outcomes = result.check(thresholds)
-    if as_json or writer is not None:
-        document = with_slos(result.as_dict(), outcomes)
-        if writer is not None:
-            from udpkit.bench.stream import summary_record
-
-            writer.write(summary_record(document))
-            if writer.closed:
-                raise BrokenPipeError  # the one path: quiet, exit 141
-        else:
-            click.echo(json.dumps(document))
+    if output.wanted:
+        output.emit(with_slos(result.as_dict(), outcomes))
     else:
         Console().print(result_table(result))
         for outcome in outcomes:

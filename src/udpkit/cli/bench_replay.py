@@ -11,7 +11,6 @@ intervals as they close, then its ``--json`` document (:mod:`udpkit.bench.stream
 
 from __future__ import annotations
 
-import json
 import math
 
 import click
@@ -62,18 +61,9 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
     from rich.console import Console
 
     from udpkit.bench.report import result_table
+    from udpkit.cli.bench_output import JsonResult
 
-    writer = None
-    on_interval = None
-    if as_stream:
-        import signal
-        import sys
-
-        from udpkit.bench.stream import IntervalStream, JsonLinesWriter
-
-        # A reader that went away (``| head``) stops the replay as Ctrl-C would.
-        writer = JsonLinesWriter(sys.stdout, on_closed=lambda: signal.raise_signal(signal.SIGINT))
-        on_interval = IntervalStream(writer, width=config.interval)
+    output = JsonResult(as_json=as_json, as_stream=as_stream, width=config.interval)
 
     def header() -> None:
         if as_json or as_stream:
@@ -89,22 +79,13 @@ def replay_command(ctx: click.Context, *, path: str, speed: str, replay_port: in
 
     # The header says the replay is under way, so it comes once Ctrl-C is handled.
     replayed = asyncio.run(replay_async(config, plan, source, handle_signals=True,
-                                        on_start=header, on_interval=on_interval))
-    if writer is not None and writer.closed:
-        raise BrokenPipeError  # the one path: quiet, exit 141
+                                        on_start=header, on_interval=output.on_interval))
+    output.check_reader()
     result = replayed.result
     interrupted = result.summary.interrupted
     outcomes = result.check(thresholds)
-    if as_json or writer is not None:
-        document = with_slos(replayed.as_dict(), outcomes)
-        if writer is not None:
-            from udpkit.bench.stream import summary_record
-
-            writer.write(summary_record(document))
-            if writer.closed:
-                raise BrokenPipeError
-        else:
-            click.echo(json.dumps(document))
+    if output.wanted:
+        output.emit(with_slos(replayed.as_dict(), outcomes))
     else:
         table = result_table(result)
         table.title = "udpkit bench --replay" + (" INTERRUPTED: partial figures"
